@@ -1,0 +1,160 @@
+package kernels
+
+/*
+#include <stdlib.h>
+#include "bridge.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+)
+
+// SamplerParams configures a sampler chain. The zero value samples greedily.
+type SamplerParams struct {
+	Temperature      float32 // <= 0: greedy
+	TopK             int     // 0: off
+	TopP             float32 // 0 or 1: off
+	MinP             float32 // 0: off
+	RepeatPenalty    float32 // 1 or 0: off
+	RepeatLastN      int     // tokens the penalties look back over (default 64; -1: whole context)
+	FrequencyPenalty float32
+	PresencePenalty  float32
+	Seed             uint32 // 0xFFFFFFFF (SeedRandom): random
+	// Grammar is a GBNF grammar with root rule "root"; generation is
+	// constrained to it.
+	Grammar   string
+	LogitBias map[int32]float32
+}
+
+// SeedRandom asks llama.cpp for a random seed.
+const SeedRandom = 0xFFFFFFFF
+
+// Sampler is a llama.cpp sampler chain for one sequence. Not safe for
+// concurrent use.
+type Sampler struct {
+	c *C.struct_llama_sampler
+}
+
+// NewSampler builds the chain: logit bias, penalties, grammar, top-k,
+// top-p, min-p, temperature, then a seeded draw (or greedy).
+func (m *Model) NewSampler(p SamplerParams) (*Sampler, error) {
+	if m == nil || m.c == nil {
+		return nil, errors.New("new sampler: model is closed")
+	}
+	cp := C.llama_sampler_chain_default_params()
+	cp.no_perf = true
+	chain := C.llama_sampler_chain_init(cp)
+	if chain == nil {
+		return nil, errors.New("new sampler: out of memory")
+	}
+	s := &Sampler{c: chain}
+	add := func(smpl *C.struct_llama_sampler, what string) error {
+		if smpl == nil {
+			return fmt.Errorf("new sampler: %s: llama.cpp refused it: %s", what, takeLastLog())
+		}
+		C.llama_sampler_chain_add(chain, smpl)
+		return nil
+	}
+	fail := func(err error) (*Sampler, error) { s.Close(); return nil, err }
+
+	if len(p.LogitBias) > 0 {
+		biases := make([]C.llama_logit_bias, 0, len(p.LogitBias))
+		for tok, b := range p.LogitBias {
+			if tok < 0 || int(tok) >= m.info.Vocab {
+				return fail(fmt.Errorf("new sampler: logit_bias token %d outside the vocabulary (0..%d)", tok, m.info.Vocab-1))
+			}
+			biases = append(biases, C.llama_logit_bias{token: C.llama_token(tok), bias: C.float(b)})
+		}
+		if err := add(C.llama_sampler_init_logit_bias(C.int32_t(m.info.Vocab), C.int32_t(len(biases)), &biases[0]), "logit_bias"); err != nil {
+			return fail(err)
+		}
+	}
+	penalize := (p.RepeatPenalty != 0 && p.RepeatPenalty != 1) || p.FrequencyPenalty != 0 || p.PresencePenalty != 0
+	if penalize {
+		lastN := p.RepeatLastN
+		if lastN == 0 {
+			lastN = 64
+		}
+		rp := p.RepeatPenalty
+		if rp == 0 {
+			rp = 1
+		}
+		if err := add(C.llama_sampler_init_penalties(C.int32_t(lastN), C.float(rp), C.float(p.FrequencyPenalty), C.float(p.PresencePenalty)), "penalties"); err != nil {
+			return fail(err)
+		}
+	}
+	if p.Grammar != "" {
+		cg := C.CString(p.Grammar)
+		root := C.CString("root")
+		takeLastLog()
+		g := C.llama_sampler_init_grammar(m.vocab, cg, root)
+		C.free(unsafe.Pointer(cg))
+		C.free(unsafe.Pointer(root))
+		if g == nil {
+			return fail(fmt.Errorf("new sampler: grammar does not parse: %s", takeLastLog()))
+		}
+		C.llama_sampler_chain_add(chain, g)
+	}
+	if p.Temperature <= 0 {
+		if err := add(C.llama_sampler_init_greedy(), "greedy"); err != nil {
+			return fail(err)
+		}
+		return s, nil
+	}
+	if p.TopK > 0 {
+		if err := add(C.llama_sampler_init_top_k(C.int32_t(p.TopK)), "top_k"); err != nil {
+			return fail(err)
+		}
+	}
+	if p.TopP > 0 && p.TopP < 1 {
+		if err := add(C.llama_sampler_init_top_p(C.float(p.TopP), 1), "top_p"); err != nil {
+			return fail(err)
+		}
+	}
+	if p.MinP > 0 {
+		if err := add(C.llama_sampler_init_min_p(C.float(p.MinP), 1), "min_p"); err != nil {
+			return fail(err)
+		}
+	}
+	if err := add(C.llama_sampler_init_temp(C.float(p.Temperature)), "temperature"); err != nil {
+		return fail(err)
+	}
+	if err := add(C.llama_sampler_init_dist(C.uint32_t(p.Seed)), "dist"); err != nil {
+		return fail(err)
+	}
+	return s, nil
+}
+
+// Sample picks the next token from the logits at batch output i of c and
+// accepts it into the chain's state (penalties, grammar).
+func (s *Sampler) Sample(c *Context, i int) int32 {
+	return int32(C.llama_sampler_sample(s.c, c.c, C.int32_t(i)))
+}
+
+// Accept feeds a token the chain did not choose (e.g. prompt tokens for the
+// penalties) into its state.
+func (s *Sampler) Accept(tok int32) { C.llama_sampler_accept(s.c, C.llama_token(tok)) }
+
+// Reset clears the chain's state (penalty history, grammar position).
+func (s *Sampler) Reset() { C.llama_sampler_reset(s.c) }
+
+// Close frees the chain.
+func (s *Sampler) Close() error {
+	if s != nil && s.c != nil {
+		C.llama_sampler_free(s.c)
+		s.c = nil
+	}
+	return nil
+}
+
+// ValidateGrammar reports whether llama.cpp's GBNF parser accepts grammar.
+func (m *Model) ValidateGrammar(grammar string) error {
+	s, err := m.NewSampler(SamplerParams{Grammar: grammar})
+	if err != nil {
+		return err
+	}
+	return s.Close()
+}
