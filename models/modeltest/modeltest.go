@@ -1,0 +1,51 @@
+// Package modeltest finds the small real GGUF models that tests use.
+//
+// Tests read them from $LLMRT_TEST_MODELS, or from the first "shared/models"
+// folder found beside or above the working directory (the layout of a
+// checkout next to ../shared). Where neither exists, Fetch downloads them
+// from their public sources and checks their sha256 digests.
+package modeltest
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// Dir returns the test-model folder, or "" if none is found.
+func Dir() string {
+	if d := os.Getenv("LLMRT_TEST_MODELS"); d != "" {
+		if abs, err := filepath.Abs(d); err == nil {
+			return abs
+		}
+		return d
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		cand := filepath.Join(dir, "shared", "models")
+		if st, err := os.Stat(cand); err == nil && st.IsDir() {
+			return cand
+		}
+		if filepath.Dir(dir) == dir {
+			return ""
+		}
+	}
+}
+
+// Path returns the path of a test model by file name (e.g.
+// "stories260K.gguf"), failing the test when it is not available.
+func Path(t testing.TB, name string) string {
+	t.Helper()
+	dir := Dir()
+	if dir == "" {
+		t.Fatalf("test models not found: set LLMRT_TEST_MODELS or run `make test-models`")
+	}
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("test model %s: %v (run `make test-models`)", name, err)
+	}
+	return p
+}

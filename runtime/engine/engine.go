@@ -1,0 +1,396 @@
+// Package engine runs a llama.cpp model for many concurrent requests.
+//
+// One Engine owns one model and one llama.cpp context with NParallel
+// sequences. A single goroutine (the loop) drives the context: every step it
+// admits waiting requests into free sequences, packs the next token of every
+// generating sequence and a chunk of every prefilling prompt into one batch
+// (continuous batching with chunked prefill), decodes, and samples each
+// sequence with its own sampler chain. Requests receive their tokens through
+// a Stream that buffers, so a slow reader never stalls the other sequences.
+//
+// Prompt-prefix cache: a finished sequence keeps its KV cells; a new request
+// is placed in the free sequence whose cached tokens share the longest
+// prefix with its prompt, and only the rest is computed. The cache is keyed
+// by the adapter set as well as the tokens.
+//
+// Adapters: llama.cpp applies LoRA adapters to the whole context, so one
+// decode step runs one adapter set. The engine groups requests by adapter
+// set: it admits only requests of the active set while any sequence of that
+// set is running, and switches sets when the running ones finish (requests
+// for another set that have waited stop further admissions of the current
+// set so they cannot starve). Switches are counted in Stats.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/llmrt/llmrt/kernels"
+)
+
+// Options configure an Engine.
+type Options struct {
+	// Path is the GGUF model file.
+	Path string
+	// Model controls loading (GPU layers, mmap, progress).
+	Model kernels.ModelParams
+	// CtxPerSeq is the context length of one sequence (default: the
+	// model's training context, capped at 4096).
+	CtxPerSeq int
+	// NParallel is the number of sequences decoded together (default 4).
+	NParallel int
+	// NBatch is the most tokens per decode step (default 512); prompts
+	// longer than that are prefilled in chunks between decode steps.
+	NBatch int
+	// Threads for decode and prompt processing (default: all cores).
+	Threads int
+	// QueueLen bounds the requests waiting for a sequence (default 64);
+	// Submit returns ErrQueueFull beyond it.
+	QueueLen int
+	// Logger receives engine events (default: slog.Default()).
+	Logger *slog.Logger
+}
+
+// ErrQueueFull is returned when QueueLen requests are already waiting.
+var ErrQueueFull = errors.New("engine: request queue is full")
+
+// ErrClosed is returned by calls on a closed engine.
+var ErrClosed = errors.New("engine: closed")
+
+// PromptTooLongError reports a prompt that does not fit one sequence.
+type PromptTooLongError struct{ Tokens, Limit int }
+
+func (e *PromptTooLongError) Error() string {
+	return fmt.Sprintf("prompt is %d tokens, longer than the context of %d tokens", e.Tokens, e.Limit)
+}
+
+// Engine serves one model. Create it with Open; it is safe for concurrent use.
+type Engine struct {
+	opt   Options
+	model *kernels.Model
+	info  kernels.ModelInfo
+	lctx  *kernels.Context
+	batch *kernels.Batch
+	log   *slog.Logger
+
+	submit chan *Stream
+	stop   chan struct{}
+	done   chan struct{}
+	closed atomic.Bool
+
+	adaptersMu sync.RWMutex
+	adapters   map[string]*loadedAdapter
+
+	embedMu  sync.Mutex
+	embedCtx *kernels.Context
+	embedB   *kernels.Batch
+
+	stats statsCounters
+}
+
+type loadedAdapter struct {
+	name string
+	a    *kernels.Adapter
+	refs int // streams queued or running with it
+}
+
+// Open loads the model and starts the engine loop.
+func Open(ctx context.Context, opt Options) (*Engine, error) {
+	if opt.NParallel <= 0 {
+		opt.NParallel = 4
+	}
+	if opt.NBatch <= 0 {
+		opt.NBatch = 512
+	}
+	if opt.Threads <= 0 {
+		opt.Threads = runtime.NumCPU()
+	}
+	if opt.QueueLen <= 0 {
+		opt.QueueLen = 64
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	m, err := kernels.LoadModel(ctx, opt.Path, opt.Model)
+	if err != nil {
+		return nil, err
+	}
+	info := m.Info()
+	if opt.CtxPerSeq <= 0 {
+		opt.CtxPerSeq = min(info.CtxTrain, 4096)
+	}
+	if opt.CtxPerSeq <= 0 {
+		opt.CtxPerSeq = 2048
+	}
+	lctx, err := m.NewContext(kernels.ContextParams{
+		NCtx:    opt.CtxPerSeq * opt.NParallel,
+		NBatch:  opt.NBatch,
+		NSeqMax: opt.NParallel,
+		Threads: opt.Threads,
+	})
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	b, err := kernels.NewBatch(opt.NBatch, 1)
+	if err != nil {
+		lctx.Close()
+		m.Close()
+		return nil, err
+	}
+	e := &Engine{
+		opt: opt, model: m, info: info, lctx: lctx, batch: b, log: opt.Logger,
+		submit:   make(chan *Stream, opt.QueueLen),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		adapters: map[string]*loadedAdapter{},
+	}
+	go e.loop()
+	return e, nil
+}
+
+// Info returns the model's facts.
+func (e *Engine) Info() kernels.ModelInfo { return e.info }
+
+// Model returns the loaded model (for tokenization and templates).
+func (e *Engine) Model() *kernels.Model { return e.model }
+
+// Options returns the engine's effective options.
+func (e *Engine) Options() Options { return e.opt }
+
+// CtxPerSeq is the longest prompt + completion one request may have.
+func (e *Engine) CtxPerSeq() int { return e.opt.CtxPerSeq }
+
+// Tokenize converts text to tokens; addSpecial adds BOS as the model
+// wants, parseSpecial maps special-token text to special tokens.
+func (e *Engine) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, error) {
+	return e.model.Tokenize(text, addSpecial, parseSpecial)
+}
+
+// Close stops the loop, fails the waiting and running requests with
+// ErrClosed, and frees the model.
+func (e *Engine) Close() error {
+	if !e.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(e.stop)
+	<-e.done
+	e.embedMu.Lock()
+	if e.embedCtx != nil {
+		e.embedCtx.Close()
+		e.embedB.Close()
+		e.embedCtx, e.embedB = nil, nil
+	}
+	e.embedMu.Unlock()
+	e.batch.Close()
+	e.lctx.Close()
+	return e.model.Close()
+}
+
+// LoadAdapter loads a LoRA adapter under name; requests refer to it by
+// name. Loading the same name twice replaces nothing and returns an error.
+func (e *Engine) LoadAdapter(name, path string) error {
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	e.adaptersMu.Lock()
+	defer e.adaptersMu.Unlock()
+	if _, ok := e.adapters[name]; ok {
+		return fmt.Errorf("adapter %q is already loaded", name)
+	}
+	a, err := e.model.LoadAdapter(path)
+	if err != nil {
+		return err
+	}
+	e.adapters[name] = &loadedAdapter{name: name, a: a}
+	return nil
+}
+
+// UnloadAdapter frees an adapter. It fails while requests use it.
+func (e *Engine) UnloadAdapter(name string) error {
+	e.adaptersMu.Lock()
+	defer e.adaptersMu.Unlock()
+	la, ok := e.adapters[name]
+	if !ok {
+		return fmt.Errorf("adapter %q is not loaded", name)
+	}
+	if la.refs > 0 {
+		return fmt.Errorf("adapter %q is in use by %d requests", name, la.refs)
+	}
+	delete(e.adapters, name)
+	return la.a.Close()
+}
+
+// Adapters lists the loaded adapter names.
+func (e *Engine) Adapters() []string {
+	e.adaptersMu.RLock()
+	defer e.adaptersMu.RUnlock()
+	out := make([]string, 0, len(e.adapters))
+	for n := range e.adapters {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// AdapterRef names a loaded adapter and its scale (0 means 1).
+type AdapterRef struct {
+	Name  string
+	Scale float32
+}
+
+func adapterKey(refs []AdapterRef) string {
+	if len(refs) == 0 {
+		return ""
+	}
+	parts := make([]string, len(refs))
+	for i, r := range refs {
+		s := r.Scale
+		if s == 0 {
+			s = 1
+		}
+		parts[i] = fmt.Sprintf("%s@%g", r.Name, s)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+// Request is one generation.
+type Request struct {
+	// Prompt is the tokenized prompt (at least one token).
+	Prompt []int32
+	// MaxTokens bounds the completion (0: until the sequence's context is
+	// full).
+	MaxTokens int
+	// Sampling configures the sampler chain (zero value: greedy).
+	Sampling kernels.SamplerParams
+	// Stop strings end the completion; they are not included in the text.
+	Stop []string
+	// Adapters applied for this request.
+	Adapters []AdapterRef
+	// TopLogprobs > 0 returns that many alternatives per token; Logprobs
+	// returns the chosen token's log-probability.
+	Logprobs    bool
+	TopLogprobs int
+	// IgnoreEOS keeps generating past end-of-generation tokens.
+	IgnoreEOS bool
+}
+
+// Submit queues a request and returns its stream. Cancelling ctx ends the
+// request and frees its sequence at the next step.
+func (e *Engine) Submit(ctx context.Context, req Request) (*Stream, error) {
+	if e.closed.Load() {
+		return nil, ErrClosed
+	}
+	if len(req.Prompt) == 0 {
+		return nil, errors.New("engine: empty prompt")
+	}
+	if len(req.Prompt) >= e.opt.CtxPerSeq {
+		return nil, &PromptTooLongError{Tokens: len(req.Prompt), Limit: e.opt.CtxPerSeq}
+	}
+	for _, t := range req.Prompt {
+		if t < 0 || int(t) >= e.info.Vocab {
+			return nil, fmt.Errorf("engine: prompt token %d outside the vocabulary (0..%d)", t, e.info.Vocab-1)
+		}
+	}
+	smp, err := e.model.NewSampler(req.Sampling)
+	if err != nil {
+		return nil, err
+	}
+	var set []kernels.AdapterScale
+	if len(req.Adapters) > 0 {
+		e.adaptersMu.Lock()
+		for _, r := range req.Adapters {
+			la, ok := e.adapters[r.Name]
+			if !ok {
+				e.adaptersMu.Unlock()
+				smp.Close()
+				e.releaseAdapters(set)
+				return nil, fmt.Errorf("engine: adapter %q is not loaded", r.Name)
+			}
+			la.refs++
+			sc := r.Scale
+			if sc == 0 {
+				sc = 1
+			}
+			set = append(set, kernels.AdapterScale{Adapter: la.a, Scale: sc})
+		}
+		e.adaptersMu.Unlock()
+	}
+	s := newStream(ctx, req, smp, set, adapterKey(req.Adapters))
+	s.onClose = func() { e.releaseAdapters(set) }
+	select {
+	case e.submit <- s:
+		e.stats.queued.Add(1)
+		return s, nil
+	default:
+		s.finishEarly()
+		return nil, ErrQueueFull
+	}
+}
+
+func (e *Engine) releaseAdapters(set []kernels.AdapterScale) {
+	if len(set) == 0 {
+		return
+	}
+	e.adaptersMu.Lock()
+	defer e.adaptersMu.Unlock()
+	for _, as := range set {
+		for _, la := range e.adapters {
+			if la.a == as.Adapter && la.refs > 0 {
+				la.refs--
+			}
+		}
+	}
+}
+
+// Generate is Submit followed by collecting the whole completion.
+func (e *Engine) Generate(ctx context.Context, req Request) (Result, error) {
+	s, err := e.Submit(ctx, req)
+	if err != nil {
+		return Result{}, err
+	}
+	return s.Collect(ctx)
+}
+
+// Stats is a snapshot of the engine's counters.
+type Stats struct {
+	Active          int     `json:"active_sequences"`
+	Queued          int     `json:"queued_requests"`
+	KVCellsUsed     int     `json:"kv_cells_used"`
+	KVCells         int     `json:"kv_cells"`
+	PromptTokens    int64   `json:"prompt_tokens_total"`
+	CachedTokens    int64   `json:"prompt_tokens_cached_total"`
+	GeneratedTokens int64   `json:"generated_tokens_total"`
+	Requests        int64   `json:"requests_total"`
+	AdapterSwitches int64   `json:"adapter_switches_total"`
+	DecodeSteps     int64   `json:"decode_steps_total"`
+	DecodeSeconds   float64 `json:"decode_seconds_total"`
+}
+
+type statsCounters struct {
+	active, queued, kvUsed                         atomic.Int64
+	prompt, cached, generated, requests, switches  atomic.Int64
+	steps                                          atomic.Int64
+	decodeNanos                                    atomic.Int64
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() Stats {
+	c := &e.stats
+	return Stats{
+		Active: int(c.active.Load()), Queued: int(c.queued.Load()),
+		KVCellsUsed: int(c.kvUsed.Load()), KVCells: e.opt.CtxPerSeq * e.opt.NParallel,
+		PromptTokens: c.prompt.Load(), CachedTokens: c.cached.Load(), GeneratedTokens: c.generated.Load(),
+		Requests: c.requests.Load(), AdapterSwitches: c.switches.Load(),
+		DecodeSteps: c.steps.Load(), DecodeSeconds: time.Duration(c.decodeNanos.Load()).Seconds(),
+	}
+}

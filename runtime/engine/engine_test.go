@@ -1,0 +1,316 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/llmrt/llmrt/kernels"
+	"github.com/llmrt/llmrt/models/modeltest"
+)
+
+const lily = ", there was a little girl named Lily. She loved to play outside"
+
+func openStories(t *testing.T, opt Options) *Engine {
+	t.Helper()
+	opt.Path = modeltest.Path(t, "stories260K.gguf")
+	if opt.Threads == 0 {
+		opt.Threads = 2
+	}
+	if opt.CtxPerSeq == 0 {
+		opt.CtxPerSeq = 256
+	}
+	e, err := Open(context.Background(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+func prompt(t *testing.T, e *Engine, text string) []int32 {
+	t.Helper()
+	toks, err := e.Tokenize(text, true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return toks
+}
+
+func TestGreedyStories(t *testing.T) {
+	e := openStories(t, Options{NParallel: 1})
+	res, err := e.Generate(context.Background(), Request{Prompt: prompt(t, e, "Once upon a time"), MaxTokens: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(res.Text, lily) {
+		t.Fatalf("greedy continuation = %q, want prefix %q", res.Text, lily)
+	}
+	if res.FinishReason != FinishLength || res.CompletionTokens != 24 {
+		t.Fatalf("finish %q after %d tokens, want length after 24", res.FinishReason, res.CompletionTokens)
+	}
+	if res.PromptTokens != 5 { // BOS + 4 tokens
+		t.Fatalf("prompt tokens = %d", res.PromptTokens)
+	}
+}
+
+func TestSeededSamplingRepeats(t *testing.T) {
+	e := openStories(t, Options{NParallel: 2})
+	req := Request{Prompt: prompt(t, e, "Once upon a time"), MaxTokens: 40,
+		Sampling: kernels.SamplerParams{Temperature: 1.0, TopK: 40, TopP: 0.95, Seed: 1234}}
+	a, err := e.Generate(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := e.Generate(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Text != b.Text {
+		t.Fatalf("same seed gave different text:\n%q\n%q", a.Text, b.Text)
+	}
+	req.Sampling.Seed = 99
+	c, err := e.Generate(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Text == a.Text {
+		t.Fatalf("different seeds gave the same 40 tokens: %q", a.Text)
+	}
+}
+
+func TestStopStrings(t *testing.T) {
+	e := openStories(t, Options{NParallel: 1})
+	res, err := e.Generate(context.Background(), Request{Prompt: prompt(t, e, "Once upon a time"), MaxTokens: 40, Stop: []string{"Lily"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Text != ", there was a little girl named " || res.FinishReason != FinishStop {
+		t.Fatalf("stop: text %q finish %q", res.Text, res.FinishReason)
+	}
+}
+
+func TestStreamChunksJoinToResult(t *testing.T) {
+	e := openStories(t, Options{NParallel: 1})
+	s, err := e.Submit(context.Background(), Request{Prompt: prompt(t, e, "Once upon a time"), MaxTokens: 30, Logprobs: true, TopLogprobs: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	ntok := 0
+	for {
+		c, err := s.Next(context.Background())
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		sb.WriteString(c.Text)
+		for _, tk := range c.Tokens {
+			ntok++
+			if tk.Logprob > 0 || len(tk.Top) != 3 || tk.Top[0].Logprob < tk.Top[1].Logprob {
+				t.Fatalf("bad logprobs %+v", tk)
+			}
+			// Greedy: the chosen token is the most likely one.
+			if tk.Top[0].ID != tk.ID || math.Abs(float64(tk.Top[0].Logprob-tk.Logprob)) > 1e-5 {
+				t.Fatalf("greedy token %d is not the top alternative %+v", tk.ID, tk.Top[0])
+			}
+		}
+	}
+	if r := s.Result(); r.Text != sb.String() || ntok != r.CompletionTokens {
+		t.Fatalf("chunks %q (%d tokens) vs result %q (%d)", sb.String(), ntok, r.Text, r.CompletionTokens)
+	}
+}
+
+// Concurrent greedy requests decoded together give the same text as the
+// same requests one at a time.
+func TestBatchedEqualsSequential(t *testing.T) {
+	e := openStories(t, Options{NParallel: 8})
+	prompts := []string{"Once upon a time", "The cat", "Tom and Sue went", "One day, a little bird", "The sun was", "Lily wanted", "A big dog", "Mom said"}
+	want := make([]string, len(prompts))
+	for i, p := range prompts {
+		r, err := e.Generate(context.Background(), Request{Prompt: prompt(t, e, p), MaxTokens: 32})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = r.Text
+	}
+	got := make([]string, len(prompts))
+	var wg sync.WaitGroup
+	for i, p := range prompts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := e.Generate(context.Background(), Request{Prompt: prompt(t, e, p), MaxTokens: 32})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got[i] = r.Text
+		}()
+	}
+	wg.Wait()
+	for i := range prompts {
+		if got[i] != want[i] {
+			t.Errorf("prompt %q: batched %q, sequential %q", prompts[i], got[i], want[i])
+		}
+	}
+}
+
+func TestPrefixCacheReuse(t *testing.T) {
+	e := openStories(t, Options{NParallel: 2})
+	p1 := prompt(t, e, "Once upon a time, there was a little girl named Lily.")
+	r1, err := e.Generate(context.Background(), Request{Prompt: p1, MaxTokens: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1.CachedTokens != 0 {
+		t.Fatalf("first request reused %d tokens", r1.CachedTokens)
+	}
+	// A follow-up that extends the first prompt and its answer.
+	p2 := append(append(append([]int32(nil), p1...), tokensOf(r1)...), prompt(t, e, " She")[1:]...)
+	r2, err := e.Generate(context.Background(), Request{Prompt: p2, MaxTokens: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.CachedTokens < len(p1) {
+		t.Fatalf("follow-up reused %d tokens, want at least %d", r2.CachedTokens, len(p1))
+	}
+	// The reused cells must give the same answer as a cold computation.
+	cold := openStories(t, Options{NParallel: 1})
+	r3, err := cold.Generate(context.Background(), Request{Prompt: p2, MaxTokens: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r3.Text != r2.Text {
+		t.Fatalf("cached prefix changed the answer: %q vs cold %q", r2.Text, r3.Text)
+	}
+	// Same prompt again: everything but the last token is reused.
+	r4, err := e.Generate(context.Background(), Request{Prompt: p2, MaxTokens: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r4.CachedTokens != len(p2)-1 || r4.Text != r2.Text {
+		t.Fatalf("repeat: cached %d of %d, text %q vs %q", r4.CachedTokens, len(p2), r4.Text, r2.Text)
+	}
+}
+
+func tokensOf(r Result) []int32 {
+	out := make([]int32, len(r.Tokens))
+	for i, t := range r.Tokens {
+		out[i] = t.ID
+	}
+	return out
+}
+
+func TestCancelFreesSequence(t *testing.T) {
+	e := openStories(t, Options{NParallel: 2, CtxPerSeq: 2048})
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := e.Submit(ctx, Request{Prompt: prompt(t, e, "Once upon a time"), IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := e.Submit(context.Background(), Request{Prompt: prompt(t, e, "The cat"), MaxTokens: 200, IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if _, err := s.Next(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e.Stats().Active != 2 {
+		t.Fatalf("active = %d, want 2", e.Stats().Active)
+	}
+	cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Stats().Active != 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if e.Stats().Active != 1 {
+		t.Fatalf("cancelled stream still active")
+	}
+	r, err := other.Collect(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.CompletionTokens != 200 {
+		t.Fatalf("other stream stopped after %d tokens", r.CompletionTokens)
+	}
+	// Only the finished stream's cells remain.
+	if used := e.Stats().KVCellsUsed; used > r.PromptTokens+r.CompletionTokens {
+		t.Fatalf("kv cells used %d after cancel, want <= %d", used, r.PromptTokens+r.CompletionTokens)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	e := openStories(t, Options{NParallel: 1, CtxPerSeq: 64, QueueLen: 1})
+	long := make([]int32, 100)
+	for i := range long {
+		long[i] = 100
+	}
+	var tooLong *PromptTooLongError
+	if _, err := e.Submit(context.Background(), Request{Prompt: long}); !errors.As(err, &tooLong) || tooLong.Tokens != 100 || tooLong.Limit != 64 {
+		t.Fatalf("long prompt: %v", err)
+	}
+	if _, err := e.Submit(context.Background(), Request{}); err == nil {
+		t.Fatal("empty prompt accepted")
+	}
+	if _, err := e.Submit(context.Background(), Request{Prompt: []int32{1, 9999}}); err == nil {
+		t.Fatal("out-of-vocabulary token accepted")
+	}
+	if _, err := e.Submit(context.Background(), Request{Prompt: []int32{1}, Sampling: kernels.SamplerParams{Grammar: "root ::= ("}}); err == nil {
+		t.Fatal("broken grammar accepted")
+	}
+	if _, err := e.Submit(context.Background(), Request{Prompt: []int32{1}, Adapters: []AdapterRef{{Name: "nope"}}}); err == nil {
+		t.Fatal("unknown adapter accepted")
+	}
+}
+
+func TestEmbeddings(t *testing.T) {
+	e := openStories(t, Options{NParallel: 1})
+	in := [][]int32{prompt(t, e, "Once upon a time"), prompt(t, e, "The cat sat on the mat"), prompt(t, e, "Once upon a time")}
+	vs, err := e.Embed(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range vs {
+		if len(v) != e.Info().Embd {
+			t.Fatalf("embedding %d has width %d, want %d", i, len(v), e.Info().Embd)
+		}
+		var n float64
+		for _, x := range v {
+			n += float64(x) * float64(x)
+		}
+		if math.Abs(n-1) > 1e-4 {
+			t.Fatalf("embedding %d norm² = %v", i, n)
+		}
+	}
+	dot := func(a, b []float32) float64 {
+		var s float64
+		for i := range a {
+			s += float64(a[i]) * float64(b[i])
+		}
+		return s
+	}
+	if d := dot(vs[0], vs[2]); d < 0.9999 {
+		t.Fatalf("same text embedded twice differs: cos %v", d)
+	}
+	if d := dot(vs[0], vs[1]); d > 0.999 {
+		t.Fatalf("different texts embed identically: cos %v", d)
+	}
+	// One at a time gives the same vectors as packed together.
+	single, err := e.Embed(context.Background(), in[1:2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := dot(single[0], vs[1]); d < 0.9999 {
+		t.Fatalf("packed and single embeddings differ: cos %v", d)
+	}
+}

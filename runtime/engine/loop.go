@@ -1,0 +1,455 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	"github.com/llmrt/llmrt/kernels"
+)
+
+// slot is one llama.cpp sequence.
+type slot struct {
+	id     int
+	s      *Stream // nil when idle
+	cached []int32 // tokens whose KV cells the sequence holds
+	key    string  // adapter set the cells were computed under
+	used   time.Time
+
+	// While running:
+	prompt   []int32 // full prompt
+	nPast    int     // tokens of prompt+generation in the KV cache
+	pending  int32   // last sampled token, not yet in the cache (-1: none)
+	outIdx   int     // batch index of this slot's output in the current step
+	reused   int     // prompt tokens taken from the cache
+	nGen     int
+	prefill  bool
+}
+
+// admitPatience is how many admission rounds a request for another adapter
+// set waits before the current set stops taking new requests.
+const admitPatience = 8
+
+func (e *Engine) loop() {
+	defer close(e.done)
+	slots := make([]*slot, e.opt.NParallel)
+	for i := range slots {
+		slots[i] = &slot{id: i, pending: -1}
+	}
+	var waiting []*Stream
+	curKey := ""
+	lctx := context.Background()
+
+	failAll := func(err error) {
+		for _, s := range waiting {
+			s.finish(Result{}, err)
+		}
+		waiting = nil
+		for _, sl := range slots {
+			if sl.s != nil {
+				sl.s.finish(Result{}, err)
+				sl.s = nil
+			}
+		}
+	}
+
+	for {
+		active := 0
+		for _, sl := range slots {
+			if sl.s != nil {
+				active++
+			}
+		}
+		// Wait for work when idle; otherwise take what has arrived.
+		if active == 0 && len(waiting) == 0 {
+			select {
+			case s := <-e.submit:
+				waiting = append(waiting, s)
+			case <-e.stop:
+				failAll(ErrClosed)
+				return
+			}
+		}
+	drain:
+		for {
+			select {
+			case s := <-e.submit:
+				waiting = append(waiting, s)
+			case <-e.stop:
+				failAll(ErrClosed)
+				for {
+					select {
+					case s := <-e.submit:
+						s.finish(Result{}, ErrClosed)
+					default:
+						return
+					}
+				}
+			default:
+				break drain
+			}
+		}
+
+		// Drop requests whose clients went away while waiting.
+		kept := waiting[:0]
+		for _, s := range waiting {
+			if s.ctx.Err() != nil {
+				e.stats.queued.Add(-1)
+				s.finish(Result{}, s.ctx.Err())
+				continue
+			}
+			kept = append(kept, s)
+		}
+		waiting = kept
+
+		// Free sequences whose clients went away.
+		for _, sl := range slots {
+			if sl.s != nil && sl.s.ctx.Err() != nil {
+				e.endSlot(sl, Result{}, sl.s.ctx.Err(), true)
+			}
+		}
+
+		// Adapter grouping: pick the set to run.
+		running := 0
+		for _, sl := range slots {
+			if sl.s != nil {
+				running++
+			}
+		}
+		if running == 0 && len(waiting) > 0 && waiting[0].key != curKey {
+			if err := e.lctx.SetAdapters(waiting[0].set); err != nil {
+				s := waiting[0]
+				waiting = waiting[1:]
+				e.stats.queued.Add(-1)
+				s.finish(Result{}, fmt.Errorf("apply adapters: %w", err))
+				continue
+			}
+			curKey = waiting[0].key
+			e.stats.switches.Add(1)
+		}
+		starving := false
+		for _, s := range waiting {
+			if s.key != curKey {
+				s.waited++
+				if s.waited > admitPatience {
+					starving = true
+				}
+			}
+		}
+		// Admit requests of the current set into free sequences (FIFO).
+		if !starving {
+			kept = waiting[:0]
+			for _, s := range waiting {
+				if s.key == curKey {
+					if sl := e.pickSlot(slots, s); sl != nil {
+						e.stats.queued.Add(-1)
+						e.startSlot(sl, s)
+						continue
+					}
+				}
+				kept = append(kept, s)
+			}
+			waiting = kept
+		}
+
+		// Build the step's batch: one token per generating sequence, then
+		// prompt chunks in the remaining room.
+		e.batch.Clear()
+		budget := e.batch.Cap()
+		var stepSlots []*slot
+		for _, sl := range slots {
+			if sl.s == nil || sl.prefill {
+				continue
+			}
+			idx, _ := e.batch.Add(sl.pending, sl.nPast, sl.id, true)
+			sl.outIdx = idx
+			stepSlots = append(stepSlots, sl)
+			budget--
+		}
+		for _, sl := range slots {
+			if sl.s == nil || !sl.prefill || budget <= 0 {
+				continue
+			}
+			rest := sl.prompt[sl.nPast:]
+			n := min(len(rest), budget)
+			last := n == len(rest)
+			idx, _ := e.batch.AddTokens(rest[:n], sl.nPast, sl.id, last)
+			sl.outIdx = -1
+			if last {
+				sl.outIdx = idx
+			}
+			sl.nPast += n
+			budget -= n
+			stepSlots = append(stepSlots, sl)
+		}
+		e.stats.active.Store(int64(countStarted(slots)))
+		if e.batch.Len() == 0 {
+			if len(waiting) > 0 {
+				// Every sequence is busy with another adapter set or none is
+				// free: nothing to run this round. Avoid spinning.
+				time.Sleep(time.Millisecond)
+			}
+			continue
+		}
+
+		t0 := time.Now()
+		err := e.lctx.Decode(lctx, e.batch)
+		e.stats.decodeNanos.Add(int64(time.Since(t0)))
+		e.stats.steps.Add(1)
+		if errors.Is(err, kernels.ErrKVFull) {
+			// Idle sequences' cached cells are the first to go.
+			if e.evictIdle(slots) {
+				e.rollback(stepSlots)
+				continue
+			}
+		}
+		if err != nil {
+			e.log.Error("decode failed", "err", err, "tokens", e.batch.Len())
+			for _, sl := range stepSlots {
+				e.endSlot(sl, Result{}, fmt.Errorf("decode: %w", err), true)
+			}
+			continue
+		}
+
+		// Sample every sequence that produced an output.
+		for _, sl := range stepSlots {
+			if sl.outIdx < 0 {
+				continue // more prompt to prefill
+			}
+			if sl.prefill {
+				sl.prefill = false
+				e.stats.prompt.Add(int64(len(sl.prompt)))
+				e.stats.cached.Add(int64(sl.reused))
+			} else {
+				sl.nPast++ // the pending token is now in the cache
+			}
+			e.sampleSlot(sl)
+		}
+		e.updateKV(slots)
+	}
+}
+
+func countStarted(slots []*slot) int {
+	n := 0
+	for _, sl := range slots {
+		if sl.s != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// pickSlot chooses the free sequence whose cache shares the longest prefix
+// with the request's prompt under the same adapter set; among equals, the
+// least recently used.
+func (e *Engine) pickSlot(slots []*slot, s *Stream) *slot {
+	var best *slot
+	bestN := -1
+	for _, sl := range slots {
+		if sl.s != nil {
+			continue
+		}
+		n := 0
+		if sl.key == s.key {
+			n = commonPrefix(sl.cached, s.req.Prompt)
+		}
+		if n > bestN || (n == bestN && sl.used.Before(best.used)) {
+			best, bestN = sl, n
+		}
+	}
+	return best
+}
+
+func commonPrefix(a, b []int32) int {
+	n := min(len(a), len(b))
+	for i := 0; i < n; i++ {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
+}
+
+func (e *Engine) startSlot(sl *slot, s *Stream) {
+	reuse := 0
+	if sl.key == s.key {
+		reuse = commonPrefix(sl.cached, s.req.Prompt)
+	}
+	if reuse == len(s.req.Prompt) {
+		reuse-- // the last prompt token must be decoded to get its logits
+	}
+	if !e.lctx.SeqRemove(sl.id, reuse, -1) {
+		e.lctx.SeqRemove(sl.id, -1, -1)
+		reuse = 0
+	}
+	sl.s = s
+	sl.key = s.key
+	sl.prompt = s.req.Prompt
+	sl.cached = append(sl.cached[:min(reuse, len(sl.cached))], s.req.Prompt[reuse:]...)
+	sl.nPast = reuse
+	sl.reused = reuse
+	sl.pending = -1
+	sl.nGen = 0
+	sl.prefill = true
+	e.stats.requests.Add(1)
+	// Penalties look at the prompt too, as llama.cpp's server does.
+	for _, t := range s.req.Prompt {
+		s.smp.Accept(t)
+	}
+}
+
+// rollback undoes the bookkeeping of a step whose decode did not happen.
+func (e *Engine) rollback(stepSlots []*slot) {
+	for _, sl := range stepSlots {
+		if sl.prefill {
+			// Recompute prompt position from what the cache really holds.
+			sl.nPast = e.lctx.SeqPosMax(sl.id) + 1
+		}
+	}
+}
+
+// evictIdle drops the cached cells of idle sequences; it reports whether
+// anything was freed.
+func (e *Engine) evictIdle(slots []*slot) bool {
+	freed := false
+	for _, sl := range slots {
+		if sl.s == nil && len(sl.cached) > 0 {
+			e.lctx.SeqRemove(sl.id, -1, -1)
+			sl.cached = sl.cached[:0]
+			freed = true
+		}
+	}
+	return freed
+}
+
+func (e *Engine) updateKV(slots []*slot) {
+	used := 0
+	for _, sl := range slots {
+		if sl.s != nil {
+			used += sl.nPast
+		} else {
+			used += len(sl.cached)
+		}
+	}
+	e.stats.kvUsed.Store(int64(used))
+	e.stats.active.Store(int64(countStarted(slots)))
+}
+
+func (e *Engine) sampleSlot(sl *slot) {
+	s := sl.s
+	var logits []float32
+	if s.req.Logprobs || s.req.TopLogprobs > 0 {
+		l, err := e.lctx.Logits(sl.outIdx)
+		if err == nil {
+			logits = append([]float32(nil), l...)
+		}
+	}
+	tok := s.smp.Sample(e.lctx, sl.outIdx)
+	sl.nGen++
+	e.stats.generated.Add(1)
+	if !s.req.IgnoreEOS && e.model.IsEOG(tok) {
+		e.endSlot(sl, e.result(sl, FinishStop), nil, false)
+		return
+	}
+	t := Token{ID: tok, Text: string(e.model.TokenPiece(tok, false))}
+	if logits != nil {
+		t.Logprob, t.Top = e.logprobs(logits, tok, s.req.TopLogprobs)
+	}
+	sl.pending = tok
+	sl.cached = append(sl.cached, tok)
+	if s.addToken(t) {
+		// The token that completed the stop string is not kept in the
+		// cache bookkeeping beyond what was decoded.
+		sl.cached = sl.cached[:len(sl.cached)-1]
+		e.endSlot(sl, e.result(sl, FinishStop), nil, false)
+		return
+	}
+	if s.req.MaxTokens > 0 && sl.nGen >= s.req.MaxTokens {
+		sl.cached = sl.cached[:len(sl.cached)-1]
+		s.flush()
+		e.endSlot(sl, e.result(sl, FinishLength), nil, false)
+		return
+	}
+	if sl.nPast+1 >= e.opt.CtxPerSeq {
+		sl.cached = sl.cached[:len(sl.cached)-1]
+		s.flush()
+		e.endSlot(sl, e.result(sl, FinishLength), nil, false)
+	}
+}
+
+func (e *Engine) result(sl *slot, reason string) Result {
+	s := sl.s
+	if reason == FinishStop {
+		s.flushIfNoStop()
+	}
+	now := time.Now()
+	r := Result{
+		Text:             s.text.String(),
+		Tokens:           s.generated,
+		FinishReason:     reason,
+		PromptTokens:     len(sl.prompt),
+		CachedTokens:     sl.reused,
+		CompletionTokens: sl.nGen,
+		Duration:         now.Sub(s.start),
+	}
+	if !s.firstTok.IsZero() {
+		r.TimeToFirstToken = s.firstTok.Sub(s.start)
+	}
+	return r
+}
+
+// endSlot finishes the slot's stream. A dropped sequence (client gone or
+// error) loses its cells; a finished one keeps them for prefix reuse.
+func (e *Engine) endSlot(sl *slot, res Result, err error, drop bool) {
+	if drop {
+		e.lctx.SeqRemove(sl.id, -1, -1)
+		sl.cached = sl.cached[:0]
+	} else {
+		// Keep exactly the cells that were decoded.
+		sl.cached = sl.cached[:min(len(sl.cached), sl.nPast)]
+	}
+	sl.used = time.Now()
+	sl.s.finish(res, err)
+	sl.s = nil
+	sl.prompt = nil
+	sl.pending = -1
+}
+
+// logprobs computes the chosen token's log-probability and the top n
+// alternatives from raw logits.
+func (e *Engine) logprobs(logits []float32, tok int32, n int) (float32, []TopLogprob) {
+	maxL := float32(math.Inf(-1))
+	for _, l := range logits {
+		if l > maxL {
+			maxL = l
+		}
+	}
+	var sum float64
+	for _, l := range logits {
+		sum += math.Exp(float64(l - maxL))
+	}
+	lse := float64(maxL) + math.Log(sum)
+	lp := float32(float64(logits[tok]) - lse)
+	if n <= 0 {
+		return lp, nil
+	}
+	n = min(n, 20, len(logits))
+	idx := make([]int32, 0, n+1)
+	for i := range logits {
+		if len(idx) < n || logits[i] > logits[idx[len(idx)-1]] {
+			idx = append(idx, int32(i))
+			sort.Slice(idx, func(a, b int) bool { return logits[idx[a]] > logits[idx[b]] })
+			if len(idx) > n {
+				idx = idx[:n]
+			}
+		}
+	}
+	top := make([]TopLogprob, len(idx))
+	for i, id := range idx {
+		top[i] = TopLogprob{ID: id, Text: string(e.model.TokenPiece(id, false)), Logprob: float32(float64(logits[id]) - lse)}
+	}
+	return lp, top
+}
