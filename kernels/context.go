@@ -271,10 +271,10 @@ func (c *Context) ClearMemory(clearData bool) {
 
 // Batch is a reusable llama_batch of token inputs.
 type Batch struct {
-	c      C.struct_llama_batch
-	cap    int
-	nSeq   int
-	freed  bool
+	c     C.struct_llama_batch
+	cap   int
+	nSeq  int
+	freed bool
 }
 
 // NewBatch allocates a batch for up to capacity tokens, each belonging to at

@@ -25,7 +25,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
-	_ "github.com/ollama/ollama/llama/llama.cpp/src"        // llama.cpp core
+	_ "github.com/ollama/ollama/llama/llama.cpp/src"      // llama.cpp core
 	_ "github.com/ollama/ollama/ml/backend/ggml/ggml/src" // ggml + CPU backend
 )
 

@@ -242,8 +242,12 @@ func (m *Model) Meta() map[string]string {
 	n := int(C.llama_model_meta_count(m.c))
 	out := make(map[string]string, n)
 	for i := 0; i < n; i++ {
-		k := metaString(func(b *C.char, sz C.size_t) C.int32_t { return C.llama_model_meta_key_by_index(m.c, C.int32_t(i), b, sz) })
-		v := metaString(func(b *C.char, sz C.size_t) C.int32_t { return C.llama_model_meta_val_str_by_index(m.c, C.int32_t(i), b, sz) })
+		k := metaString(func(b *C.char, sz C.size_t) C.int32_t {
+			return C.llama_model_meta_key_by_index(m.c, C.int32_t(i), b, sz)
+		})
+		v := metaString(func(b *C.char, sz C.size_t) C.int32_t {
+			return C.llama_model_meta_val_str_by_index(m.c, C.int32_t(i), b, sz)
+		})
 		out[k] = v
 	}
 	return out

@@ -377,10 +377,10 @@ type Stats struct {
 }
 
 type statsCounters struct {
-	active, queued, kvUsed                         atomic.Int64
-	prompt, cached, generated, requests, switches  atomic.Int64
-	steps                                          atomic.Int64
-	decodeNanos                                    atomic.Int64
+	active, queued, kvUsed                        atomic.Int64
+	prompt, cached, generated, requests, switches atomic.Int64
+	steps                                         atomic.Int64
+	decodeNanos                                   atomic.Int64
 }
 
 // Stats returns the engine's counters.

@@ -20,13 +20,13 @@ type slot struct {
 	used   time.Time
 
 	// While running:
-	prompt   []int32 // full prompt
-	nPast    int     // tokens of prompt+generation in the KV cache
-	pending  int32   // last sampled token, not yet in the cache (-1: none)
-	outIdx   int     // batch index of this slot's output in the current step
-	reused   int     // prompt tokens taken from the cache
-	nGen     int
-	prefill  bool
+	prompt  []int32 // full prompt
+	nPast   int     // tokens of prompt+generation in the KV cache
+	pending int32   // last sampled token, not yet in the cache (-1: none)
+	outIdx  int     // batch index of this slot's output in the current step
+	reused  int     // prompt tokens taken from the cache
+	nGen    int
+	prefill bool
 }
 
 // admitPatience is how many admission rounds a request for another adapter
