@@ -52,6 +52,11 @@ type Context struct {
 	params  ContextParams
 	adapter []AdapterScale // currently applied set
 	closed  atomic.Bool
+	// outputs[i] is true when batch position i of the last Decode asked
+	// for an output. llama.cpp's src is built without NDEBUG and aborts
+	// the process on a bad index, so Logits and Embedding check here.
+	outputs []bool
+	nOut    int
 }
 
 // NewContext creates a context on m.
@@ -173,9 +178,18 @@ func (c *Context) Decode(ctx context.Context, b *Batch) error {
 			return fmt.Errorf("%w: %w", ErrAborted, ctx.Err())
 		}
 	}
+	c.outputs = c.outputs[:0]
+	c.nOut = 0
 	rc := C.llama_decode(c.c, b.c)
 	switch {
 	case rc == 0:
+		flags := unsafe.Slice(b.c.logits, b.cap)[:b.c.n_tokens]
+		for _, f := range flags {
+			c.outputs = append(c.outputs, f != 0)
+			if f != 0 {
+				c.nOut++
+			}
+		}
 		return nil
 	case rc == 1:
 		return ErrKVFull
@@ -194,6 +208,9 @@ func (c *Context) Decode(ctx context.Context, b *Batch) error {
 // the batch position whose logits flag was set; -1 is the last output). The
 // slice aliases llama.cpp's buffer and is valid until the next Decode.
 func (c *Context) Logits(i int) ([]float32, error) {
+	if err := c.checkOutput(i); err != nil {
+		return nil, fmt.Errorf("logits: %w", err)
+	}
 	p := C.llama_get_logits_ith(c.c, C.int32_t(i))
 	if p == nil {
 		return nil, fmt.Errorf("logits: batch position %d has no output", i)
@@ -204,11 +221,27 @@ func (c *Context) Logits(i int) ([]float32, error) {
 // Embedding returns the embedding of batch position i (pooling none) as a
 // fresh slice.
 func (c *Context) Embedding(i int) ([]float32, error) {
+	if err := c.checkOutput(i); err != nil {
+		return nil, fmt.Errorf("embedding: %w", err)
+	}
 	p := C.llama_get_embeddings_ith(c.c, C.int32_t(i))
 	if p == nil {
 		return nil, fmt.Errorf("embedding: batch position %d has no output", i)
 	}
 	return append([]float32(nil), unsafe.Slice((*float32)(unsafe.Pointer(p)), c.nEmbd)...), nil
+}
+
+func (c *Context) checkOutput(i int) error {
+	if i < 0 {
+		if -i > c.nOut {
+			return fmt.Errorf("output %d out of range: the last decode produced %d outputs", i, c.nOut)
+		}
+		return nil
+	}
+	if i >= len(c.outputs) || !c.outputs[i] {
+		return fmt.Errorf("batch position %d has no output", i)
+	}
+	return nil
 }
 
 // SeqEmbedding returns the pooled embedding of sequence seq (pooling mean,

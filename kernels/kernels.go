@@ -78,9 +78,9 @@ func goLog(level C.int, text *C.char) {
 	if lvl == 5 { // GGML_LOG_LEVEL_CONT continues the previous line
 		lvl = 2
 	}
-	if lvl >= 3 && msg != "" {
+	if line := strings.Join(strings.Fields(msg), " "); lvl >= 3 && line != "" {
 		lastLog.Lock()
-		lastLog.lines = append(lastLog.lines, msg)
+		lastLog.lines = append(lastLog.lines, line)
 		if len(lastLog.lines) > 8 {
 			lastLog.lines = lastLog.lines[len(lastLog.lines)-8:]
 		}

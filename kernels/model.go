@@ -203,8 +203,6 @@ func (m *Model) readInfo() ModelInfo {
 		CtxTrain:    int(C.llama_model_n_ctx_train(m.c)),
 		Embd:        int(C.llama_model_n_embd(m.c)),
 		Layers:      int(C.llama_model_n_layer(m.c)),
-		Heads:       int(C.llama_model_n_head(m.c)),
-		HeadsKV:     int(C.llama_model_n_head_kv(m.c)),
 		Vocab:       int(C.llama_vocab_n_tokens(m.vocab)),
 		BOS:         int32(C.llama_vocab_bos(m.vocab)),
 		EOS:         int32(C.llama_vocab_eos(m.vocab)),
@@ -213,6 +211,12 @@ func (m *Model) readInfo() ModelInfo {
 		AddEOS:      bool(C.llama_vocab_get_add_eos(m.vocab)),
 		HasEncoder:  bool(C.llama_model_has_encoder(m.c)),
 		RopeScale:   float32(C.llama_model_rope_freq_scale_train(m.c)),
+	}
+	// llama.cpp aborts on per-layer queries of a model without layers
+	// (vocab-only loads), so ask only when there are some.
+	if info.Layers > 0 {
+		info.Heads = int(C.llama_model_n_head(m.c))
+		info.HeadsKV = int(C.llama_model_n_head_kv(m.c))
 	}
 	if t := C.llama_model_chat_template(m.c, nil); t != nil {
 		info.ChatTemplate = C.GoString(t)

@@ -130,8 +130,11 @@ func (m *Model) NewSampler(p SamplerParams) (*Sampler, error) {
 
 // Sample picks the next token from the logits at batch output i of c and
 // accepts it into the chain's state (penalties, grammar).
-func (s *Sampler) Sample(c *Context, i int) int32 {
-	return int32(C.llama_sampler_sample(s.c, c.c, C.int32_t(i)))
+func (s *Sampler) Sample(c *Context, i int) (int32, error) {
+	if err := c.checkOutput(i); err != nil {
+		return -1, fmt.Errorf("sample: %w", err)
+	}
+	return int32(C.llama_sampler_sample(s.c, c.c, C.int32_t(i))), nil
 }
 
 // Accept feeds a token the chain did not choose (e.g. prompt tokens for the

@@ -347,7 +347,11 @@ func (e *Engine) sampleSlot(sl *slot) {
 			logits = append([]float32(nil), l...)
 		}
 	}
-	tok := s.smp.Sample(e.lctx, sl.outIdx)
+	tok, err := s.smp.Sample(e.lctx, sl.outIdx)
+	if err != nil {
+		e.endSlot(sl, Result{}, err, true)
+		return
+	}
 	sl.nGen++
 	e.stats.generated.Add(1)
 	if !s.req.IgnoreEOS && e.model.IsEOG(tok) {
