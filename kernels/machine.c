@@ -1,0 +1,150 @@
+// machine.c: measurements of this machine's limits for the benchmarks, and
+// a minimal llama.cpp generation loop that the Go engine is compared with.
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "machine.h"
+#include "ggml-cpu.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// --- memory bandwidth: every thread sums its share of a large buffer ---
+
+typedef struct { const float * p; size_t n; float sum; } sum_job;
+
+static void * sum_worker(void * arg) {
+    sum_job * j = (sum_job *) arg;
+    // 8 independent accumulators so the compiler vectorises and the loop
+    // is bound by memory, not by the add latency.
+    float acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= j->n; i += 8) {
+        for (int k = 0; k < 8; k++) acc[k] += j->p[i + k];
+    }
+    for (; i < j->n; i++) acc[0] += j->p[i];
+    float s = 0;
+    for (int k = 0; k < 8; k++) s += acc[k];
+    j->sum = s;
+    return NULL;
+}
+
+double llmrt_mem_bandwidth(size_t bytes, int threads, int reps) {
+    if (threads < 1 || threads > 256 || reps < 1 || bytes < 1024) return -1;
+    size_t n = bytes / sizeof(float);
+    float * buf = (float *) malloc(n * sizeof(float));
+    if (!buf) return -1;
+    for (size_t i = 0; i < n; i++) buf[i] = (float) (i & 7); // touch every page
+    pthread_t tid[256];
+    sum_job jobs[256];
+    double best = 0;
+    volatile float sink = 0;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now_s();
+        int started = 0;
+        for (int t = 0; t < threads; t++) {
+            size_t lo = n * t / threads, hi = n * (t + 1) / threads;
+            jobs[t] = (sum_job) { buf + lo, hi - lo, 0 };
+            if (pthread_create(&tid[t], NULL, sum_worker, &jobs[t]) != 0) break;
+            started++;
+        }
+        for (int t = 0; t < started; t++) { pthread_join(tid[t], NULL); sink += jobs[t].sum; }
+        if (started != threads) { free(buf); return -1; }
+        double bw = (double) (n * sizeof(float)) / (now_s() - t0);
+        if (bw > best) best = bw;
+    }
+    (void) sink;
+    free(buf);
+    return best;
+}
+
+// --- fp32 GEMM through ggml's own CPU matmul ---
+
+double llmrt_gemm_flops(int m, int n, int k, int threads, int reps) {
+    if (m < 1 || n < 1 || k < 1 || threads < 1 || reps < 1) return -1;
+    size_t mem = ((size_t) m * k + (size_t) n * k + (size_t) m * n) * sizeof(float) + 64 * ggml_tensor_overhead() + ggml_graph_overhead() + (1 << 20);
+    struct ggml_init_params ip = { mem, NULL, false };
+    struct ggml_context * ctx = ggml_init(ip);
+    if (!ctx) return -1;
+    struct ggml_tensor * a = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
+    struct ggml_tensor * b = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, n);
+    for (int64_t i = 0; i < ggml_nelements(a); i++) ((float *) a->data)[i] = (float) ((i % 13) - 6) * 0.01f;
+    for (int64_t i = 0; i < ggml_nelements(b); i++) ((float *) b->data)[i] = (float) ((i % 7) - 3) * 0.01f;
+    struct ggml_tensor * c = ggml_mul_mat(ctx, a, b);
+    struct ggml_cgraph * gf = ggml_new_graph(ctx);
+    ggml_build_forward_expand(gf, c);
+    double best = 0;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now_s();
+        if (ggml_graph_compute_with_ctx(ctx, gf, threads) != GGML_STATUS_SUCCESS) { ggml_free(ctx); return -1; }
+        double fl = 2.0 * m * n * k / (now_s() - t0);
+        if (fl > best) best = fl;
+    }
+    ggml_free(ctx);
+    return best;
+}
+
+// --- the raw llama.cpp loop ---
+
+int llmrt_raw_bench(const char * path, int n_prompt, int n_gen, int threads, int n_ctx, llmrt_raw_result * out) {
+    memset(out, 0, sizeof(*out));
+    if (n_prompt < 1 || n_gen < 1 || n_prompt + n_gen > n_ctx) return 1;
+    struct llama_model_params mp = llama_model_default_params();
+    struct llama_model * model = llama_model_load_from_file(path, mp);
+    if (!model) return 2;
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_batch = n_prompt;
+    cp.n_ubatch = n_prompt;
+    cp.n_seq_max = 1;
+    cp.n_threads = threads;
+    cp.n_threads_batch = threads;
+    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    struct llama_context * ctx = llama_init_from_model(model, cp);
+    if (!ctx) { llama_model_free(model); return 3; }
+    const struct llama_vocab * vocab = llama_model_get_vocab(model);
+    const int n_vocab = llama_vocab_n_tokens(vocab);
+    struct llama_batch batch = llama_batch_init(n_prompt, 0, 1);
+    int rc = 0;
+    // A fixed pseudo-random prompt of valid tokens.
+    uint32_t x = 12345;
+    for (int i = 0; i < n_prompt; i++) {
+        x = x * 1664525u + 1013904223u;
+        batch.token[i] = (llama_token) (x % (uint32_t) n_vocab);
+        batch.pos[i] = i;
+        batch.n_seq_id[i] = 1;
+        batch.seq_id[i][0] = 0;
+        batch.logits[i] = i == n_prompt - 1;
+    }
+    batch.n_tokens = n_prompt;
+    double t0 = now_s();
+    if (llama_decode(ctx, batch) != 0) { rc = 4; goto done; }
+    double t1 = now_s();
+    out->prompt_seconds = t1 - t0;
+    struct llama_sampler * smpl = llama_sampler_init_greedy();
+    if (!smpl) { rc = 5; goto done; }
+    int idx = n_prompt - 1;
+    for (int i = 0; i < n_gen; i++) {
+        llama_token tok = llama_sampler_sample(smpl, ctx, idx);
+        batch.token[0] = tok;
+        batch.pos[0] = n_prompt + i;
+        batch.n_seq_id[0] = 1;
+        batch.seq_id[0][0] = 0;
+        batch.logits[0] = 1;
+        batch.n_tokens = 1;
+        idx = 0;
+        if (llama_decode(ctx, batch) != 0) { rc = 6; break; }
+    }
+    out->gen_seconds = now_s() - t1;
+    llama_sampler_free(smpl);
+done:
+    llama_batch_free(batch);
+    llama_free(ctx);
+    llama_model_free(model);
+    return rc;
+}
