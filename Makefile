@@ -17,6 +17,7 @@ ARCH_FLAGS := -march=native
 endif
 
 export CGO_ENABLED  := 1
+export LLMRT_LLAMA_LOG ?= error
 export CGO_CPPFLAGS := -I$(LLAMA_INC) -I$(LLAMA_SRC) -I$(GGML_INC) -I$(GGML_SRC)
 export CGO_CFLAGS   := -O3 $(ARCH_FLAGS)
 export CGO_CXXFLAGS := -O3 $(ARCH_FLAGS)
@@ -26,14 +27,52 @@ SHARED_MODELS := $(abspath ../shared/models)
 ifneq ($(wildcard $(SHARED_MODELS)/stories260K.gguf),)
 export LLMRT_MIRROR ?= $(SHARED_MODELS)
 export LLMRT_TEST_MODELS ?= $(SHARED_MODELS)
+else
+export LLMRT_TEST_MODELS ?= $(abspath testdata/models)
+NEED_TEST_MODELS := 1
 endif
 
-.PHONY: all build test bench vet fmt clean env
+.PHONY: all build test test-race test-models bench vet fmt lint clean env
 all: build
+
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 build:
 	@mkdir -p bin
-	$(GO) build -o bin/llmrt ./cmd/llmrt
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/llmrt ./cmd/llmrt
+
+# Packages whose concurrency is checked under the race detector. The race
+# build recompiles llama.cpp once (cached afterwards).
+RACE_PKGS ?= ./runtime/...
+
+# Every test. Test models come from LLMRT_TEST_MODELS (../shared/models when
+# present), else `make test-models` downloads them.
+test: test-models vet
+	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -race -timeout 30m $(RACE_PKGS)
+
+test-race:
+	$(GO) test -count=1 -race -timeout 30m $(RACE_PKGS)
+
+# Downloads the test models into testdata/models when ../shared/models is
+# missing, checking the sha256 digests recorded in models/store's catalogue.
+test-models:
+ifeq ($(NEED_TEST_MODELS),1)
+	$(GO) run ./scripts/fetchmodels $(LLMRT_TEST_MODELS)
+endif
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+bench:
+	$(GO) run ./scripts/bench
+
+clean:
+	rm -rf bin lib
 
 # `eval "$$(make -s env)"` gives a shell the same cgo flags (and cache hits).
 env:

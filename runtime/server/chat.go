@@ -1,0 +1,348 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/llmrt/llmrt/runtime/engine"
+)
+
+func (s *Server) modelID(id string) string {
+	if id == "" {
+		return s.cfg.DefaultModel
+	}
+	return id
+}
+
+// chatPlan is a validated chat request ready to run.
+type chatPlan struct {
+	reqs      []engine.Request
+	stream    bool
+	usage     bool
+	tools     bool
+	logprobs  bool
+	citations []Citation
+}
+
+func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) error {
+	var req ChatRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if len(req.Messages) == 0 {
+		return badRequest("messages", "messages must be a non-empty array")
+	}
+	model := s.modelID(req.Model)
+	if model == "" {
+		return badRequest("model", "model is required (the server has no default model)")
+	}
+	lease, err := s.reg.Acquire(r.Context(), model)
+	if err != nil {
+		return mapEngineError(err, "model")
+	}
+	defer lease.Release()
+	plan, aerr := s.planChat(r, &req, lease)
+	if aerr != nil {
+		return aerr
+	}
+	id := newID("chatcmpl-")
+	created := time.Now().Unix()
+	if plan.stream {
+		return s.streamChat(w, r, lease, plan, id, created, model)
+	}
+	results, err := collectChoices(r.Context(), lease.Engine, plan.reqs)
+	if err != nil {
+		return mapEngineError(err, "messages")
+	}
+	resp := ChatResponse{ID: id, Object: "chat.completion", Created: created, Model: model, SystemFingerprint: s.fingerprint,
+		Usage: usageOf(results, true), Citations: plan.citations}
+	for i, res := range results {
+		s.observe(model, res)
+		choice := ChatChoice{Index: i, FinishReason: res.FinishReason, Message: ChatResponseMessage{Role: "assistant"}}
+		text := res.Text
+		if plan.tools {
+			if calls, rest, ok := lease.Engine.ParseToolCalls(text); ok {
+				choice.Message.ToolCalls = toAPIToolCalls(calls, false)
+				choice.FinishReason = "tool_calls"
+				text = rest
+			}
+		}
+		if text != "" || len(choice.Message.ToolCalls) == 0 {
+			choice.Message.Content = ptr(text)
+		}
+		if plan.logprobs {
+			choice.Logprobs = chatLogprobs(res.Tokens)
+		}
+		resp.Choices = append(resp.Choices, choice)
+	}
+	return writeJSON(w, http.StatusOK, resp)
+}
+
+func toAPIToolCalls(calls []engine.ChatToolCall, indexed bool) []ToolCall {
+	out := make([]ToolCall, len(calls))
+	for i, c := range calls {
+		tc := ToolCall{ID: c.ID, Type: "function"}
+		if tc.ID == "" {
+			tc.ID = newID("call_")
+		}
+		if indexed {
+			tc.Index = ptr(i)
+		}
+		tc.Function.Name = c.Name
+		tc.Function.Arguments = c.Arguments
+		out[i] = tc
+	}
+	return out
+}
+
+// planChat validates the request and builds one engine request per choice.
+func (s *Server) planChat(r *http.Request, req *ChatRequest, lease *Lease) (*chatPlan, *APIError) {
+	e := lease.Engine
+	sp, aerr := req.samplerParams(e.Info().Vocab)
+	if aerr != nil {
+		return nil, aerr
+	}
+	n, aerr := req.choices()
+	if aerr != nil {
+		return nil, aerr
+	}
+	stops, aerr := req.stops()
+	if aerr != nil {
+		return nil, aerr
+	}
+	maxTok, aerr := maxTokensOf(req.MaxCompletionTokens, req.MaxTokens)
+	if aerr != nil {
+		return nil, aerr
+	}
+	topLP := 0
+	if req.TopLogprobs != nil {
+		if *req.TopLogprobs < 0 || *req.TopLogprobs > 20 {
+			return nil, badRequest("top_logprobs", "top_logprobs must be between 0 and 20, got %d", *req.TopLogprobs)
+		}
+		if !req.Logprobs {
+			return nil, badRequest("top_logprobs", "top_logprobs requires logprobs to be true")
+		}
+		topLP = *req.TopLogprobs
+	}
+	msgs := make([]engine.ChatMessage, 0, len(req.Messages))
+	for i, m := range req.Messages {
+		switch m.Role {
+		case "system", "developer", "user", "assistant", "tool":
+		default:
+			return nil, badRequest(fmt.Sprintf("messages[%d].role", i), "unknown role %q (want system, developer, user, assistant or tool)", m.Role)
+		}
+		for j, p := range m.Content.Parts {
+			if p.Type != "text" {
+				return nil, badRequest(fmt.Sprintf("messages[%d].content[%d].type", i, j), "content part type %q is not supported by this model (text only)", p.Type)
+			}
+		}
+		role := m.Role
+		if role == "developer" {
+			role = "system"
+		}
+		em := engine.ChatMessage{Role: role, Content: m.Content.String(), Name: m.Name, ToolCallID: m.ToolCallID}
+		for _, tc := range m.ToolCalls {
+			em.ToolCalls = append(em.ToolCalls, engine.ChatToolCall{ID: tc.ID, Name: tc.Function.Name, Arguments: tc.Function.Arguments})
+		}
+		msgs = append(msgs, em)
+	}
+	plan := &chatPlan{stream: req.Stream, logprobs: req.Logprobs}
+	if req.StreamOptions != nil {
+		if !req.Stream {
+			return nil, badRequest("stream_options", "stream_options is only allowed when stream is true")
+		}
+		plan.usage = req.StreamOptions.IncludeUsage
+	}
+	if req.RAG != nil {
+		cits, augmented, aerr := s.retrieve(r, req.RAG, msgs)
+		if aerr != nil {
+			return nil, aerr
+		}
+		plan.citations = cits
+		msgs = augmented
+	}
+	var tools []engine.ChatTool
+	toolChoice := strings.Trim(string(req.ToolChoice), `"`)
+	if len(req.Tools) > 0 && toolChoice != "none" {
+		for i, t := range req.Tools {
+			if t.Type != "function" || t.Function.Name == "" {
+				return nil, badRequest(fmt.Sprintf("tools[%d]", i), "tools must be functions with a name")
+			}
+			tools = append(tools, engine.ChatTool{Name: t.Function.Name, Description: t.Function.Description, Parameters: t.Function.Parameters})
+		}
+		if !e.SupportsTools() {
+			return nil, badRequest("tools", "model %s's chat template does not support tools", lease.ID)
+		}
+		plan.tools = true
+	}
+	prompt, err := e.RenderChatTools(msgs, tools, true)
+	if err != nil {
+		return nil, badRequest("messages", "chat template: %v", err)
+	}
+	toks, err := e.Tokenize(prompt, true, true)
+	if err != nil {
+		return nil, internalError(err)
+	}
+	// Templates that start with the BOS text would otherwise get two.
+	if info := e.Info(); len(toks) > 1 && toks[0] == info.BOS && toks[1] == info.BOS {
+		toks = toks[1:]
+	}
+	if aerr := s.applyResponseFormat(req.ResponseFormat, &sp); aerr != nil {
+		return nil, aerr
+	}
+	if sp.Grammar != "" {
+		if err := e.Model().ValidateGrammar(sp.Grammar); err != nil {
+			return nil, badRequest("grammar", "%v", err)
+		}
+	}
+	if len(toks) >= e.CtxPerSeq() {
+		return nil, mapEngineError(&engine.PromptTooLongError{Tokens: len(toks), Limit: e.CtxPerSeq()}, "messages").(*APIError)
+	}
+	for i := 0; i < n; i++ {
+		p := sp
+		if i > 0 && p.Seed != 0xFFFFFFFF {
+			p.Seed += uint32(i)
+		}
+		plan.reqs = append(plan.reqs, engine.Request{Prompt: toks, MaxTokens: maxTok, Sampling: p, Stop: stops,
+			Adapters: lease.Adapters, Logprobs: req.Logprobs, TopLogprobs: topLP, IgnoreEOS: req.IgnoreEOS})
+	}
+	return plan, nil
+}
+
+func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, lease *Lease, plan *chatPlan, id string, created int64, model string) error {
+	ch, err := runChoices(r.Context(), lease.Engine, plan.reqs)
+	if err != nil {
+		return mapEngineError(err, "messages")
+	}
+	sse := newSSE(w)
+	base := ChatChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: model, SystemFingerprint: s.fingerprint}
+	// The first chunk of every choice carries the role (and citations).
+	for i := range plan.reqs {
+		c := base
+		c.Choices = []ChatChunkChoice{{Index: i, Delta: ChatDelta{Role: "assistant", Content: ptr("")}}}
+		if i == 0 {
+			c.Citations = plan.citations
+		}
+		if err := sse.send(c); err != nil {
+			return nil // client went away; runChoices' context ends the streams
+		}
+	}
+	results := make([]engine.Result, len(plan.reqs))
+	held := make([]strings.Builder, len(plan.reqs)) // tool-call output is parsed at the end
+	var streamErr error
+	for ev := range ch {
+		if ev.err != nil {
+			streamErr = ev.err
+			continue
+		}
+		c := base
+		if ev.done {
+			results[ev.index] = ev.res
+			s.observe(model, ev.res)
+			reason := ev.res.FinishReason
+			delta := ChatDelta{}
+			if plan.tools {
+				text := held[ev.index].String()
+				if calls, rest, ok := lease.Engine.ParseToolCalls(text); ok {
+					delta.ToolCalls = toAPIToolCalls(calls, true)
+					reason = "tool_calls"
+					text = rest
+				}
+				if text != "" {
+					delta.Content = ptr(text)
+				}
+			}
+			c.Choices = []ChatChunkChoice{{Index: ev.index, Delta: delta, FinishReason: &reason}}
+		} else {
+			if plan.tools {
+				held[ev.index].WriteString(ev.chunk.Text)
+				continue
+			}
+			choice := ChatChunkChoice{Index: ev.index, Delta: ChatDelta{Content: ptr(ev.chunk.Text)}}
+			if plan.logprobs {
+				choice.Logprobs = chatLogprobs(ev.chunk.Tokens)
+			}
+			if ev.chunk.Text == "" && choice.Logprobs == nil {
+				continue
+			}
+			c.Choices = []ChatChunkChoice{choice}
+		}
+		if err := sse.send(c); err != nil {
+			return nil
+		}
+	}
+	if streamErr != nil {
+		sse.sendError(mapEngineError(streamErr, "messages"))
+		return nil
+	}
+	if r.Context().Err() != nil {
+		return nil
+	}
+	if plan.usage {
+		c := base
+		c.Choices = []ChatChunkChoice{}
+		c.Usage = usageOf(results, true)
+		sse.send(c)
+	}
+	sse.done()
+	return nil
+}
+
+// sse writes server-sent events in OpenAI's framing.
+type sseWriter struct {
+	w       http.ResponseWriter
+	f       http.Flusher
+	started bool
+}
+
+func newSSE(w http.ResponseWriter) *sseWriter {
+	f, _ := w.(http.Flusher)
+	return &sseWriter{w: w, f: f}
+}
+
+func (s *sseWriter) start() {
+	if s.started {
+		return
+	}
+	s.started = true
+	h := s.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	s.w.WriteHeader(http.StatusOK)
+}
+
+func (s *sseWriter) send(v any) error {
+	s.start()
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(s.w, "data: %s\n\n", b); err != nil {
+		return err
+	}
+	if s.f != nil {
+		s.f.Flush()
+	}
+	return nil
+}
+
+func (s *sseWriter) sendError(err error) {
+	ae, ok := err.(*APIError)
+	if !ok {
+		ae = internalError(err)
+	}
+	s.send(map[string]*APIError{"error": ae})
+	s.done()
+}
+
+func (s *sseWriter) done() {
+	s.start()
+	fmt.Fprint(s.w, "data: [DONE]\n\n")
+	if s.f != nil {
+		s.f.Flush()
+	}
+}

@@ -1,0 +1,77 @@
+package server
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"math"
+	"net/http"
+)
+
+// maxEmbedInputs bounds the inputs of one embeddings request (OpenAI: 2048).
+const maxEmbedInputs = 2048
+
+func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) error {
+	var req EmbeddingRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Input.Len() == 0 {
+		return badRequest("input", "input is required and must not be empty")
+	}
+	if req.Input.Len() > maxEmbedInputs {
+		return badRequest("input", "at most %d inputs per request, got %d", maxEmbedInputs, req.Input.Len())
+	}
+	switch req.EncodingFormat {
+	case "", "float", "base64":
+	default:
+		return badRequest("encoding_format", "encoding_format must be float or base64, got %q", req.EncodingFormat)
+	}
+	model := s.modelID(req.Model)
+	if model == "" {
+		return badRequest("model", "model is required (the server has no default model)")
+	}
+	lease, err := s.reg.Acquire(r.Context(), model)
+	if err != nil {
+		return mapEngineError(err, "model")
+	}
+	defer lease.Release()
+	e := lease.Engine
+	if req.Dimensions != nil && *req.Dimensions != e.Info().Embd {
+		return badRequest("dimensions", "this model's embeddings have %d dimensions; dimensions=%d is not supported", e.Info().Embd, *req.Dimensions)
+	}
+	inputs := make([][]int32, 0, req.Input.Len())
+	for i, t := range req.Input.Texts {
+		if t == "" {
+			return badRequest("input", "input %d is an empty string", i)
+		}
+		toks, err := e.Tokenize(t, true, false)
+		if err != nil {
+			return internalError(err)
+		}
+		inputs = append(inputs, toks)
+	}
+	inputs = append(inputs, req.Input.Tokens...)
+	vecs, err := e.Embed(r.Context(), inputs)
+	if err != nil {
+		if aerr := mapEngineError(err, "input"); aerr != err {
+			return aerr
+		}
+		return badRequest("input", "%v", err)
+	}
+	resp := EmbeddingResponse{Object: "list", Model: model, Data: make([]Embedding, len(vecs))}
+	for i, v := range vecs {
+		var emb any = v
+		if req.EncodingFormat == "base64" {
+			buf := make([]byte, 4*len(v))
+			for j, x := range v {
+				binary.LittleEndian.PutUint32(buf[4*j:], math.Float32bits(x))
+			}
+			emb = base64.StdEncoding.EncodeToString(buf)
+		}
+		resp.Data[i] = Embedding{Object: "embedding", Index: i, Embedding: emb}
+		resp.Usage.PromptTokens += len(inputs[i])
+	}
+	resp.Usage.TotalTokens = resp.Usage.PromptTokens
+	s.metrics.promptTokens.WithLabelValues(model).Add(float64(resp.Usage.PromptTokens))
+	return writeJSON(w, http.StatusOK, resp)
+}

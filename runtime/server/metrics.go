@@ -1,0 +1,88 @@
+package server
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the server's Prometheus series. Engine gauges (queue depth,
+// KV use, active sequences) are read from the engines at scrape time by
+// engineCollector, so they can never drift from the truth.
+type metrics struct {
+	reg          *prometheus.Registry
+	requests     *prometheus.CounterVec
+	promptTokens *prometheus.CounterVec
+	outTokens    *prometheus.CounterVec
+	cachedTokens *prometheus.CounterVec
+	ttft         *prometheus.HistogramVec
+	decodeRate   *prometheus.HistogramVec
+	latency      *prometheus.HistogramVec
+}
+
+func newMetrics(r *Registry) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llmrt_requests_total", Help: "HTTP requests by endpoint and status code.",
+		}, []string{"endpoint", "code"}),
+		promptTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llmrt_prompt_tokens_total", Help: "Prompt tokens processed (including cached).",
+		}, []string{"model"}),
+		cachedTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llmrt_prompt_tokens_cached_total", Help: "Prompt tokens served from the prefix cache.",
+		}, []string{"model"}),
+		outTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llmrt_completion_tokens_total", Help: "Tokens generated.",
+		}, []string{"model"}),
+		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "llmrt_time_to_first_token_seconds", Help: "Time from request to first generated token.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}, []string{"model"}),
+		decodeRate: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "llmrt_decode_tokens_per_second", Help: "Per-request decode rate after the first token.",
+			Buckets: prometheus.ExponentialBuckets(1, 1.6, 16),
+		}, []string{"model"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "llmrt_request_duration_seconds", Help: "Request duration by endpoint.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16),
+		}, []string{"endpoint"}),
+	}
+	m.reg.MustRegister(m.requests, m.promptTokens, m.cachedTokens, m.outTokens, m.ttft, m.decodeRate, m.latency,
+		&engineCollector{r: r}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+var (
+	descLoaded   = prometheus.NewDesc("llmrt_models_loaded", "Models loaded.", nil, nil)
+	descActive   = prometheus.NewDesc("llmrt_active_sequences", "Sequences generating now.", []string{"model"}, nil)
+	descQueue    = prometheus.NewDesc("llmrt_queue_depth", "Requests waiting for a sequence.", []string{"model"}, nil)
+	descKVUsed   = prometheus.NewDesc("llmrt_kv_cells_used", "KV-cache cells holding tokens (running and cached).", []string{"model"}, nil)
+	descKVTotal  = prometheus.NewDesc("llmrt_kv_cells", "KV-cache cells in the context.", []string{"model"}, nil)
+	descSwitches = prometheus.NewDesc("llmrt_adapter_switches_total", "Changes of the active adapter set.", []string{"model"}, nil)
+	descSteps    = prometheus.NewDesc("llmrt_decode_steps_total", "llama_decode calls of the generation loop.", []string{"model"}, nil)
+	descDecodeS  = prometheus.NewDesc("llmrt_decode_seconds_total", "Time spent in llama_decode.", []string{"model"}, nil)
+	descGen      = prometheus.NewDesc("llmrt_engine_generated_tokens_total", "Tokens sampled by the engine.", []string{"model"}, nil)
+)
+
+type engineCollector struct{ r *Registry }
+
+func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descLoaded, descActive, descQueue, descKVUsed, descKVTotal, descSwitches, descSteps, descDecodeS, descGen} {
+		ch <- d
+	}
+}
+
+func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
+	loaded := c.r.Loaded()
+	ch <- prometheus.MustNewConstMetric(descLoaded, prometheus.GaugeValue, float64(len(loaded)))
+	for _, m := range loaded {
+		s := m.Stats
+		ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(s.Active), m.Name)
+		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(s.Queued), m.Name)
+		ch <- prometheus.MustNewConstMetric(descKVUsed, prometheus.GaugeValue, float64(s.KVCellsUsed), m.Name)
+		ch <- prometheus.MustNewConstMetric(descKVTotal, prometheus.GaugeValue, float64(s.KVCells), m.Name)
+		ch <- prometheus.MustNewConstMetric(descSwitches, prometheus.CounterValue, float64(s.AdapterSwitches), m.Name)
+		ch <- prometheus.MustNewConstMetric(descSteps, prometheus.CounterValue, float64(s.DecodeSteps), m.Name)
+		ch <- prometheus.MustNewConstMetric(descDecodeS, prometheus.CounterValue, s.DecodeSeconds, m.Name)
+		ch <- prometheus.MustNewConstMetric(descGen, prometheus.CounterValue, float64(s.GeneratedTokens), m.Name)
+	}
+}

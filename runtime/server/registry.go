@@ -1,0 +1,452 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/llmrt/llmrt/runtime/engine"
+)
+
+// ModelResolver maps a base model name to its GGUF file; the model store
+// satisfies it.
+type ModelResolver interface {
+	Resolve(name string) (string, error)
+}
+
+// ModelLister lists the names a resolver knows (for /v1/models).
+type ModelLister interface {
+	Names() ([]string, error)
+}
+
+// RegistryConfig configures a Registry.
+type RegistryConfig struct {
+	Resolver ModelResolver
+	// Engine is the template for every engine (Path is set per model).
+	Engine engine.Options
+	// KeepAlive unloads a model idle that long (< 0: never; 0: right after
+	// its last request).
+	KeepAlive time.Duration
+	// AdapterDir holds adapters usable as BASE+NAME (NAME.gguf).
+	AdapterDir string
+	Logger     *slog.Logger
+	// Open loads an engine (default engine.Open); tests may wrap it.
+	Open func(ctx context.Context, opt engine.Options) (*engine.Engine, error)
+}
+
+// Registry resolves model ids, loads models on first use, unloads idle ones
+// after their keep-alive, and tracks adapters.
+//
+// Model ids: a base model ("stories260K"), a base with an adapter
+// ("stories260K+my-adapter"), or an adapter's alias ("my-adapter" or
+// "ft:stories260K:suffix") registered with AddAdapter.
+type Registry struct {
+	cfg  RegistryConfig
+	mu   sync.Mutex
+	cond *sync.Cond
+	// models by base name
+	models   map[string]*modelEntry
+	adapters map[string]AdapterInfo // alias -> adapter
+	closed   bool
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+// AdapterInfo describes a registered adapter.
+type AdapterInfo struct {
+	Name    string    `json:"name"`
+	Base    string    `json:"base"`
+	Path    string    `json:"path"`
+	Scale   float32   `json:"scale"`
+	Created time.Time `json:"created"`
+}
+
+type modelEntry struct {
+	name     string
+	path     string
+	e        *engine.Engine
+	loading  bool
+	err      error
+	refs     int
+	lastUsed time.Time
+	pinned   bool
+	loadedAt time.Time
+}
+
+// NewRegistry starts a registry and its keep-alive janitor.
+func NewRegistry(cfg RegistryConfig) *Registry {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Open == nil {
+		cfg.Open = engine.Open
+	}
+	r := &Registry{cfg: cfg, models: map[string]*modelEntry{}, adapters: map[string]AdapterInfo{}, stop: make(chan struct{}), done: make(chan struct{})}
+	r.cond = sync.NewCond(&r.mu)
+	go r.janitor()
+	return r
+}
+
+// Lease is a model in use by one request. Release it when done.
+type Lease struct {
+	ID       string // the model id as requested
+	Base     string
+	Engine   *engine.Engine
+	Adapters []engine.AdapterRef
+	release  func()
+	once     sync.Once
+}
+
+// Release returns the model to the registry.
+func (l *Lease) Release() { l.once.Do(l.release) }
+
+// ErrUnknownModel wraps a model id that resolves to nothing.
+type ErrUnknownModel struct {
+	ID  string
+	Err error
+}
+
+func (e *ErrUnknownModel) Error() string {
+	return fmt.Sprintf("model %q not found: %v", e.ID, e.Err)
+}
+
+func (e *ErrUnknownModel) Unwrap() error { return e.Err }
+
+// parseID splits a model id into its base and adapter parts.
+func (r *Registry) parseID(id string) (base string, ad *AdapterInfo, err error) {
+	r.mu.Lock()
+	a, ok := r.adapters[id]
+	r.mu.Unlock()
+	if ok {
+		return a.Base, &a, nil
+	}
+	if i := strings.LastIndex(id, "+"); i > 0 {
+		base, name := id[:i], id[i+1:]
+		r.mu.Lock()
+		a, ok := r.adapters[name]
+		r.mu.Unlock()
+		if ok {
+			if a.Base != base {
+				return "", nil, &ErrUnknownModel{ID: id, Err: fmt.Errorf("adapter %q was trained for %q, not %q", name, a.Base, base)}
+			}
+			return base, &a, nil
+		}
+		if r.cfg.AdapterDir != "" && validName(name) {
+			p := filepath.Join(r.cfg.AdapterDir, name+".gguf")
+			if _, err := os.Stat(p); err == nil {
+				return base, &AdapterInfo{Name: name, Base: base, Path: p, Scale: 1}, nil
+			}
+		}
+		return "", nil, &ErrUnknownModel{ID: id, Err: fmt.Errorf("no adapter named %q", name)}
+	}
+	return id, nil, nil
+}
+
+func validName(s string) bool {
+	if s == "" || s == "." || s == ".." || len(s) > 200 {
+		return false
+	}
+	return !strings.ContainsAny(s, "/\\\x00")
+}
+
+// Acquire resolves id, loads its model if needed (waiting for a load in
+// progress), attaches its adapter, and leases it to the caller.
+func (r *Registry) Acquire(ctx context.Context, id string) (*Lease, error) {
+	base, ad, err := r.parseID(id)
+	if err != nil {
+		return nil, err
+	}
+	if !validName(base) {
+		return nil, &ErrUnknownModel{ID: id, Err: errors.New("invalid model name")}
+	}
+	path, err := r.cfg.Resolver.Resolve(base)
+	if err != nil {
+		return nil, &ErrUnknownModel{ID: id, Err: err}
+	}
+	r.mu.Lock()
+	for {
+		if r.closed {
+			r.mu.Unlock()
+			return nil, engine.ErrClosed
+		}
+		me := r.models[base]
+		if me == nil {
+			me = &modelEntry{name: base, path: path, loading: true}
+			r.models[base] = me
+			r.mu.Unlock()
+			e, err := r.load(ctx, base, path)
+			r.mu.Lock()
+			me.loading = false
+			if err != nil {
+				delete(r.models, base)
+				r.cond.Broadcast()
+				r.mu.Unlock()
+				return nil, err
+			}
+			me.e = e
+			me.loadedAt = time.Now()
+			r.cond.Broadcast()
+			continue
+		}
+		if me.loading {
+			if err := r.waitLocked(ctx); err != nil {
+				r.mu.Unlock()
+				return nil, err
+			}
+			continue
+		}
+		me.refs++
+		me.lastUsed = time.Now()
+		e := me.e
+		r.mu.Unlock()
+		lease := &Lease{ID: id, Base: base, Engine: e}
+		lease.release = func() {
+			r.mu.Lock()
+			me.refs--
+			me.lastUsed = time.Now()
+			r.mu.Unlock()
+			if r.cfg.KeepAlive == 0 {
+				r.sweep()
+			}
+		}
+		if ad != nil {
+			if err := r.attach(e, *ad); err != nil {
+				lease.Release()
+				return nil, err
+			}
+			lease.Adapters = []engine.AdapterRef{{Name: ad.Name, Scale: ad.Scale}}
+		}
+		return lease, nil
+	}
+}
+
+// waitLocked waits on the condition variable until woken or ctx ends.
+func (r *Registry) waitLocked(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		r.mu.Lock()
+		r.cond.Broadcast()
+		r.mu.Unlock()
+	})
+	defer stop()
+	r.cond.Wait()
+	return ctx.Err()
+}
+
+func (r *Registry) load(ctx context.Context, base, path string) (*engine.Engine, error) {
+	opt := r.cfg.Engine
+	opt.Path = path
+	opt.Logger = r.cfg.Logger
+	start := time.Now()
+	r.cfg.Logger.Info("loading model", "model", base, "path", path)
+	e, err := r.cfg.Open(ctx, opt)
+	if err != nil {
+		r.cfg.Logger.Error("model load failed", "model", base, "err", err)
+		return nil, fmt.Errorf("load model %s: %w", base, err)
+	}
+	r.cfg.Logger.Info("model loaded", "model", base, "seconds", time.Since(start).Seconds(),
+		"parallel", e.Options().NParallel, "ctx_per_seq", e.CtxPerSeq())
+	return e, nil
+}
+
+// attach loads the adapter into the engine unless it already holds it.
+func (r *Registry) attach(e *engine.Engine, ad AdapterInfo) error {
+	for _, n := range e.Adapters() {
+		if n == ad.Name {
+			return nil
+		}
+	}
+	err := e.LoadAdapter(ad.Name, ad.Path)
+	if err != nil && strings.Contains(err.Error(), "already loaded") {
+		return nil // a concurrent request loaded it
+	}
+	if err != nil {
+		return fmt.Errorf("adapter %s: %w", ad.Name, err)
+	}
+	return nil
+}
+
+// AddAdapter registers an adapter under name for base. It is loaded into
+// the base's engine on first use.
+func (r *Registry) AddAdapter(a AdapterInfo) error {
+	if !validName(a.Name) || strings.Contains(a.Name, "+") {
+		return fmt.Errorf("invalid adapter name %q", a.Name)
+	}
+	if _, err := os.Stat(a.Path); err != nil {
+		return fmt.Errorf("adapter %s: %w", a.Name, err)
+	}
+	if _, err := r.cfg.Resolver.Resolve(a.Base); err != nil {
+		return &ErrUnknownModel{ID: a.Base, Err: err}
+	}
+	if a.Scale == 0 {
+		a.Scale = 1
+	}
+	if a.Created.IsZero() {
+		a.Created = time.Now()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.adapters[a.Name]; ok {
+		return fmt.Errorf("adapter %q is already registered", a.Name)
+	}
+	r.adapters[a.Name] = a
+	return nil
+}
+
+// RemoveAdapter unregisters an adapter and frees it in its engine. It fails
+// while requests use it.
+func (r *Registry) RemoveAdapter(name string) error {
+	r.mu.Lock()
+	a, ok := r.adapters[name]
+	if !ok {
+		r.mu.Unlock()
+		return &ErrUnknownModel{ID: name, Err: errors.New("no such adapter")}
+	}
+	me := r.models[a.Base]
+	r.mu.Unlock()
+	if me != nil && me.e != nil {
+		if err := me.e.UnloadAdapter(name); err != nil && !strings.Contains(err.Error(), "not loaded") {
+			return err
+		}
+	}
+	r.mu.Lock()
+	delete(r.adapters, name)
+	r.mu.Unlock()
+	return nil
+}
+
+// AdapterList returns the registered adapters.
+func (r *Registry) AdapterList() []AdapterInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]AdapterInfo, 0, len(r.adapters))
+	for _, a := range r.adapters {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Preload loads a model now and pins it (never unloaded by keep-alive).
+func (r *Registry) Preload(ctx context.Context, name string) error {
+	l, err := r.Acquire(ctx, name)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if me := r.models[l.Base]; me != nil {
+		me.pinned = true
+	}
+	r.mu.Unlock()
+	l.Release()
+	return nil
+}
+
+// LoadedModel describes a loaded model.
+type LoadedModel struct {
+	Name     string       `json:"name"`
+	Path     string       `json:"path"`
+	Busy     int          `json:"active_requests"`
+	Pinned   bool         `json:"pinned"`
+	LoadedAt time.Time    `json:"loaded_at"`
+	LastUsed time.Time    `json:"last_used"`
+	Stats    engine.Stats `json:"stats"`
+	Adapters []string     `json:"adapters"`
+}
+
+// Loaded lists the loaded models.
+func (r *Registry) Loaded() []LoadedModel {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []LoadedModel
+	for _, me := range r.models {
+		if me.e == nil {
+			continue
+		}
+		out = append(out, LoadedModel{Name: me.name, Path: me.path, Busy: me.refs, Pinned: me.pinned,
+			LoadedAt: me.loadedAt, LastUsed: me.lastUsed, Stats: me.e.Stats(), Adapters: me.e.Adapters()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Unload frees a loaded model that no request uses.
+func (r *Registry) Unload(name string) error {
+	r.mu.Lock()
+	me := r.models[name]
+	if me == nil || me.e == nil {
+		r.mu.Unlock()
+		return fmt.Errorf("model %q is not loaded", name)
+	}
+	if me.refs > 0 {
+		r.mu.Unlock()
+		return fmt.Errorf("model %q is serving %d requests", name, me.refs)
+	}
+	delete(r.models, name)
+	r.mu.Unlock()
+	r.cfg.Logger.Info("unloading model", "model", name)
+	return me.e.Close()
+}
+
+// sweep unloads models idle past their keep-alive.
+func (r *Registry) sweep() {
+	if r.cfg.KeepAlive < 0 {
+		return
+	}
+	r.mu.Lock()
+	var idle []*modelEntry
+	for name, me := range r.models {
+		if me.e != nil && me.refs == 0 && !me.pinned && time.Since(me.lastUsed) >= r.cfg.KeepAlive {
+			idle = append(idle, me)
+			delete(r.models, name)
+		}
+	}
+	r.mu.Unlock()
+	for _, me := range idle {
+		r.cfg.Logger.Info("unloading idle model", "model", me.name, "idle", time.Since(me.lastUsed).Round(time.Second))
+		me.e.Close()
+	}
+}
+
+func (r *Registry) janitor() {
+	defer close(r.done)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+			r.sweep()
+		}
+	}
+}
+
+// Close unloads every model.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	models := r.models
+	r.models = map[string]*modelEntry{}
+	r.cond.Broadcast()
+	r.mu.Unlock()
+	close(r.stop)
+	<-r.done
+	var errs []error
+	for _, me := range models {
+		if me.e != nil {
+			errs = append(errs, me.e.Close())
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,401 @@
+// Package server is llmrt's OpenAI-compatible HTTP API.
+//
+// Endpoints: GET /v1/models[/{id}], POST /v1/chat/completions,
+// POST /v1/completions, POST /v1/embeddings, GET /health, GET /metrics
+// (Prometheus), and admin routes under /v1/adapters and /v1/system. Errors
+// use OpenAI's error object with the status OpenAI uses. Every request runs
+// under its client's context: a client that goes away frees its sequence at
+// the engine's next step.
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/llmrt/llmrt/runtime/engine"
+)
+
+// Config configures a Server.
+type Config struct {
+	// DefaultModel answers requests whose "model" is empty.
+	DefaultModel string
+	// APIKeys, when set, are required as "Authorization: Bearer KEY" on
+	// /v1 routes.
+	APIKeys []string
+	// CORSOrigins allowed for browsers ("*" for any).
+	CORSOrigins []string
+	// MaxBodyBytes bounds request bodies (default 32 MiB).
+	MaxBodyBytes int64
+	// RequestTimeout bounds one request (0: none).
+	RequestTimeout time.Duration
+	// ShutdownGrace is how long in-flight requests may finish on shutdown.
+	ShutdownGrace time.Duration
+	// Retriever enables the "rag" extension of chat completions.
+	Retriever Retriever
+	Logger    *slog.Logger
+}
+
+// Server is the HTTP API over a Registry.
+type Server struct {
+	cfg      Config
+	reg      *Registry
+	log      *slog.Logger
+	metrics  *metrics
+	mux      *http.ServeMux
+	started  time.Time
+	draining atomic.Bool
+	// extra routes registered by other packages (RAG, fine-tuning).
+	fingerprint string
+}
+
+// New builds a server.
+func New(cfg Config, reg *Registry) *Server {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 32 << 20
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, reg: reg, log: cfg.Logger, metrics: newMetrics(reg), mux: http.NewServeMux(), started: time.Now(), fingerprint: "llmrt"}
+	s.routes()
+	return s
+}
+
+// Registry is the server's model registry.
+func (s *Server) Registry() *Registry { return s.reg }
+
+func (s *Server) routes() {
+	s.handle("GET /health", "health", false, s.health)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	s.handle("GET /v1/models", "models", true, s.listModels)
+	s.handle("GET /v1/models/{id...}", "models", true, s.getModel)
+	s.handle("POST /v1/chat/completions", "chat", true, s.chatCompletions)
+	s.handle("POST /v1/completions", "completions", true, s.completions)
+	s.handle("POST /v1/embeddings", "embeddings", true, s.embeddings)
+	s.handle("GET /v1/adapters", "adapters", true, s.listAdapters)
+	s.handle("POST /v1/adapters", "adapters", true, s.addAdapter)
+	s.handle("DELETE /v1/adapters/{name...}", "adapters", true, s.removeAdapter)
+	s.handle("GET /v1/system", "system", true, s.system)
+	s.handle("/v1/", "unknown", true, func(w http.ResponseWriter, r *http.Request) error {
+		return notFound("unknown_url", "unknown endpoint %s %s", r.Method, r.URL.Path)
+	})
+}
+
+// Handle registers an extra API route (e.g. RAG or fine-tuning) with the
+// server's auth, limits, metrics and error handling.
+func (s *Server) Handle(pattern, endpoint string, h func(http.ResponseWriter, *http.Request) error) {
+	s.handle(pattern, endpoint, true, h)
+}
+
+// statusWriter records the status for metrics and logs.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// handle wraps a handler with panic recovery, auth, CORS, body limits,
+// timeouts, metrics and OpenAI-shaped errors.
+func (s *Server) handle(pattern, endpoint string, auth bool, h func(http.ResponseWriter, *http.Request) error) {
+	s.mux.HandleFunc(pattern, func(rw http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		w := &statusWriter{ResponseWriter: rw}
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("handler panic", "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+				if w.status == 0 {
+					writeError(w, internalError(fmt.Errorf("internal error: %v", p)))
+				}
+			}
+			code := w.status
+			if code == 0 {
+				code = http.StatusOK
+			}
+			s.metrics.requests.WithLabelValues(endpoint, fmt.Sprint(code)).Inc()
+			s.metrics.latency.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
+			s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", code, "ms", time.Since(start).Milliseconds())
+		}()
+		if s.cors(w, r) {
+			return
+		}
+		if auth && !s.authorized(r) {
+			writeError(w, &APIError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: ptr("invalid_api_key"),
+				Message: "missing or invalid API key: send it as \"Authorization: Bearer KEY\""})
+			return
+		}
+		if s.draining.Load() {
+			w.Header().Set("Connection", "close")
+			writeError(w, unavailable(5, "server is shutting down"))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+		if s.cfg.RequestTimeout > 0 {
+			ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
+		if err := h(w, r); err != nil {
+			if w.status != 0 {
+				// Headers are out (a stream): the handler reported in-band.
+				s.log.Warn("request failed after response started", "path", r.URL.Path, "err", err)
+				return
+			}
+			var ae *APIError
+			if !errors.As(err, &ae) {
+				s.log.Error("request failed", "path", r.URL.Path, "err", err)
+			}
+			writeError(w, err)
+		}
+	})
+}
+
+// cors answers preflight requests and sets headers; it reports whether the
+// request was fully handled.
+func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || len(s.cfg.CORSOrigins) == 0 {
+		return false
+	}
+	allowed := false
+	for _, o := range s.cfg.CORSOrigins {
+		if o == "*" || o == origin {
+			allowed = true
+		}
+	}
+	if !allowed {
+		return false
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Add("Vary", "Origin")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, OpenAI-Organization, OpenAI-Project, X-Stainless-*")
+	h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+	if r.Method == http.MethodOptions {
+		w.WriteHeader(http.StatusNoContent)
+		return true
+	}
+	return false
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	if len(s.cfg.APIKeys) == 0 {
+		return true
+	}
+	h := r.Header.Get("Authorization")
+	key, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		return false
+	}
+	for _, k := range s.cfg.APIKeys {
+		if subtle.ConstantTimeCompare([]byte(k), []byte(key)) == 1 {
+			return true
+		}
+	}
+	return false
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) error {
+	status := "ok"
+	code := http.StatusOK
+	if s.draining.Load() {
+		status, code = "draining", http.StatusServiceUnavailable
+	}
+	return writeJSON(w, code, map[string]any{"status": status, "uptime_seconds": int(time.Since(s.started).Seconds()), "models_loaded": len(s.reg.Loaded())})
+}
+
+func (s *Server) listModels(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, ModelList{Object: "list", Data: s.modelObjects()})
+}
+
+func (s *Server) modelObjects() []ModelObject {
+	loaded := map[string]bool{}
+	for _, m := range s.reg.Loaded() {
+		loaded[m.Name] = true
+	}
+	created := s.started.Unix()
+	seen := map[string]bool{}
+	var out []ModelObject
+	add := func(m ModelObject) {
+		if !seen[m.ID] {
+			seen[m.ID] = true
+			out = append(out, m)
+		}
+	}
+	if l, ok := s.reg.cfg.Resolver.(ModelLister); ok {
+		names, err := l.Names()
+		if err != nil {
+			s.log.Warn("list models", "err", err)
+		}
+		for _, n := range names {
+			add(ModelObject{ID: n, Object: "model", Created: created, OwnedBy: "llmrt", Loaded: loaded[n], Kind: "model"})
+		}
+	}
+	for n := range loaded {
+		add(ModelObject{ID: n, Object: "model", Created: created, OwnedBy: "llmrt", Loaded: true, Kind: "model"})
+	}
+	for _, a := range s.reg.AdapterList() {
+		add(ModelObject{ID: a.Name, Object: "model", Created: a.Created.Unix(), OwnedBy: "llmrt", Parent: a.Base, Loaded: loaded[a.Base], Kind: "adapter"})
+	}
+	return out
+}
+
+func (s *Server) getModel(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	for _, m := range s.modelObjects() {
+		if m.ID == id {
+			return writeJSON(w, http.StatusOK, m)
+		}
+	}
+	if base, ad, err := s.reg.parseID(id); err == nil && ad != nil {
+		return writeJSON(w, http.StatusOK, ModelObject{ID: id, Object: "model", Created: s.started.Unix(), OwnedBy: "llmrt", Parent: base, Kind: "adapter"})
+	}
+	return notFound("model_not_found", "The model %q does not exist", id)
+}
+
+func (s *Server) listAdapters(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": s.reg.AdapterList()})
+}
+
+func (s *Server) addAdapter(w http.ResponseWriter, r *http.Request) error {
+	var req AdapterInfo
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Name == "" || req.Base == "" || req.Path == "" {
+		return badRequest("", "name, base and path are required")
+	}
+	if err := s.reg.AddAdapter(req); err != nil {
+		var um *ErrUnknownModel
+		if errors.As(err, &um) {
+			return notFound("model_not_found", "%v", err)
+		}
+		return badRequest("path", "%v", err)
+	}
+	return writeJSON(w, http.StatusCreated, req)
+}
+
+func (s *Server) removeAdapter(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	if err := s.reg.RemoveAdapter(name); err != nil {
+		var um *ErrUnknownModel
+		if errors.As(err, &um) {
+			return notFound("model_not_found", "%v", err)
+		}
+		return &APIError{Status: http.StatusConflict, Type: "invalid_request_error", Message: err.Error()}
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"id": name, "object": "adapter", "deleted": true})
+}
+
+func (s *Server) system(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, map[string]any{"models": s.reg.Loaded(), "adapters": s.reg.AdapterList()})
+}
+
+// Handler is the server's http.Handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Serve answers on ln until ctx is cancelled, then drains: it stops
+// accepting, lets in-flight requests finish within ShutdownGrace, cancels
+// the rest, and returns nil.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	base, cancelAll := context.WithCancel(context.Background())
+	defer cancelAll()
+	hs := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.draining.Store(true)
+	s.log.Info("shutting down: draining in-flight requests", "grace", s.cfg.ShutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.log.Warn("grace period over: cancelling the remaining requests")
+		cancelAll()
+		hs.Close()
+		err = nil
+	}
+	if e := <-errc; e != nil && !errors.Is(e, http.ErrServerClosed) && err == nil {
+		err = e
+	}
+	return err
+}
+
+// mapEngineError turns engine and registry errors into API errors.
+func mapEngineError(err error, param string) error {
+	var ptl *engine.PromptTooLongError
+	var itl *engine.InputTooLongError
+	var um *ErrUnknownModel
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ptl):
+		e := badRequest(param, "This model's maximum context length is %d tokens. However, your prompt is %d tokens (nothing was truncated).", ptl.Limit, ptl.Tokens)
+		e.Code = ptr("context_length_exceeded")
+		return e
+	case errors.As(err, &itl):
+		e := badRequest(param, "%v", itl)
+		e.Code = ptr("context_length_exceeded")
+		return e
+	case errors.As(err, &um):
+		return notFound("model_not_found", "The model %q does not exist or cannot be used: %v", um.ID, um.Err)
+	case errors.Is(err, engine.ErrQueueFull):
+		return overloaded(1, "the model's request queue is full; retry shortly")
+	case errors.Is(err, engine.ErrClosed):
+		return unavailable(1, "the model was unloaded; retry")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return &APIError{Status: http.StatusRequestTimeout, Type: "timeout", Message: "request cancelled or timed out: " + err.Error()}
+	}
+	return err
+}
