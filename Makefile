@@ -32,7 +32,7 @@ export LLMRT_TEST_MODELS ?= $(abspath testdata/models)
 NEED_TEST_MODELS := 1
 endif
 
-.PHONY: all build test test-race test-models bench vet fmt lint clean env
+.PHONY: all build test test-race test-models apitest-deps bench vet fmt lint clean env
 all: build
 
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
@@ -47,9 +47,13 @@ RACE_PKGS ?= ./runtime/...
 
 # Every test. Test models come from LLMRT_TEST_MODELS (../shared/models when
 # present), else `make test-models` downloads them.
-test: test-models vet
+test: test-models apitest-deps vet
 	$(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -count=1 -race -timeout 30m $(RACE_PKGS)
+
+# The official OpenAI Node client used by the API compatibility tests.
+apitest-deps:
+	@test -d scripts/apitest/node_modules/openai || (cd scripts/apitest && npm ci --no-audit --no-fund --loglevel=error)
 
 test-race:
 	$(GO) test -count=1 -race -timeout 30m $(RACE_PKGS)
