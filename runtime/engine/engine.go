@@ -50,6 +50,11 @@ type Options struct {
 	// NBatch is the most tokens per decode step (default 512); prompts
 	// longer than that are prefilled in chunks between decode steps.
 	NBatch int
+	// PrefillChunk caps the prompt tokens added to a step while other
+	// sequences are generating (default NBatch/4, at least 64), so a long
+	// prompt delays running streams by a chunk, not by the whole prompt.
+	// With no sequence generating, prompts fill the whole batch.
+	PrefillChunk int
 	// Threads for decode and prompt processing (default: all cores).
 	Threads int
 	// QueueLen bounds the requests waiting for a sequence (default 64);
@@ -110,6 +115,10 @@ func Open(ctx context.Context, opt Options) (*Engine, error) {
 	if opt.NBatch <= 0 {
 		opt.NBatch = 512
 	}
+	if opt.PrefillChunk <= 0 {
+		opt.PrefillChunk = max(64, opt.NBatch/4)
+	}
+	opt.PrefillChunk = min(opt.PrefillChunk, opt.NBatch)
 	if opt.Threads <= 0 {
 		opt.Threads = runtime.NumCPU()
 	}

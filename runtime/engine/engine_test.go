@@ -314,3 +314,82 @@ func TestEmbeddings(t *testing.T) {
 		t.Fatalf("packed and single embeddings differ: cos %v", d)
 	}
 }
+
+// A long prompt arriving while another stream generates is prefilled in
+// chunks between that stream's tokens, and both give the same text as alone.
+func TestChunkedPrefillInterleaves(t *testing.T) {
+	opt := Options{NParallel: 2, NBatch: 256, PrefillChunk: 32, CtxPerSeq: 1024}
+	ref := openStories(t, opt)
+	e := openStories(t, opt)
+	long := prompt(t, e, strings.Repeat("Once upon a time there was a cat. ", 20))
+	short := prompt(t, e, "The dog")
+	aloneLong, err := ref.Generate(context.Background(), Request{Prompt: long, MaxTokens: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aloneShort, err := ref.Generate(context.Background(), Request{Prompt: short, MaxTokens: 200, IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, err := e.Submit(context.Background(), Request{Prompt: short, MaxTokens: 200, IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var times []time.Time
+	var text strings.Builder
+	done := make(chan error)
+	go func() {
+		for {
+			c, err := s1.Next(context.Background())
+			if err == io.EOF {
+				done <- nil
+				return
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+			mu.Lock()
+			text.WriteString(c.Text)
+			for range c.Tokens {
+				times = append(times, time.Now())
+			}
+			mu.Unlock()
+		}
+	}()
+	for {
+		mu.Lock()
+		n := len(times)
+		mu.Unlock()
+		if n >= 5 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	submitted := time.Now()
+	r2, err := e.Generate(context.Background(), Request{Prompt: long, MaxTokens: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if r2.CachedTokens != 0 {
+		t.Fatalf("long prompt reused %d cached tokens", r2.CachedTokens)
+	}
+	firstTok := submitted.Add(r2.TimeToFirstToken)
+	during := 0
+	for _, ts := range times {
+		if ts.After(submitted) && ts.Before(firstTok) {
+			during++
+		}
+	}
+	// At 32 prompt tokens per step the short stream gets a token per chunk.
+	if want := len(long)/32 - 2; during < want {
+		t.Fatalf("short stream produced %d tokens while a %d-token prompt was prefilled, want >= %d", during, len(long), want)
+	}
+	if text.String() != aloneShort.Text || r2.Text != aloneLong.Text {
+		t.Fatalf("interleaving changed the output:\n%q vs %q\n%q vs %q", text.String(), aloneShort.Text, r2.Text, aloneLong.Text)
+	}
+}

@@ -169,6 +169,9 @@ func (e *Engine) loop() {
 			stepSlots = append(stepSlots, sl)
 			budget--
 		}
+		if len(stepSlots) > 0 {
+			budget = min(budget, e.opt.PrefillChunk)
+		}
 		for _, sl := range slots {
 			if sl.s == nil || !sl.prefill || budget <= 0 {
 				continue
