@@ -32,7 +32,7 @@ export LLMRT_TEST_MODELS ?= $(abspath testdata/models)
 NEED_TEST_MODELS := 1
 endif
 
-.PHONY: all build test test-race test-models apitest-deps bench vet fmt lint clean env
+.PHONY: all build test fuzz test-race test-models apitest-deps bench vet fmt lint clean env
 all: build
 
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
