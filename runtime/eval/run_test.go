@@ -1,0 +1,90 @@
+package eval
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/runtime/engine"
+)
+
+type fixedRetriever struct{ passages []Passage }
+
+func (f fixedRetriever) Retrieve(ctx context.Context, c, q string, k int) ([]Passage, error) {
+	return f.passages[:min(k, len(f.passages))], nil
+}
+func (f fixedRetriever) HasCollection(name string) bool { return name == "docs" }
+
+func TestLoadQuestionsReportsLine(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "qa.jsonl")
+	os.WriteFile(p, []byte("{\"question\": \"q\", \"answer\": \"a\"}\n\n{\"question\": \"q2\"}\n"), 0o644)
+	if _, err := LoadQuestions(p); err == nil || !strings.Contains(err.Error(), "qa.jsonl:3") {
+		t.Fatalf("missing answer: %v", err)
+	}
+	os.WriteFile(p, []byte("{\"question\": \"q\", \"answer\": \"a\"}\n{oops\n"), 0o644)
+	if _, err := LoadQuestions(p); err == nil || !strings.Contains(err.Error(), "qa.jsonl:2") {
+		t.Fatalf("bad json: %v", err)
+	}
+}
+
+func TestMissingInputsFailBeforeWork(t *testing.T) {
+	o := Options{Engine: &engine.Engine{}, Collection: "nope", Retriever: fixedRetriever{}}
+	if err := o.Check(); err == nil || !strings.Contains(err.Error(), `collection "nope"`) {
+		t.Fatalf("missing collection: %v", err)
+	}
+	o = Options{Engine: &engine.Engine{}, AdapterFile: "/nonexistent/a.gguf"}
+	if err := o.Check(); err == nil || !strings.Contains(err.Error(), "adapter") {
+		t.Fatalf("missing adapter: %v", err)
+	}
+}
+
+// Base and RAG arms end to end on stories260K; the files agree.
+func TestRunBaseAndRAG(t *testing.T) {
+	e, err := engine.Open(context.Background(), engine.Options{Path: modeltest.Path(t, "stories260K.gguf"), NParallel: 2, CtxPerSeq: 512, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	qs := []Question{
+		{Question: "Once upon a time", Answer: "Lily", ContextIDs: []string{"story.md"}, Line: 1},
+		{Question: "The cat", Answer: "dog", Line: 2},
+	}
+	rep, err := Run(context.Background(), qs, Options{
+		Engine: e, ModelName: "stories260K", Retriever: fixedRetriever{[]Passage{{Source: "docs/story.md", Text: "Lily had a red ball."}}},
+		Collection: "docs", Concurrency: 2, MaxTokens: 16,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Arms) != 2 || rep.Arms[0].Arm != ArmBase || rep.Arms[1].Arm != ArmRAG || len(rep.Answers) != 4 {
+		t.Fatalf("arms %+v answers %d", rep.Arms, len(rep.Answers))
+	}
+	if rep.Arms[1].RetrievalHitAtK != 1 {
+		t.Fatalf("retrieval hit %v", rep.Arms[1].RetrievalHitAtK)
+	}
+	for _, a := range rep.Answers {
+		if a.CompletionTokens == 0 || a.LatencyS <= 0 {
+			t.Fatalf("answer without cost: %+v", a)
+		}
+	}
+	files, err := rep.Write(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	b, _ := os.ReadFile(files.JSON)
+	if err := json.Unmarshal(b, &back); err != nil || len(back.Answers) != 4 || back.Arms[0].F1 != rep.Arms[0].F1 {
+		t.Fatalf("json: %v", err)
+	}
+	md, _ := os.ReadFile(files.Markdown)
+	svg, _ := os.ReadFile(files.SVG)
+	for _, a := range rep.Arms {
+		if !strings.Contains(string(md), "| "+string(a.Arm)+" |") || !strings.Contains(string(svg), string(a.Arm)) {
+			t.Fatalf("arm %s missing from report or chart", a.Arm)
+		}
+	}
+}
