@@ -50,6 +50,13 @@ RACE_PKGS ?= ./runtime/...
 test: test-models apitest-deps vet
 	$(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -count=1 -race -timeout 30m $(RACE_PKGS)
+	$(MAKE) fuzz
+
+# Bounded fuzzing of the request decoders and the GGUF parser.
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecodeRequests -fuzztime $(FUZZTIME) ./runtime/server
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./models/gguf
 
 # The official OpenAI Node client used by the API compatibility tests.
 apitest-deps:
