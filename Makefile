@@ -32,8 +32,14 @@ export LLMRT_TEST_MODELS ?= $(abspath testdata/models)
 NEED_TEST_MODELS := 1
 endif
 
-.PHONY: all build test fuzz test-race test-models apitest-deps bench vet fmt lint clean env
-all: build
+.PHONY: all build default-model test fuzz test-race test-models apitest-deps bench vet fmt lint clean env
+# `make` builds the binary and puts the default model into the store (from
+# ../shared/models when present, else from Hugging Face), so that
+# `./bin/llmrt serve` answers right away.
+all: build default-model
+
+default-model: build
+	./bin/llmrt pull --if-missing stories260K
 
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 

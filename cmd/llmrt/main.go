@@ -1,0 +1,204 @@
+// Command llmrt serves, fine-tunes and evaluates local LLMs on llama.cpp.
+//
+// See README.md for the full reference. Exit codes: 0 success, 1 failure,
+// 2 bad usage, 130 interrupted.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/llmrt/llmrt/kernels"
+	"github.com/llmrt/llmrt/models/store"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// app carries what every command shares: output streams, the logger and
+// global settings. One is built per process in main (no package state).
+type app struct {
+	stdin     io.Reader
+	stdout    io.Writer
+	stderr    io.Writer
+	home      string
+	verbose   bool
+	logFormat string
+	log       *slog.Logger
+}
+
+// usageError marks errors caused by bad flags or arguments (exit code 2).
+type usageError struct{ error }
+
+func main() {
+	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := a.root().ExecuteContext(ctx)
+	os.Exit(a.exitCode(ctx, err))
+}
+
+func (a *app) exitCode(ctx context.Context, err error) int {
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(a.stderr, "error:", err)
+	var ue usageError
+	switch {
+	case errors.As(err, &ue):
+		return 2
+	case ctx.Err() != nil || errors.Is(err, context.Canceled):
+		return 130
+	}
+	return 1
+}
+
+func (a *app) root() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "llmrt",
+		Short: "Serve, fine-tune and evaluate local LLMs on llama.cpp",
+		Long: `llmrt serves local GGUF models behind an OpenAI-compatible API, fine-tunes
+them with LoRA, answers from your documents through a built-in vector index,
+and measures which of retrieval, fine-tuning or both pays off.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			return a.setup()
+		},
+	}
+	root.SetIn(a.stdin)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.home, "home", "", "data directory (models, adapters, indexes) (env LLMRT_HOME, default ~/.local/share/llmrt)")
+	pf.BoolVarP(&a.verbose, "verbose", "v", false, "show debug logs, including llama.cpp's")
+	pf.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
+	root.AddCommand(a.runCmd(), a.serveCmd(), a.embedCmd(), a.pullCmd(), a.modelsCmd(), a.quantizeCmd(), a.systemCmd())
+	return root
+}
+
+func (a *app) setup() error {
+	level := slog.LevelInfo
+	if a.verbose {
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch a.logFormat {
+	case "text":
+		a.log = slog.New(slog.NewTextHandler(a.stderr, opts))
+	case "json":
+		a.log = slog.New(slog.NewJSONHandler(a.stderr, opts))
+	default:
+		return usageError{fmt.Errorf("--log-format %q: want text or json", a.logFormat)}
+	}
+	if a.home == "" {
+		a.home = store.DefaultRoot()
+	}
+	if a.verbose {
+		os.Setenv("LLMRT_LLAMA_LOG", "info")
+	} else if os.Getenv("LLMRT_LLAMA_LOG") == "" {
+		os.Setenv("LLMRT_LLAMA_LOG", "error")
+	}
+	kernels.SetLogger(a.log)
+	// GPU backends (libggml-cuda.so) are loaded from LLMRT_LIB_PATH, or
+	// lib/ beside the binary.
+	libDir := os.Getenv("LLMRT_LIB_PATH")
+	if libDir == "" {
+		if exe, err := os.Executable(); err == nil {
+			libDir = filepath.Join(filepath.Dir(exe), "..", "lib")
+			if _, err := os.Stat(libDir); err != nil {
+				libDir = filepath.Join(filepath.Dir(exe), "lib")
+			}
+		}
+	}
+	if libDir != "" {
+		if err := kernels.LoadBackends(libDir); err != nil {
+			a.log.Warn("GPU backends not loaded", "dir", libDir, "err", err)
+		}
+	}
+	return nil
+}
+
+func (a *app) openStore() (*store.Store, error) {
+	s, err := store.Open(a.home)
+	if err != nil {
+		return nil, fmt.Errorf("open model store %s: %w", a.home, err)
+	}
+	return s, nil
+}
+
+// defaultModel is used when -m is absent: small enough to fetch anywhere.
+const defaultModel = "stories260K"
+
+// resolveModel turns -m into a GGUF path: a file path, a store name, or
+// (when absent) the default model, fetched into the store on first use.
+func (a *app) resolveModel(ctx context.Context, name string) (string, error) {
+	if name == "" {
+		name = os.Getenv("LLMRT_MODEL")
+	}
+	if name == "" {
+		name = defaultModel
+	}
+	if st, err := os.Stat(name); err == nil && !st.IsDir() {
+		return name, nil
+	}
+	s, err := a.openStore()
+	if err != nil {
+		return "", err
+	}
+	if p, err := s.Resolve(name); err == nil {
+		return p, nil
+	}
+	if _, ok := store.Catalog()[name]; !ok {
+		return s.Resolve(name) // the store's error lists what is installed
+	}
+	var bar *progress
+	defer func() {
+		if bar != nil {
+			bar.Abort()
+		}
+	}()
+	opt := store.PullOptions{
+		Mirror: os.Getenv("LLMRT_MIRROR"),
+		Token:  os.Getenv("HF_TOKEN"),
+		Progress: func(done, total int64) {
+			if bar == nil {
+				bar = newProgress(a.stderr, a.log, "pull "+name, "bytes", total)
+			}
+			bar.Set(done, total)
+		},
+	}
+	a.log.Info("model not in the store; fetching it", "model", name)
+	p, err := s.Ensure(ctx, name, opt)
+	if err == nil && bar != nil {
+		bar.Finish()
+	}
+	return p, err
+}
+
+func (a *app) systemCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "system",
+		Short: "Show the compute devices and CPU features llama.cpp sees",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, d := range kernels.Devices() {
+				fmt.Fprintf(a.stdout, "%-8s %-5s %-40s %8.1f GiB total %8.1f GiB free\n", d.Name, d.Type, d.Description,
+					float64(d.Total)/(1<<30), float64(d.Free)/(1<<30))
+			}
+			fmt.Fprintln(a.stdout, "features:", kernels.SystemInfo())
+			return nil
+		},
+	}
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/llmrt/llmrt/models/modeltest"
+)
+
+// cli runs llmrt in-process with a private home; it returns stdout, stderr
+// and the exit code.
+func cli(t *testing.T, home string, args ...string) (string, string, int) {
+	t.Helper()
+	return cliCtx(context.Background(), t, home, "", args...)
+}
+
+func cliCtx(ctx context.Context, t *testing.T, home, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	a := &app{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errb}
+	root := a.root()
+	root.SetArgs(append([]string{"--home", home}, args...))
+	err := root.ExecuteContext(ctx)
+	code := a.exitCode(ctx, err) // prints the error
+	return out.String(), errb.String(), code
+}
+
+func TestMain(m *testing.M) {
+	os.Setenv("LLMRT_MIRROR", modeltest.Dir())
+	os.Setenv("LLMRT_LLAMA_LOG", "off")
+	os.Exit(m.Run())
+}
+
+func TestRunGreedyStory(t *testing.T) {
+	home := t.TempDir()
+	out, errs, code := cli(t, home, "run", "-m", "stories260K", "--temp", "0", "-n", "24", "Once upon a time")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if !strings.Contains(out, "there was a little girl named Lily") {
+		t.Fatalf("greedy run printed %q", out)
+	}
+}
+
+func TestRunSameSeedSameText(t *testing.T) {
+	home := t.TempDir()
+	args := []string{"run", "-m", "stories260K", "--temp", "1", "--seed", "42", "-n", "40", "Once upon a time"}
+	a, _, c1 := cli(t, home, args...)
+	b, _, c2 := cli(t, home, args...)
+	c, _, _ := cli(t, home, append(args[:6:6], "43", "-n", "40", "Once upon a time")...)
+	if c1 != 0 || c2 != 0 || a != b || len(a) < 20 {
+		t.Fatalf("seed 42 twice: %q vs %q", a, b)
+	}
+	if a == c {
+		t.Fatalf("seeds 42 and 43 gave the same text %q", a)
+	}
+}
+
+func TestInteractiveChatKeepsConversation(t *testing.T) {
+	home := t.TempDir()
+	out, errs, code := cliCtx(context.Background(), t, home, "Hello\nTell me more\n/bye\n", "run", "-m", "stories260K", "--temp", "0", "-n", "8")
+	if code != 0 || strings.Count(out, "\n") < 2 {
+		t.Fatalf("exit %d, out %q, err %s", code, out, errs)
+	}
+}
+
+func TestEmbedPrintsUnitVectors(t *testing.T) {
+	out, errs, code := cli(t, t.TempDir(), "embed", "-m", "stories260K", "Once upon a time", "The cat")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var items []struct {
+		Index     int
+		Text      string
+		Embedding []float64
+	}
+	if err := json.Unmarshal([]byte(out), &items); err != nil || len(items) != 2 || len(items[1].Embedding) != 64 || items[1].Text != "The cat" {
+		t.Fatalf("embed output %q: %v", out, err)
+	}
+	var n float64
+	for _, x := range items[0].Embedding {
+		n += x * x
+	}
+	if n < 0.9999 || n > 1.0001 {
+		t.Fatalf("norm² %v", n)
+	}
+}
+
+func TestModelsAndErrors(t *testing.T) {
+	home := t.TempDir()
+	out, _, code := cli(t, home, "models")
+	if code != 0 || !strings.Contains(out, "no models") {
+		t.Fatalf("empty store: %d %q", code, out)
+	}
+	if _, errs, code := cli(t, home, "pull", "stories260K"); code != 0 {
+		t.Fatalf("pull: %s", errs)
+	}
+	out, _, _ = cli(t, home, "models")
+	if !strings.Contains(out, "stories260K") || !strings.Contains(out, "270cba1bd510") {
+		t.Fatalf("models: %q", out)
+	}
+	out, _, _ = cli(t, home, "models", "show", "stories260K")
+	if !strings.Contains(out, "292.80K") || !strings.Contains(out, "block_count") {
+		t.Fatalf("show: %q", out)
+	}
+	if _, errs, code := cli(t, home, "run", "-m", "nope", "x"); code != 1 || !strings.Contains(errs, `"nope" is not installed`) {
+		t.Fatalf("unknown model: %d %q", code, errs)
+	}
+	bad := home + "/bad.gguf"
+	os.WriteFile(bad, []byte("GGUF\x03\x00\x00\x00garbage"), 0o644)
+	if _, errs, code := cli(t, home, "run", "-m", bad, "x"); code != 1 || !strings.Contains(errs, bad) {
+		t.Fatalf("corrupt model: %d %q", code, errs)
+	}
+	if _, _, code := cli(t, home, "run", "--no-such-flag"); code != 2 {
+		t.Fatalf("bad flag exit %d", code)
+	}
+	if _, errs, code := cli(t, home, "quantize", "stories260K", home+"/q.gguf", "--type", "Q9_9"); code != 2 || !strings.Contains(errs, "Q9_9") {
+		t.Fatalf("bad type: %d %q", code, errs)
+	}
+	if out, errs, code := cli(t, home, "quantize", "stories260K", home+"/f16.gguf", "--type", "F16"); code != 0 || !strings.Contains(out, "wrote") {
+		t.Fatalf("quantize: %d %q %q", code, out, errs)
+	}
+	if _, _, code := cli(t, home, "models", "rm", "stories260K"); code != 0 {
+		t.Fatal("rm")
+	}
+	if out, _, _ := cli(t, home, "models"); !strings.Contains(out, "no models") {
+		t.Fatal("model still listed after rm")
+	}
+}
+
+func TestServeAnswersAndDrains(t *testing.T) {
+	home := t.TempDir()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() {
+		_, _, code := cliCtx(ctx, t, home, "", "serve", "--addr", addr, "--parallel", "2", "--ctx", "256")
+		done <- code
+	}()
+	var resp *http.Response
+	var err error
+	for i := 0; i < 200; i++ {
+		resp, err = http.Post("http://"+addr+"/v1/completions", "application/json",
+			strings.NewReader(`{"prompt": "Once upon a time", "max_tokens": 12, "temperature": 0}`))
+		if err == nil {
+			break
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct {
+		Model   string
+		Choices []struct{ Text string }
+	}
+	json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if body.Model != "stories260K" || !strings.Contains(body.Choices[0].Text, "little girl") {
+		t.Fatalf("serve answered %+v", body)
+	}
+	cancel()
+	if code := <-done; code != 0 && code != 130 {
+		t.Fatalf("serve exited %d", code)
+	}
+	// Beyond loopback without a key is refused.
+	if _, errs, code := cli(t, home, "serve", "--addr", "0.0.0.0:0"); code != 2 || !strings.Contains(errs, "api-key") {
+		t.Fatalf("open serve: %d %q", code, errs)
+	}
+}

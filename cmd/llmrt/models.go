@@ -1,0 +1,282 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/llmrt/llmrt/kernels"
+	"github.com/llmrt/llmrt/models/gguf"
+	"github.com/llmrt/llmrt/models/store"
+)
+
+func (a *app) pullCmd() *cobra.Command {
+	var name, sum string
+	var ifMissing bool
+	cmd := &cobra.Command{
+		Use:   "pull SOURCE",
+		Short: "Fetch a model into the local store",
+		Long: `pull downloads a GGUF model into the store ($LLMRT_HOME/models). SOURCE is
+hf://OWNER/REPO/FILE.gguf[@REVISION] (Hugging Face), an https URL, or a known
+name (` + strings.Join(catalogNames(), ", ") + `).
+Interrupted downloads resume; the file is verified (sha256) before it is
+moved into place. LLMRT_MIRROR (a directory or base URL) is tried first, for
+air-gapped sites; HF_TOKEN is sent to Hugging Face when set.`,
+		Example: `  llmrt pull stories260K
+  llmrt pull hf://ggml-org/models/tinyllamas/stories260K.gguf
+  LLMRT_MIRROR=/mnt/models llmrt pull hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q8_0.gguf`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := a.openStore()
+			if err != nil {
+				return err
+			}
+			if ifMissing {
+				n := name
+				if n == "" {
+					n = strings.TrimSuffix(args[0][strings.LastIndex(args[0], "/")+1:], ".gguf")
+				}
+				if p, err := s.Resolve(n); err == nil {
+					fmt.Fprintf(a.stdout, "%s is already installed (%s)\n", n, p)
+					return nil
+				}
+			}
+			var bar *progress
+			opt := store.PullOptions{
+				Name: name, SHA256: sum,
+				Mirror: os.Getenv("LLMRT_MIRROR"), Token: os.Getenv("HF_TOKEN"),
+				Progress: func(done, total int64) {
+					if bar == nil {
+						bar = newProgress(a.stderr, a.log, "pull "+args[0], "bytes", total)
+					}
+					bar.Set(done, total)
+				},
+			}
+			m, err := s.Pull(cmd.Context(), args[0], opt)
+			if bar != nil {
+				if err != nil {
+					bar.Abort()
+				} else {
+					bar.Finish()
+				}
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "pulled %s (%s, sha256 %s)\n", m.Name, humanBytes(m.Size), m.SHA256)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "store name (default: the file name without .gguf)")
+	cmd.Flags().StringVar(&sum, "sha256", "", "expected sha256 of the file")
+	cmd.Flags().BoolVar(&ifMissing, "if-missing", false, "do nothing when the model is already installed")
+	return cmd
+}
+
+func catalogNames() []string {
+	var names []string
+	for n := range store.Catalog() {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (a *app) modelsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "models",
+		Short: "List the models in the store (subcommands: show, rm)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := a.openStore()
+			if err != nil {
+				return err
+			}
+			list, err := s.List()
+			if err != nil {
+				return err
+			}
+			if len(list) == 0 {
+				fmt.Fprintf(a.stdout, "no models in %s; try `llmrt pull %s`\n", a.home, defaultModel)
+				return nil
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSIZE\tMODIFIED\tSHA256")
+			for _, m := range list {
+				sum := m.SHA256
+				if len(sum) > 12 {
+					sum = sum[:12]
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, humanBytes(m.Size), m.Modified.Format(time.DateTime), sum)
+			}
+			return tw.Flush()
+		},
+	}
+	show := &cobra.Command{
+		Use:   "show MODEL",
+		Short: "Show a model's metadata and tensors without loading it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path, err := a.modelPath(args[0])
+			if err != nil {
+				return err
+			}
+			return a.showModel(path)
+		},
+	}
+	var all bool
+	show.Flags().BoolVar(&all, "all", false, "print every metadata key, including long arrays")
+	rm := &cobra.Command{
+		Use:   "rm MODEL...",
+		Short: "Remove models from the store",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := a.openStore()
+			if err != nil {
+				return err
+			}
+			for _, n := range args {
+				if err := s.Remove(n); err != nil {
+					return err
+				}
+				fmt.Fprintln(a.stdout, "removed", n)
+			}
+			return nil
+		},
+	}
+	cmd.AddCommand(show, rm)
+	return cmd
+}
+
+// modelPath resolves a name or path without fetching anything.
+func (a *app) modelPath(name string) (string, error) {
+	if st, err := os.Stat(name); err == nil && !st.IsDir() {
+		return name, nil
+	}
+	s, err := a.openStore()
+	if err != nil {
+		return "", err
+	}
+	return s.Resolve(name)
+}
+
+func (a *app) showModel(path string) error {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return err
+	}
+	arch := f.Architecture()
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "file\t%s\n", path)
+	fmt.Fprintf(tw, "architecture\t%s\n", arch)
+	if n, ok := f.String("general.name"); ok {
+		fmt.Fprintf(tw, "name\t%s\n", n)
+	}
+	fmt.Fprintf(tw, "parameters\t%s\n", humanCount(f.ParamCount()))
+	fmt.Fprintf(tw, "tensor bytes\t%s\n", humanBytes(f.TensorBytes()))
+	types := map[string]int{}
+	for _, t := range f.Tensors {
+		types[t.Type.String()]++
+	}
+	var tl []string
+	for k, v := range types {
+		tl = append(tl, fmt.Sprintf("%s×%d", k, v))
+	}
+	sort.Strings(tl)
+	fmt.Fprintf(tw, "tensors\t%d (%s)\n", len(f.Tensors), strings.Join(tl, ", "))
+	for _, k := range []string{"context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count", "attention.head_count_kv"} {
+		if v, ok := f.Uint(arch + "." + k); ok {
+			fmt.Fprintf(tw, "%s\t%d\n", k, v)
+		}
+	}
+	if toks, ok := f.Strings("tokenizer.ggml.tokens"); ok {
+		model, _ := f.String("tokenizer.ggml.model")
+		fmt.Fprintf(tw, "vocabulary\t%d tokens (%s)\n", len(toks), model)
+	}
+	if t, ok := f.String("tokenizer.chat_template"); ok {
+		first := strings.SplitN(t, "\n", 2)[0]
+		if len(first) > 60 {
+			first = first[:60] + "…"
+		}
+		fmt.Fprintf(tw, "chat template\t%d bytes: %s\n", len(t), first)
+	} else {
+		fmt.Fprintf(tw, "chat template\tnone\n")
+	}
+	return tw.Flush()
+}
+
+func (a *app) quantizeCmd() *cobra.Command {
+	var typ string
+	var threads int
+	cmd := &cobra.Command{
+		Use:   "quantize MODEL OUTPUT",
+		Short: "Quantize a model with llama.cpp (Q8_0, Q4_K_M, ...)",
+		Long: `quantize converts MODEL (a store name or path) to OUTPUT. An OUTPUT without a
+slash or .gguf suffix is a store name. Types: F32, F16, BF16, Q4_0, Q8_0,
+Q4_K_M, Q5_K_M, Q6_K.`,
+		Example: `  llmrt quantize ./qwen2.5-0.5b-f16.gguf qwen2.5-0.5b-q8 --type Q8_0`,
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ft, err := kernels.ParseFType(typ)
+			if err != nil {
+				return usageError{err}
+			}
+			in, err := a.modelPath(args[0])
+			if err != nil {
+				return err
+			}
+			out := args[1]
+			if !strings.Contains(out, "/") && !strings.HasSuffix(out, ".gguf") {
+				s, err := a.openStore()
+				if err != nil {
+					return err
+				}
+				out = s.PathFor(out)
+			}
+			start := time.Now()
+			a.log.Info("quantizing", "in", in, "out", out, "type", typ)
+			if err := kernels.Quantize(cmd.Context(), in, out, ft, threads); err != nil {
+				return err
+			}
+			st, err := os.Stat(out)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "wrote %s (%s) in %s\n", out, humanBytes(st.Size()), time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&typ, "type", "Q8_0", "target type")
+	cmd.Flags().IntVarP(&threads, "threads", "t", 0, "threads (default: all cores)")
+	return cmd
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func humanCount(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.2fB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.2fM", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.2fK", float64(n)/1e3)
+	}
+	return fmt.Sprint(n)
+}

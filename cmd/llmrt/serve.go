@@ -1,0 +1,224 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+
+	"github.com/llmrt/llmrt/kernels"
+	"github.com/llmrt/llmrt/models/store"
+	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/server"
+)
+
+// serveFlagEnv maps serve's flags to the environment variables that set
+// them when the flag is not given.
+var serveFlagEnv = map[string]string{
+	"addr": "LLMRT_ADDR", "model": "LLMRT_MODELS", "default-model": "LLMRT_MODEL",
+	"parallel": "LLMRT_PARALLEL", "ctx": "LLMRT_CTX", "threads": "LLMRT_THREADS",
+	"keep-alive": "LLMRT_KEEP_ALIVE", "queue": "LLMRT_QUEUE", "timeout": "LLMRT_TIMEOUT",
+	"api-key": "LLMRT_API_KEYS", "cors": "LLMRT_CORS_ORIGINS", "gpu-layers": "LLMRT_GPU_LAYERS",
+	"max-body": "LLMRT_MAX_BODY", "grace": "LLMRT_SHUTDOWN_GRACE",
+}
+
+func (a *app) serveCmd() *cobra.Command {
+	var (
+		addr, defModel, configFile string
+		preload, apiKeys, cors     []string
+		parallel, ctxLen, threads  int
+		queue, gpuLayers, batch    int
+		keepAlive, timeout, grace  time.Duration
+		noAuth                     bool
+		maxBody                    int64
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve models behind an OpenAI-compatible API",
+		Long: `serve answers the OpenAI API (/v1/chat/completions, /v1/completions,
+/v1/embeddings, /v1/models) on 127.0.0.1:8080. Models load on first use and
+unload after --keep-alive; "BASE+ADAPTER" serves a LoRA adapter from
+$LLMRT_HOME/adapters. Every flag can also come from an environment variable
+(LLMRT_ADDR, LLMRT_PARALLEL, ...; see README) or a YAML config file whose keys
+are the flag names; flags win over the environment, which wins over the file.
+
+Listening beyond loopback requires --api-key (or LLMRT_API_KEYS) unless
+--insecure-no-auth is given. SIGINT/SIGTERM drain: new requests are refused,
+in-flight ones get --grace to finish.`,
+		Example: `  llmrt serve
+  llmrt serve -m stories260K --parallel 8 --ctx 2048
+  LLMRT_API_KEYS=secret llmrt serve --addr 0.0.0.0:8080
+  llmrt serve --config /etc/llmrt.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := applyEnvAndConfig(cmd.Flags(), configFile); err != nil {
+				return usageError{err}
+			}
+			if len(apiKeys) == 0 && !noAuth && !isLoopback(addr) {
+				return usageError{fmt.Errorf("--addr %s listens beyond loopback: set --api-key (or LLMRT_API_KEYS), or pass --insecure-no-auth", addr)}
+			}
+			ctx := cmd.Context()
+			st, err := a.openStore()
+			if err != nil {
+				return err
+			}
+			if defModel == "" {
+				if len(preload) > 0 {
+					defModel = preload[0]
+				} else {
+					defModel = defaultModel
+				}
+			}
+			// The default model is fetched on first start (from the mirror when set).
+			if _, err := a.resolveModel(ctx, defModel); err != nil {
+				return err
+			}
+			reg := server.NewRegistry(server.RegistryConfig{
+				Resolver:   storeResolver{st},
+				KeepAlive:  keepAlive,
+				AdapterDir: filepath.Join(a.home, "adapters"),
+				Logger:     a.log,
+				Engine: engine.Options{
+					CtxPerSeq: ctxLen, NParallel: parallel, Threads: threads, QueueLen: queue, NBatch: batch,
+					Model: kernels.ModelParams{GPULayers: gpuLayers},
+				},
+			})
+			defer reg.Close()
+			for _, m := range preload {
+				if _, err := a.resolveModel(ctx, m); err != nil {
+					return err
+				}
+				if err := reg.Preload(ctx, m); err != nil {
+					return err
+				}
+			}
+			srv := server.New(server.Config{
+				DefaultModel: defModel, APIKeys: apiKeys, CORSOrigins: cors, MaxBodyBytes: maxBody,
+				RequestTimeout: timeout, ShutdownGrace: grace, Logger: a.log,
+			}, reg)
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("listen on %s: %w", addr, err)
+			}
+			a.log.Info("llmrt serving", "addr", "http://"+ln.Addr().String()+"/v1", "default_model", defModel,
+				"parallel", parallel, "auth", len(apiKeys) > 0)
+			return srv.Serve(ctx, ln)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&configFile, "config", os.Getenv("LLMRT_CONFIG"), "YAML config file (keys are flag names) (env LLMRT_CONFIG)")
+	fl.StringVar(&addr, "addr", "127.0.0.1:8080", "listen address")
+	fl.StringArrayVarP(&preload, "model", "m", nil, "model to load at start and keep loaded (repeatable)")
+	fl.StringVar(&defModel, "default-model", "", "model for requests that name none (default: the first -m, else "+defaultModel+")")
+	fl.IntVar(&parallel, "parallel", 4, "sequences decoded together per model")
+	fl.IntVar(&ctxLen, "ctx", 0, "context length per sequence (default: the model's, at most 4096)")
+	fl.IntVar(&batch, "batch", 512, "most tokens per decode step (longer prompts are prefilled in chunks)")
+	fl.IntVarP(&threads, "threads", "t", 0, "CPU threads per model (default: all cores)")
+	fl.IntVar(&gpuLayers, "gpu-layers", -1, "layers to offload to the GPU (-1: all that fit)")
+	fl.DurationVar(&keepAlive, "keep-alive", 5*time.Minute, "unload a model idle this long (-1s: never)")
+	fl.IntVar(&queue, "queue", 64, "requests that may wait per model before 429")
+	fl.DurationVar(&timeout, "timeout", 0, "longest a request may run (0: no limit)")
+	fl.DurationVar(&grace, "grace", 30*time.Second, "on shutdown, how long in-flight requests may finish")
+	fl.StringArrayVar(&apiKeys, "api-key", nil, "required Bearer key (repeatable; env LLMRT_API_KEYS, comma-separated)")
+	fl.BoolVar(&noAuth, "insecure-no-auth", false, "allow listening beyond loopback without API keys")
+	fl.StringArrayVar(&cors, "cors", nil, "allowed CORS origin (repeatable; * for any)")
+	fl.Int64Var(&maxBody, "max-body", 32<<20, "largest request body in bytes")
+	return cmd
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// applyEnvAndConfig fills flags the user did not set from the environment,
+// then from the YAML config file.
+func applyEnvAndConfig(fs *pflag.FlagSet, configFile string) error {
+	var cfg map[string]any
+	if configFile != "" {
+		b, err := os.ReadFile(configFile)
+		if err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+		if err := yaml.Unmarshal(b, &cfg); err != nil {
+			return fmt.Errorf("config %s: %w", configFile, err)
+		}
+		for k := range cfg {
+			if fs.Lookup(k) == nil || k == "config" {
+				return fmt.Errorf("config %s: unknown key %q (keys are serve's flag names)", configFile, k)
+			}
+		}
+	}
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed {
+			return
+		}
+		if env, ok := serveFlagEnv[f.Name]; ok {
+			if v, ok := os.LookupEnv(env); ok {
+				for _, part := range splitList(f, v) {
+					if err := f.Value.Set(part); err != nil {
+						errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
+					}
+				}
+				return
+			}
+		}
+		if v, ok := cfg[f.Name]; ok {
+			vals := []any{v}
+			if list, ok := v.([]any); ok {
+				vals = list
+			}
+			for _, x := range vals {
+				if err := f.Value.Set(fmt.Sprint(x)); err != nil {
+					errs = append(errs, fmt.Errorf("config %s: %s: %w", configFile, f.Name, err))
+				}
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func splitList(f *pflag.Flag, v string) []string {
+	if strings.HasSuffix(f.Value.Type(), "Array") || strings.HasSuffix(f.Value.Type(), "Slice") {
+		var out []string
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	return []string{v}
+}
+
+// storeResolver adapts the model store to the server's registry.
+type storeResolver struct{ s *store.Store }
+
+func (r storeResolver) Resolve(name string) (string, error) { return r.s.Resolve(name) }
+
+func (r storeResolver) Names() ([]string, error) {
+	list, err := r.s.List()
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(list))
+	for i, m := range list {
+		names[i] = m.Name
+	}
+	return names, nil
+}
