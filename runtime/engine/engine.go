@@ -310,6 +310,11 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Stream, error) {
 			return nil, fmt.Errorf("engine: prompt token %d outside the vocabulary (0..%d)", t, e.info.Vocab-1)
 		}
 	}
+	if req.Sampling.Grammar != "" {
+		// Past the grammar's end only end-of-generation is allowed;
+		// llama.cpp aborts if a token is accepted there.
+		req.IgnoreEOS = false
+	}
 	smp, err := e.model.NewSampler(req.Sampling)
 	if err != nil {
 		return nil, err

@@ -393,3 +393,18 @@ func TestChunkedPrefillInterleaves(t *testing.T) {
 		t.Fatalf("interleaving changed the output:\n%q vs %q\n%q vs %q", text.String(), aloneShort.Text, r2.Text, aloneLong.Text)
 	}
 }
+
+// A grammar-constrained request stops at the grammar's end even with
+// IgnoreEOS, and the prompt never reaches the grammar (llama.cpp would
+// abort the process on either).
+func TestGrammarWithIgnoreEOSStops(t *testing.T) {
+	e := openStories(t, Options{NParallel: 1})
+	res, err := e.Generate(context.Background(), Request{Prompt: prompt(t, e, "Once upon a time"), MaxTokens: 50, IgnoreEOS: true,
+		Sampling: kernels.SamplerParams{Grammar: `root ::= "yes" | "no"`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if (res.Text != "yes" && res.Text != "no") || res.FinishReason != FinishStop {
+		t.Fatalf("grammar output %q finish %q", res.Text, res.FinishReason)
+	}
+}

@@ -298,9 +298,14 @@ func (e *Engine) startSlot(sl *slot, s *Stream) {
 	sl.nGen = 0
 	sl.prefill = true
 	e.stats.requests.Add(1)
-	// Penalties look at the prompt too, as llama.cpp's server does.
-	for _, t := range s.req.Prompt {
-		s.smp.Accept(t)
+	// Penalties look at the prompt too, as llama.cpp's server does. A
+	// grammar must not see the prompt (llama.cpp would reject it), and the
+	// chain cannot accept for one sampler only, so with a grammar the
+	// penalties see generated tokens only.
+	if s.req.Sampling.Grammar == "" {
+		for _, t := range s.req.Prompt {
+			s.smp.Accept(t)
+		}
 	}
 }
 
