@@ -95,6 +95,7 @@ type AdapterScale struct {
 // cells computed under another set are not valid under this one: callers
 // must not reuse them.
 func (c *Context) SetAdapters(set []AdapterScale) error {
+	c.rebuild = true
 	C.llama_clear_adapter_lora(c.c)
 	for _, as := range set {
 		if as.Adapter == nil || as.Adapter.c == nil {

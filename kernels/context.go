@@ -57,6 +57,14 @@ type Context struct {
 	// the process on a bad index, so Logits and Embedding check here.
 	outputs []bool
 	nOut    int
+	// rebuild forces llama.cpp to rebuild its graph at the next Decode.
+	// At the pinned commit, graph reuse compares the *address* of the
+	// context's adapter map, so a changed adapter set would silently reuse
+	// the graph built for the old one. Decode flips the embeddings flag
+	// (which llama.cpp does compare) for one call to force the rebuild.
+	rebuild bool
+	// lastEmb is the embeddings flag the previous Decode ran with.
+	lastEmb bool
 }
 
 // NewContext creates a context on m.
@@ -117,7 +125,7 @@ func (m *Model) NewContext(p ContextParams) (*Context, error) {
 	if p.NCtx <= 0 {
 		p.NCtx = int(C.llama_n_ctx(c))
 	}
-	return &Context{model: m, c: c, abort: abort, nVocab: m.info.Vocab, nEmbd: m.info.Embd, params: p}, nil
+	return &Context{model: m, c: c, abort: abort, nVocab: m.info.Vocab, nEmbd: m.info.Embd, params: p, lastEmb: p.Embeddings}, nil
 }
 
 // Close frees the context.
@@ -180,7 +188,19 @@ func (c *Context) Decode(ctx context.Context, b *Batch) error {
 	}
 	c.outputs = c.outputs[:0]
 	c.nOut = 0
+	emb := c.params.Embeddings
+	if c.rebuild && c.lastEmb == emb {
+		// Differ from the previous graph so llama.cpp rebuilds it (if the
+		// previous decode was itself flipped, the real value differs).
+		emb = !emb
+		C.llama_set_embeddings(c.c, C.bool(emb))
+	}
+	c.rebuild = false
+	c.lastEmb = emb
 	rc := C.llama_decode(c.c, b.c)
+	if emb != c.params.Embeddings {
+		C.llama_set_embeddings(c.c, C.bool(c.params.Embeddings))
+	}
 	switch {
 	case rc == 0:
 		flags := unsafe.Slice(b.c.logits, b.cap)[:b.c.n_tokens]
@@ -255,7 +275,10 @@ func (c *Context) SeqEmbedding(seq int) ([]float32, error) {
 }
 
 // SetEmbeddings switches embedding output on or off.
-func (c *Context) SetEmbeddings(on bool) { C.llama_set_embeddings(c.c, C.bool(on)) }
+func (c *Context) SetEmbeddings(on bool) {
+	c.params.Embeddings = on
+	C.llama_set_embeddings(c.c, C.bool(on))
+}
 
 // SetCausalAttention switches causal masking (off for encoder-style
 // embedding of whole inputs).

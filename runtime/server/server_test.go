@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmrt/llmrt/lora"
+	"github.com/llmrt/llmrt/models/gguf"
 	"github.com/llmrt/llmrt/models/modeltest"
 	"github.com/llmrt/llmrt/runtime/engine"
 )
@@ -437,5 +439,63 @@ func TestGracefulShutdownFinishesStreams(t *testing.T) {
 	ts.done <- nil // for cleanup
 	if _, err := http.Get(ts.url + "/health"); err == nil {
 		t.Fatal("still accepting after shutdown")
+	}
+}
+
+func TestAdapterIDsAndBase(t *testing.T) {
+	ts := startServer(t, Config{}, engine.Options{NParallel: 2})
+	dir := ts.reg.cfg.AdapterDir
+	os.MkdirAll(dir, 0o755)
+	base, _ := gguf.Open(modeltest.Path(t, "stories260K.gguf"))
+	if err := lora.WriteAdapter(filepath.Join(dir, "rand.gguf"), "llama", 8, lora.RandomAdapter(base, []string{"attn_q", "attn_v", "attn_output"}, 8, 0.3, 5), nil); err != nil {
+		t.Fatal(err)
+	}
+	complete := func(model string) string {
+		resp, data := ts.post(t, "/v1/completions", map[string]any{"model": model, "prompt": "Once upon a time", "max_tokens": 16, "temperature": 0})
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", model, resp.StatusCode, data)
+		}
+		var cr CompletionResponse
+		json.Unmarshal(data, &cr)
+		return cr.Choices[0].Text
+	}
+	before := complete("stories260K")
+	adapted := complete("stories260K+rand")
+	after := complete("stories260K")
+	if adapted == before {
+		t.Fatalf("the adapter changed nothing: %q", adapted)
+	}
+	if after != before {
+		t.Fatalf("base output after the adapter %q differs from before %q", after, before)
+	}
+	// Register an alias at run time; it serves the same adapter.
+	resp, data := ts.post(t, "/v1/adapters", map[string]any{"name": "my-adapter", "base": "stories260K", "path": filepath.Join(dir, "rand.gguf")})
+	if resp.StatusCode != 201 {
+		t.Fatalf("register: %d %s", resp.StatusCode, data)
+	}
+	if got := complete("my-adapter"); got != adapted {
+		t.Fatalf("alias gave %q, want %q", got, adapted)
+	}
+	r, _ := http.Get(ts.url + "/v1/models")
+	var ml ModelList
+	json.NewDecoder(r.Body).Decode(&ml)
+	r.Body.Close()
+	found := false
+	for _, m := range ml.Data {
+		found = found || (m.ID == "my-adapter" && m.Parent == "stories260K")
+	}
+	if !found {
+		t.Fatalf("adapter not listed with its parent: %+v", ml.Data)
+	}
+	if v := scrape(t, ts, "llmrt_adapter_switches_total"); v < 2 {
+		t.Fatalf("adapter switches %v", v)
+	}
+	req, _ := http.NewRequest("DELETE", ts.url+"/v1/adapters/my-adapter", nil)
+	if r, err := http.DefaultClient.Do(req); err != nil || r.StatusCode != 200 {
+		t.Fatalf("delete: %v", err)
+	}
+	resp, _ = ts.post(t, "/v1/completions", map[string]any{"model": "my-adapter", "prompt": "x"})
+	if resp.StatusCode != 404 {
+		t.Fatalf("deleted adapter still served: %d", resp.StatusCode)
 	}
 }

@@ -1,0 +1,121 @@
+// Command bench measures llmrt's inference speed against this machine's
+// limits (make bench).
+//
+// On a generated model of Qwen2.5-0.5B's shape in Q8_0 it measures prompt
+// processing (one 512-token prompt) and decode (128 tokens) twice: through
+// llmrt's Go engine and through a minimal C loop over the same llama.cpp
+// calls; the difference is the engine's overhead. Beside them it prints the
+// machine's limits, measured here: memory bandwidth (decode cannot beat
+// bandwidth / bytes read per token) and ggml's fp32 GEMM FLOP/s (prompt
+// processing cannot beat it at 2 FLOPs per parameter per token).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/llmrt/llmrt/kernels"
+	"github.com/llmrt/llmrt/models/gguf"
+	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
+	"github.com/llmrt/llmrt/runtime/engine"
+)
+
+func main() {
+	threads := flag.Int("threads", 2, "threads for every measurement")
+	nPrompt := flag.Int("prompt", 512, "prompt tokens")
+	nGen := flag.Int("gen", 128, "generated tokens")
+	reps := flag.Int("reps", 3, "repetitions (the median is reported)")
+	cache := flag.String("cache", defaultCache(), "where the generated model is kept (env LLMRT_BENCH_DIR)")
+	flag.Parse()
+	kernels.SetLogger(nil)
+	os.Setenv("LLMRT_LLAMA_LOG", "error")
+	ctx := context.Background()
+
+	fmt.Println("== machine limits (measured) ==")
+	bw, err := kernels.MemoryBandwidth(1<<30, *threads, 5)
+	check(err)
+	var flops float64
+	for _, n := range []int{1024, 2048} {
+		f, err := kernels.GEMMFlops(n, 512, n, *threads, 3)
+		check(err)
+		flops = max(flops, f)
+	}
+	fmt.Printf("memory bandwidth  %7.1f GB/s   (%d threads, 1 GiB read)\n", bw/1e9, *threads)
+	fmt.Printf("fp32 GEMM         %7.1f GFLOP/s (ggml, %d threads)\n", flops/1e9, *threads)
+
+	spec := testmodel.Qwen2_05B(modeltest.Dir(), gguf.TypeQ8_0)
+	t0 := time.Now()
+	path, err := testmodel.CachedPath(ctx, *cache, spec)
+	check(err)
+	f, err := gguf.Open(path)
+	check(err)
+	params := f.ParamCount()
+	weightBytes := f.TensorBytes()
+	fmt.Printf("\n== model: %s ==\nqwen2, n_embd 896, 24 layers, 14/2 heads, ffn 4864, vocab 151936, Q8_0: %.0fM parameters, %.0f MiB of weights (ready in %s)\n",
+		filepath.Base(path), float64(params)/1e6, float64(weightBytes)/(1<<20), time.Since(t0).Round(time.Millisecond))
+
+	// The C loop.
+	var rawPP, rawTG []float64
+	for i := 0; i < *reps; i++ {
+		r, err := kernels.RawBench(path, *nPrompt, *nGen, *threads, *nPrompt+*nGen+8)
+		check(err)
+		rawPP = append(rawPP, float64(*nPrompt)/r.Prompt.Seconds())
+		rawTG = append(rawTG, float64(*nGen)/r.Generation.Seconds())
+	}
+	// The Go engine.
+	e, err := engine.Open(ctx, engine.Options{Path: path, NParallel: 1, CtxPerSeq: *nPrompt + *nGen + 8, NBatch: *nPrompt, Threads: *threads})
+	check(err)
+	defer e.Close()
+	rng := rand.New(rand.NewPCG(7, 7))
+	var goPP, goTG []float64
+	for i := 0; i < *reps; i++ {
+		prompt := make([]int32, *nPrompt)
+		for j := range prompt {
+			prompt[j] = int32(rng.IntN(50000)) // a fresh prompt each time: no prefix reuse
+		}
+		res, err := e.Generate(ctx, engine.Request{Prompt: prompt, MaxTokens: *nGen + 1, IgnoreEOS: true})
+		check(err)
+		goPP = append(goPP, float64(*nPrompt)/res.TimeToFirstToken.Seconds())
+		goTG = append(goTG, float64(*nGen)/(res.Duration-res.TimeToFirstToken).Seconds())
+	}
+	pp, tg := median(goPP), median(goTG)
+	rpp, rtg := median(rawPP), median(rawTG)
+	ppLimit := flops / (2 * float64(params))
+	tgLimit := bw / float64(weightBytes)
+	fmt.Printf("\n== results (median of %d, %d threads) ==\n", *reps, *threads)
+	fmt.Printf("%-28s %10s %10s %9s %12s %9s\n", "", "Go engine", "C loop", "overhead", "machine limit", "of limit")
+	fmt.Printf("%-28s %10.1f %10.1f %8.1f%% %12.1f %8.1f%%\n", fmt.Sprintf("prompt processing (%d) tok/s", *nPrompt), pp, rpp, 100*(rpp-pp)/rpp, ppLimit, 100*pp/ppLimit)
+	fmt.Printf("%-28s %10.1f %10.1f %8.1f%% %12.1f %8.1f%%\n", fmt.Sprintf("decode (%d) tok/s", *nGen), tg, rtg, 100*(rtg-tg)/rtg, tgLimit, 100*tg/tgLimit)
+	fmt.Println("\nlimits: prompt = GEMM FLOP/s / (2 x parameters); decode = bandwidth / weight bytes read per token.")
+	fmt.Println("target: Go engine overhead under 3% of the C loop for both.")
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+func defaultCache() string {
+	if d := os.Getenv("LLMRT_BENCH_DIR"); d != "" {
+		return d
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "llmrt-bench")
+	}
+	return filepath.Join(os.TempDir(), "llmrt-bench")
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
