@@ -122,3 +122,33 @@ func TestF16AndRefusals(t *testing.T) {
 		t.Fatalf("unsupported arch: %v", err)
 	}
 }
+
+// A generated F16 model quantizes to Q4_K_M with llama.cpp and still runs.
+func TestQuantizeGeneratedToQ4KM(t *testing.T) {
+	dir := t.TempDir()
+	s := small("qwen2", gguf.TypeF16)
+	s.NEmbd, s.NFF, s.NHead, s.NHeadKV = 256, 512, 4, 2 // K-quant blocks are 256 wide
+	f16 := filepath.Join(dir, "f16.gguf")
+	if err := Write(context.Background(), f16, s); err != nil {
+		t.Fatal(err)
+	}
+	q := filepath.Join(dir, "q4km.gguf")
+	if err := kernels.Quantize(context.Background(), f16, q, kernels.FTypeQ4_K_M, 2); err != nil {
+		t.Fatal(err)
+	}
+	f, err := gguf.Open(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ft, _ := f.Uint("general.file_type"); ft != 15 {
+		t.Fatalf("file_type %d, want 15 (Q4_K_M)", ft)
+	}
+	if tt, _ := f.Tensor("blk.0.attn_q.weight"); tt.Type != gguf.TypeQ4_K && tt.Type != gguf.TypeQ5_K && tt.Type != gguf.TypeQ6_K {
+		t.Fatalf("attn_q is %s", tt.Type)
+	}
+	m, err := kernels.LoadModel(context.Background(), q, kernels.ModelParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+}
