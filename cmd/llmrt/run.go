@@ -201,11 +201,7 @@ is read from standard input.`,
 					msgs = append(msgs, engine.ChatMessage{Role: "system", Content: system})
 				}
 				msgs = append(msgs, engine.ChatMessage{Role: "user", Content: prompt})
-				text, err := e.RenderChat(msgs, true)
-				if err != nil {
-					return err
-				}
-				toks, err = e.Tokenize(text, true, true)
+				toks, err = e.ChatTokens(msgs, nil, true)
 				if err != nil {
 					return err
 				}
@@ -296,11 +292,7 @@ func (a *app) chatLoop(ctx context.Context, e *engine.Engine, base engine.Reques
 			continue
 		}
 		msgs = append(msgs, engine.ChatMessage{Role: "user", Content: line})
-		text, err := e.RenderChat(msgs, true)
-		if err != nil {
-			return err
-		}
-		toks, err := e.Tokenize(text, true, true)
+		toks, err := e.ChatTokens(msgs, nil, true)
 		if err != nil {
 			return err
 		}

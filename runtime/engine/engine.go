@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/llmrt/llmrt/kernels"
+	"github.com/llmrt/llmrt/models/chat"
 )
 
 // Options configure an Engine.
@@ -93,6 +94,9 @@ type Engine struct {
 
 	adaptersMu sync.RWMutex
 	adapters   map[string]*loadedAdapter
+
+	tmplOnce sync.Once
+	tmpl     *chat.Template
 
 	embedMu  sync.Mutex
 	embedCtx *kernels.Context

@@ -338,11 +338,7 @@ func answer(ctx context.Context, o Options, arm Arm, q Question) (Answer, error)
 
 // generate renders msgs with the model's chat template and answers greedily.
 func generate(ctx context.Context, e *engine.Engine, msgs []engine.ChatMessage, adapters []engine.AdapterRef, maxTokens int) (engine.Result, error) {
-	text, err := e.RenderChat(msgs, true)
-	if err != nil {
-		return engine.Result{}, err
-	}
-	toks, err := e.Tokenize(text, true, true)
+	toks, err := e.ChatTokens(msgs, nil, true)
 	if err != nil {
 		return engine.Result{}, err
 	}

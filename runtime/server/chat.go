@@ -178,17 +178,9 @@ func (s *Server) planChat(r *http.Request, req *ChatRequest, lease *Lease) (*cha
 		}
 		plan.tools = true
 	}
-	prompt, err := e.RenderChatTools(msgs, tools, true)
+	toks, err := e.ChatTokens(msgs, tools, true)
 	if err != nil {
 		return nil, badRequest("messages", "chat template: %v", err)
-	}
-	toks, err := e.Tokenize(prompt, true, true)
-	if err != nil {
-		return nil, internalError(err)
-	}
-	// Templates that start with the BOS text would otherwise get two.
-	if info := e.Info(); len(toks) > 1 && toks[0] == info.BOS && toks[1] == info.BOS {
-		toks = toks[1:]
 	}
 	if aerr := s.applyResponseFormat(req.ResponseFormat, &sp); aerr != nil {
 		return nil, aerr

@@ -1,0 +1,27 @@
+package rag
+
+import (
+	"context"
+	"errors"
+)
+
+// Embedder turns texts into vectors of one model. Vectors should have unit
+// length when the collection uses the cosine metric.
+type Embedder interface {
+	// Embed returns one vector of length Dim per text.
+	Embed(ctx context.Context, texts []string) ([][]float32, error)
+	// Tokenize splits text into the model's tokens (no special tokens);
+	// the chunker counts tokens with it.
+	Tokenize(text string) ([]int32, error)
+	// Dim is the length of the vectors.
+	Dim() int
+	// MaxTokens is the longest input Embed accepts, in tokens.
+	MaxTokens() int
+	// Name identifies the model; a collection records the name it was
+	// built with and refuses another model.
+	Name() string
+}
+
+// ErrNoEmbedder is returned by operations that need an Embedder on a store
+// opened without one.
+var ErrNoEmbedder = errors.New("rag: no embedding model")

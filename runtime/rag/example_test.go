@@ -1,0 +1,88 @@
+package rag_test
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/llmrt/llmrt/runtime/rag"
+)
+
+// wordsEmbedder is a toy embedder (hashed bag of words); use
+// rag.EngineEmbedder with a real embedding model.
+type wordsEmbedder struct{}
+
+func (wordsEmbedder) Embed(_ context.Context, texts []string) ([][]float32, error) {
+	out := make([][]float32, len(texts))
+	for i, t := range texts {
+		v := make([]float32, 256)
+		for _, w := range strings.Fields(strings.ToLower(t)) {
+			h := fnv.New32a()
+			h.Write([]byte(strings.Trim(w, ".,?!#")))
+			v[h.Sum32()%256]++
+		}
+		var n float64
+		for _, x := range v {
+			n += float64(x * x)
+		}
+		for j := range v {
+			v[j] /= float32(math.Sqrt(n))
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+func (wordsEmbedder) Tokenize(s string) ([]int32, error) {
+	return make([]int32, len(strings.Fields(s))), nil
+}
+func (wordsEmbedder) Dim() int       { return 256 }
+func (wordsEmbedder) MaxTokens() int { return 512 }
+func (wordsEmbedder) Name() string   { return "words" }
+
+func ExampleCollection_Search() {
+	ctx := context.Background()
+	home, _ := os.MkdirTemp("", "llmrt")
+	defer os.RemoveAll(home)
+	docs := filepath.Join(home, "docs")
+	os.MkdirAll(docs, 0o755)
+	os.WriteFile(filepath.Join(docs, "handbook.md"), []byte(
+		"# Handbook\n\n## Holidays\n\nEvery employee has 25 days of paid holiday a year.\n\n"+
+			"## Expenses\n\nSubmit receipts within 30 days through the expenses portal.\n"), 0o644)
+
+	store, err := rag.OpenStore(filepath.Join(home, "collections"), rag.StoreOptions{Embedder: wordsEmbedder{}})
+	if err != nil {
+		panic(err)
+	}
+	defer store.Close()
+	c, err := store.Create(ctx, "handbook", rag.CreateOptions{})
+	if err != nil {
+		panic(err)
+	}
+	rep, err := c.AddPath(ctx, docs, rag.AddOptions{})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("chunks:", rep.Chunks)
+
+	hits, err := c.Search(ctx, "how many days of holiday do I have", rag.SearchOptions{K: 2, Mode: rag.Hybrid})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Print(rag.ContextBlock(hits))
+
+	answer := "You have 25 days of paid holiday [1]."
+	for _, cit := range rag.Citations(answer, hits) {
+		fmt.Printf("cited [%d] %s %d..%d\n", cit.N, cit.Hit.Chunk.Title, cit.Hit.Chunk.Start, cit.Hit.Chunk.End)
+	}
+	// Output:
+	// chunks: 2
+	// [1] (handbook.md: Handbook > Holidays) Every employee has 25 days of paid holiday a year.
+	//
+	// [2] (handbook.md: Handbook > Expenses) Submit receipts within 30 days through the expenses portal.
+	//
+	// cited [1] Handbook > Holidays 25..75
+}

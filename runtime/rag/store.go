@@ -1,0 +1,237 @@
+package rag
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Store is a directory of collections. Collections are opened on first use
+// and stay open until Delete or Close; a collection is locked (flock) while
+// open, so two processes cannot write one at a time.
+type Store struct {
+	root      string
+	emb       Embedder
+	openIndex indexOpener
+
+	mu     sync.Mutex
+	closed bool
+	open   map[string]*Collection
+}
+
+// StoreOptions configure a Store.
+type StoreOptions struct {
+	// Embedder embeds chunks and queries; nil opens the store for
+	// listing, stats, deletion and keyword search only.
+	Embedder Embedder
+	// Exact replaces the HNSW index by an exhaustive in-memory search
+	// rebuilt from the stored vectors on open (no index directory).
+	Exact bool
+}
+
+// CreateOptions configure a new collection.
+type CreateOptions struct {
+	// Metric is Cosine (default), Dot or L2.
+	Metric   string
+	Chunking ChunkOptions
+	Index    IndexOptions
+}
+
+// OpenStore opens (creating if needed) the store rooted at dir.
+func OpenStore(dir string, opt StoreOptions) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	s := &Store{root: dir, emb: opt.Embedder, open: map[string]*Collection{}}
+	if opt.Exact {
+		s.openIndex = openFlatIndex
+	} else {
+		s.openIndex = openHNSWIndex
+	}
+	return s, nil
+}
+
+func openFlatIndex(_ context.Context, _ string, m Manifest) (vectorIndex, error) {
+	return newFlatIndex(m.Metric, m.Dim), nil
+}
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// CheckName reports whether name can name a collection: 1 to 64 letters,
+// digits, '.', '_' or '-', starting with a letter or digit.
+func CheckName(name string) error {
+	if !validName.MatchString(name) {
+		return fmt.Errorf("invalid collection name %q: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// Create makes a new collection embedded with the store's model.
+func (s *Store) Create(ctx context.Context, name string, opt CreateOptions) (*Collection, error) {
+	if err := CheckName(name); err != nil {
+		return nil, err
+	}
+	if s.emb == nil {
+		return nil, ErrNoEmbedder
+	}
+	if opt.Metric == "" {
+		opt.Metric = Cosine
+	}
+	if err := validMetric(opt.Metric); err != nil {
+		return nil, err
+	}
+	ch := opt.Chunking.withDefaults()
+	if ch.Size > s.emb.MaxTokens() {
+		return nil, fmt.Errorf("chunk size %d is over the embedding model's limit of %d tokens", ch.Size, s.emb.MaxTokens())
+	}
+	if s.emb.Dim() <= 0 {
+		return nil, fmt.Errorf("embedding model %s has dimension %d", s.emb.Name(), s.emb.Dim())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	dir := filepath.Join(s.root, name)
+	if _, err := os.Stat(filepath.Join(dir, manifestFile)); err == nil {
+		return nil, fmt.Errorf("%s: %w", name, ErrExists)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	m := Manifest{Name: name, Model: s.emb.Name(), Dim: s.emb.Dim(), Metric: opt.Metric, Chunking: ch, Index: opt.Index, Created: time.Now().UTC().Truncate(time.Second)}
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	// The manifest is written last: a directory without one is not a
+	// collection (a crash during Create leaves nothing to open).
+	if err := writeFileAtomic(filepath.Join(dir, manifestFile), append(b, '\n')); err != nil {
+		return nil, fmt.Errorf("create %s: %w", name, err)
+	}
+	c, err := openCollection(ctx, dir, s.emb, s.openIndex)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	s.open[name] = c
+	return c, nil
+}
+
+// Get opens a collection (or returns the open one). It fails with
+// ErrNotFound for unknown names and ErrModelMismatch when the store's
+// embedder is not the collection's model.
+func (s *Store) Get(ctx context.Context, name string) (*Collection, error) {
+	if err := CheckName(name); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if c := s.open[name]; c != nil {
+		return c, nil
+	}
+	dir := filepath.Join(s.root, name)
+	if _, err := os.Stat(filepath.Join(dir, manifestFile)); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s: %w", name, ErrNotFound)
+		}
+		return nil, err
+	}
+	c, err := openCollection(ctx, dir, s.emb, s.openIndex)
+	if err != nil {
+		return nil, fmt.Errorf("open collection %s: %w", name, err)
+	}
+	s.open[name] = c
+	return c, nil
+}
+
+// List returns the manifests of the store's collections by name.
+func (s *Store) List() ([]Manifest, error) {
+	ents, err := os.ReadDir(s.root)
+	if err != nil {
+		return nil, err
+	}
+	var out []Manifest
+	for _, e := range ents {
+		if !e.IsDir() || CheckName(e.Name()) != nil {
+			continue
+		}
+		m, err := readManifest(filepath.Join(s.root, e.Name()))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Stats opens a collection and returns its figures.
+func (s *Store) Stats(ctx context.Context, name string) (Stats, error) {
+	c, err := s.Get(ctx, name)
+	if err != nil {
+		return Stats{}, err
+	}
+	return c.Stats()
+}
+
+// Delete closes a collection and removes its directory.
+func (s *Store) Delete(name string) error {
+	if err := CheckName(name); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dir := filepath.Join(s.root, name)
+	if _, err := os.Stat(filepath.Join(dir, manifestFile)); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s: %w", name, ErrNotFound)
+		}
+		return err
+	}
+	if c := s.open[name]; c != nil {
+		c.close()
+		delete(s.open, name)
+	} else if err := tryLock(dir); err != nil {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	// Remove the manifest first so a crash midway leaves no half
+	// collection that looks whole.
+	if err := os.Remove(filepath.Join(dir, manifestFile)); err != nil {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// Close closes every open collection.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	for name, c := range s.open {
+		if err := c.close(); err != nil {
+			errs = append(errs, err)
+		}
+		delete(s.open, name)
+	}
+	return errors.Join(errs...)
+}
