@@ -65,16 +65,24 @@ double llmrt_mem_bandwidth(size_t bytes, int threads, int reps) {
 
 // --- fp32 GEMM through ggml's own CPU matmul ---
 
-double llmrt_gemm_flops(int m, int n, int k, int threads, int reps) {
+double llmrt_gemm_flops(int m, int n, int k, int threads, int reps, int wtype) {
     if (m < 1 || n < 1 || k < 1 || threads < 1 || reps < 1) return -1;
-    size_t mem = ((size_t) m * k + (size_t) n * k + (size_t) m * n) * sizeof(float) + 64 * ggml_tensor_overhead() + ggml_graph_overhead() + (1 << 20);
+    if (wtype != GGML_TYPE_F32 && wtype != GGML_TYPE_Q8_0) return -1;
+    if (wtype == GGML_TYPE_Q8_0 && k % 32 != 0) return -1;
+    size_t mem = ((size_t) 2 * m * k + (size_t) n * k + (size_t) m * n) * sizeof(float) + 64 * ggml_tensor_overhead() + ggml_graph_overhead() + (1 << 20);
     struct ggml_init_params ip = { mem, NULL, false };
     struct ggml_context * ctx = ggml_init(ip);
     if (!ctx) return -1;
-    struct ggml_tensor * a = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
+    struct ggml_tensor * a32 = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
     struct ggml_tensor * b = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, n);
-    for (int64_t i = 0; i < ggml_nelements(a); i++) ((float *) a->data)[i] = (float) ((i % 13) - 6) * 0.01f;
+    for (int64_t i = 0; i < ggml_nelements(a32); i++) ((float *) a32->data)[i] = (float) ((i % 13) - 6) * 0.01f;
     for (int64_t i = 0; i < ggml_nelements(b); i++) ((float *) b->data)[i] = (float) ((i % 7) - 3) * 0.01f;
+    struct ggml_tensor * a = a32;
+    if (wtype == GGML_TYPE_Q8_0) {
+        // The weights as a quantized model stores them.
+        a = ggml_new_tensor_2d(ctx, GGML_TYPE_Q8_0, k, m);
+        ggml_quantize_chunk(GGML_TYPE_Q8_0, (const float *) a32->data, a->data, 0, m, k, NULL);
+    }
     struct ggml_tensor * c = ggml_mul_mat(ctx, a, b);
     struct ggml_cgraph * gf = ggml_new_graph(ctx);
     ggml_build_forward_expand(gf, c);

@@ -25,10 +25,21 @@ func MemoryBandwidth(bytes int64, threads, reps int) (float64, error) {
 // GEMMFlops measures ggml's fp32 matrix product on the CPU in FLOP/s for an
 // m×k by k×n product, best of reps.
 func GEMMFlops(m, n, k, threads, reps int) (float64, error) {
+	return gemm(m, n, k, threads, reps, C.GGML_TYPE_F32)
+}
+
+// GEMMFlopsQ8 is GEMMFlops with Q8_0 weights (f32 activations), the
+// product a Q8_0 model's prompt processing runs on: int8 dot products,
+// which on CPUs with VNNI exceed the fp32 rate.
+func GEMMFlopsQ8(m, n, k, threads, reps int) (float64, error) {
+	return gemm(m, n, k, threads, reps, C.GGML_TYPE_Q8_0)
+}
+
+func gemm(m, n, k, threads, reps int, typ C.int) (float64, error) {
 	Init()
-	f := float64(C.llmrt_gemm_flops(C.int(m), C.int(n), C.int(k), C.int(threads), C.int(reps)))
+	f := float64(C.llmrt_gemm_flops(C.int(m), C.int(n), C.int(k), C.int(threads), C.int(reps), typ))
 	if f <= 0 {
-		return 0, fmt.Errorf("gemm: measurement failed (%dx%dx%d)", m, n, k)
+		return 0, fmt.Errorf("gemm: measurement failed (%dx%dx%d, type %d)", m, n, k, int(typ))
 	}
 	return f, nil
 }

@@ -6,9 +6,10 @@
 // `threads` threads. Returns -1 on bad arguments or allocation failure.
 double llmrt_mem_bandwidth(size_t bytes, int threads, int reps);
 
-// Best-of-reps FLOP/s of ggml's CPU matmul for an m x k by k x n product in
-// f32 on `threads` threads. Returns -1 on failure.
-double llmrt_gemm_flops(int m, int n, int k, int threads, int reps);
+// Best-of-reps FLOP/s of ggml's CPU matmul for an m x k by k x n product
+// (weights of ggml type `wtype`: F32 or Q8_0; activations f32) on
+// `threads` threads. Returns -1 on failure.
+double llmrt_gemm_flops(int m, int n, int k, int threads, int reps, int wtype);
 
 typedef struct {
     double prompt_seconds; // one llama_decode of n_prompt tokens
