@@ -53,9 +53,12 @@ RACE_PKGS ?= ./runtime/...
 
 # Every test. Test models come from LLMRT_TEST_MODELS (../shared/models when
 # present), else `make test-models` downloads them.
+# One package at a time (-p 1): every test that runs llama.cpp uses both
+# cores, and two such binaries at once make ggml's spinning thread
+# barriers collapse (tests slow down tenfold, not twofold).
 test: test-models apitest-deps vet
-	$(GO) test -count=1 -timeout 30m ./...
-	$(GO) test -count=1 -race -timeout 30m $(RACE_PKGS)
+	$(GO) test -p 1 -count=1 -timeout 30m ./...
+	$(GO) test -p 1 -count=1 -race -timeout 30m $(RACE_PKGS)
 	$(MAKE) fuzz
 
 # Bounded fuzzing of the request decoders and the GGUF parser.
@@ -69,7 +72,7 @@ apitest-deps:
 	@test -d scripts/apitest/node_modules/openai || (cd scripts/apitest && npm ci --no-audit --no-fund --loglevel=error)
 
 test-race:
-	$(GO) test -count=1 -race -timeout 30m $(RACE_PKGS)
+	$(GO) test -p 1 -count=1 -race -timeout 30m $(RACE_PKGS)
 
 # Downloads the test models into testdata/models when ../shared/models is
 # missing, checking the sha256 digests recorded in models/store's catalogue.

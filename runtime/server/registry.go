@@ -12,7 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/llmrt/llmrt/models/gguf"
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/sched"
 )
 
 // ModelResolver maps a base model name to its GGUF file; the model store
@@ -39,6 +41,11 @@ type RegistryConfig struct {
 	Logger     *slog.Logger
 	// Open loads an engine (default engine.Open); tests may wrap it.
 	Open func(ctx context.Context, opt engine.Options) (*engine.Engine, error)
+	// Sched, when set, reserves every model's memory before it loads:
+	// its placement decides the GPU layers, a model that does not fit
+	// waits (idle models are evicted least recently used), and one that
+	// can never fit fails at once with what it would need.
+	Sched *sched.Scheduler
 }
 
 // Registry resolves model ids, loads models on first use, unloads idle ones
@@ -78,6 +85,7 @@ type modelEntry struct {
 	lastUsed time.Time
 	pinned   bool
 	loadedAt time.Time
+	res      *sched.Reservation // nil without a scheduler
 }
 
 // NewRegistry starts a registry and its keep-alive janitor.
@@ -181,7 +189,7 @@ func (r *Registry) Acquire(ctx context.Context, id string) (*Lease, error) {
 			me = &modelEntry{name: base, path: path, loading: true}
 			r.models[base] = me
 			r.mu.Unlock()
-			e, err := r.load(ctx, base, path)
+			e, res, err := r.load(ctx, base, path)
 			r.mu.Lock()
 			me.loading = false
 			if err != nil {
@@ -190,7 +198,7 @@ func (r *Registry) Acquire(ctx context.Context, id string) (*Lease, error) {
 				r.mu.Unlock()
 				return nil, err
 			}
-			me.e = e
+			me.e, me.res = e, res
 			me.loadedAt = time.Now()
 			r.cond.Broadcast()
 			continue
@@ -202,6 +210,19 @@ func (r *Registry) Acquire(ctx context.Context, id string) (*Lease, error) {
 			}
 			continue
 		}
+		var busyDone func()
+		if me.res != nil {
+			done, err := me.res.Use()
+			if err != nil {
+				// Being evicted: wait for it to go, then load again.
+				if err := r.waitLocked(ctx); err != nil {
+					r.mu.Unlock()
+					return nil, err
+				}
+				continue
+			}
+			busyDone = done
+		}
 		me.refs++
 		me.lastUsed = time.Now()
 		e := me.e
@@ -212,6 +233,11 @@ func (r *Registry) Acquire(ctx context.Context, id string) (*Lease, error) {
 			me.refs--
 			me.lastUsed = time.Now()
 			r.mu.Unlock()
+			// Only now tell the scheduler: it may evict the model at once,
+			// which needs the request count at zero.
+			if busyDone != nil {
+				busyDone()
+			}
 			if r.cfg.KeepAlive == 0 {
 				r.sweep()
 			}
@@ -239,20 +265,78 @@ func (r *Registry) waitLocked(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (r *Registry) load(ctx context.Context, base, path string) (*engine.Engine, error) {
+func (r *Registry) load(ctx context.Context, base, path string) (*engine.Engine, *sched.Reservation, error) {
 	opt := r.cfg.Engine
 	opt.Path = path
 	opt.Logger = r.cfg.Logger
+	var res *sched.Reservation
+	if r.cfg.Sched != nil {
+		var err error
+		res, err = r.reserve(ctx, base, path, &opt)
+		if err != nil {
+			return nil, nil, err
+		}
+	}
 	start := time.Now()
-	r.cfg.Logger.Info("loading model", "model", base, "path", path)
+	r.cfg.Logger.Info("loading model", "model", base, "path", path, "gpu_layers", opt.Model.GPULayers)
 	e, err := r.cfg.Open(ctx, opt)
 	if err != nil {
+		if res != nil {
+			res.Release()
+		}
 		r.cfg.Logger.Error("model load failed", "model", base, "err", err)
-		return nil, fmt.Errorf("load model %s: %w", base, err)
+		return nil, nil, fmt.Errorf("load model %s: %w", base, err)
 	}
 	r.cfg.Logger.Info("model loaded", "model", base, "seconds", time.Since(start).Seconds(),
 		"parallel", e.Options().NParallel, "ctx_per_seq", e.CtxPerSeq())
-	return e, nil
+	return e, res, nil
+}
+
+// reserve asks the scheduler for the model's memory (weights, KV cache for
+// every sequence, compute buffers) and applies the granted placement.
+func (r *Registry) reserve(ctx context.Context, base, path string, opt *engine.Options) (*sched.Reservation, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load model %s: %w", base, err)
+	}
+	sizes := make([]sched.TensorSize, len(f.Tensors))
+	for i, t := range f.Tensors {
+		sizes[i] = sched.TensorSize{Name: t.Name, Dims: t.Dims, Bytes: t.Size()}
+	}
+	facts, err := sched.FactsFromMetadata(base, f.Architecture(), f.Uint, sizes)
+	if err != nil {
+		return nil, fmt.Errorf("load model %s: %w", base, err)
+	}
+	// Fix the context length now so the estimate and the engine agree.
+	if opt.CtxPerSeq <= 0 {
+		opt.CtxPerSeq = 4096
+		if n, ok := f.Uint(f.Architecture() + ".context_length"); ok && int(n) < opt.CtxPerSeq {
+			opt.CtxPerSeq = int(n)
+		}
+	}
+	if opt.NParallel <= 0 {
+		opt.NParallel = 4
+	}
+	if opt.NBatch <= 0 {
+		opt.NBatch = 512
+	}
+	res, err := r.cfg.Sched.Acquire(ctx, sched.Request{
+		Owner:     sched.Owner{Kind: "model", ID: base},
+		Reason:    "serve " + base,
+		Model:     &facts,
+		Context:   sched.ContextParams{NCtx: opt.CtxPerSeq * opt.NParallel, NBatch: opt.NBatch, NSeq: opt.NParallel},
+		Evict:     func(ctx context.Context) error { return r.Unload(base) },
+		KeepAlive: max(r.cfg.KeepAlive, 0),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if p, ok := res.Placement(); ok {
+		opt.Model.GPULayers = p.NGPULayers
+		opt.Model.TensorSplit = p.TensorSplit
+		opt.Model.MainGPU = p.MainGPU
+	}
+	return res, nil
 }
 
 // attach loads the adapter into the engine unless it already holds it.
@@ -389,9 +473,14 @@ func (r *Registry) Unload(name string) error {
 		return fmt.Errorf("model %q is serving %d requests", name, me.refs)
 	}
 	delete(r.models, name)
+	r.cond.Broadcast()
 	r.mu.Unlock()
 	r.cfg.Logger.Info("unloading model", "model", name)
-	return me.e.Close()
+	err := me.e.Close()
+	if me.res != nil {
+		me.res.Release()
+	}
+	return err
 }
 
 // sweep unloads models idle past their keep-alive.
@@ -411,6 +500,9 @@ func (r *Registry) sweep() {
 	for _, me := range idle {
 		r.cfg.Logger.Info("unloading idle model", "model", me.name, "idle", time.Since(me.lastUsed).Round(time.Second))
 		me.e.Close()
+		if me.res != nil {
+			me.res.Release()
+		}
 	}
 }
 
@@ -446,6 +538,9 @@ func (r *Registry) Close() error {
 	for _, me := range models {
 		if me.e != nil {
 			errs = append(errs, me.e.Close())
+		}
+		if me.res != nil {
+			me.res.Release()
 		}
 	}
 	return errors.Join(errs...)

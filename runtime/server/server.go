@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/sched"
 )
 
 // Config configures a Server.
@@ -329,7 +330,11 @@ func (s *Server) removeAdapter(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) system(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, map[string]any{"models": s.reg.Loaded(), "adapters": s.reg.AdapterList()})
+	out := map[string]any{"models": s.reg.Loaded(), "adapters": s.reg.AdapterList()}
+	if sc := s.reg.cfg.Sched; sc != nil {
+		out["scheduler"] = sc.Snapshot()
+	}
+	return writeJSON(w, http.StatusOK, out)
 }
 
 // Handler is the server's http.Handler.
@@ -377,9 +382,17 @@ func mapEngineError(err error, param string) error {
 	var ptl *engine.PromptTooLongError
 	var itl *engine.InputTooLongError
 	var um *ErrUnknownModel
+	var fe *sched.FitError
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &fe):
+		if fe.Never {
+			e := badRequest("model", "the model can never fit this machine: %s", fe.Explanation)
+			e.Code = ptr("model_too_large")
+			return e
+		}
+		return unavailable(5, "not enough memory for the model right now: %s", fe.Explanation)
 	case errors.As(err, &ptl):
 		e := badRequest(param, "This model's maximum context length is %d tokens. However, your prompt is %d tokens (nothing was truncated).", ptl.Limit, ptl.Tokens)
 		e.Code = ptr("context_length_exceeded")

@@ -1,0 +1,137 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/llmrt/llmrt/models/gguf"
+	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/sched"
+)
+
+// With a memory budget that fits one model, a request for a second model
+// evicts the idle first; while the first is busy, the second waits, then
+// proceeds when the first's request ends.
+func TestSchedulerEvictsAndQueues(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"first", "second"} {
+		if err := os.Symlink(modeltest.Path(t, "stories260K.gguf"), filepath.Join(dir, n+".gguf")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eng := engine.Options{NParallel: 2, CtxPerSeq: 1024, NBatch: 256, Threads: 2}
+	// The budget: one model's estimate and a half.
+	f, _ := gguf.Open(filepath.Join(dir, "first.gguf"))
+	var sizes []sched.TensorSize
+	for _, t := range f.Tensors {
+		sizes = append(sizes, sched.TensorSize{Name: t.Name, Dims: t.Dims, Bytes: t.Size()})
+	}
+	facts, err := sched.FactsFromMetadata("first", f.Architecture(), f.Uint, sizes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	est, err := sched.EstimateModel(facts, sched.ContextParams{NCtx: 2048, NBatch: 256, NSeq: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	sc, err := sched.New(sched.Config{NoNVML: true, CPULimit: est.Total.Total() * 3 / 2, MarginBytes: -1, MarginFraction: -1, MaxWait: 3 * time.Minute, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	reg := NewRegistry(RegistryConfig{Resolver: DirResolver{Dir: dir}, Engine: eng, KeepAlive: -1, Sched: sc, Logger: quiet})
+	defer reg.Close()
+	srv := New(Config{Logger: quiet}, reg)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go srv.Serve(ctx, ln)
+	url := "http://" + ln.Addr().String()
+	complete := func(model string, n int) (int, string) {
+		body := `{"model": "` + model + `", "prompt": "Once upon a time", "max_tokens": ` + itoa(n) + `, "ignore_eos": true, "temperature": 0}`
+		resp, err := http.Post(url+"/v1/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Error(err)
+			return 0, ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	loaded := func() []string {
+		var names []string
+		for _, m := range reg.Loaded() {
+			names = append(names, m.Name)
+		}
+		return names
+	}
+	if code, body := complete("first", 4); code != 200 {
+		t.Fatalf("first: %d %s", code, body)
+	}
+	// The second model does not fit beside the idle first: the first goes.
+	if code, body := complete("second", 4); code != 200 {
+		t.Fatalf("second: %d %s", code, body)
+	}
+	if got := loaded(); len(got) != 1 || got[0] != "second" {
+		t.Fatalf("loaded after eviction: %v", got)
+	}
+	snap := sc.Snapshot()
+	js, _ := json.Marshal(snap)
+	if !strings.Contains(string(js), "evict") {
+		t.Fatalf("the decision log does not mention the eviction: %s", js)
+	}
+	// Now "second" is busy with a long request; "first" must wait for it.
+	longDone := make(chan time.Time)
+	longStart := time.Now()
+	go func() {
+		complete("second", 300)
+		longDone <- time.Now()
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if ms := reg.Loaded(); len(ms) == 1 && ms[0].Busy == 1 {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	code, body := complete("first", 4)
+	firstDone := time.Now()
+	if code != 200 {
+		t.Fatalf("first after waiting: %d %s", code, body)
+	}
+	longEnd := <-longDone
+	t.Logf("busy request took %v; the waiting one was served %v after it", longEnd.Sub(longStart), firstDone.Sub(longEnd))
+	if firstDone.Before(longEnd) {
+		t.Fatalf("the first model was served before the busy second finished (%v before %v)", firstDone, longEnd)
+	}
+	if got := loaded(); len(got) != 1 || got[0] != "first" {
+		t.Fatalf("loaded at the end: %v", got)
+	}
+	// /v1/system shows the scheduler's picture.
+	resp, err := http.Get(url + "/v1/system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sys map[string]json.RawMessage
+	json.NewDecoder(resp.Body).Decode(&sys)
+	resp.Body.Close()
+	if len(sys["scheduler"]) < 10 {
+		t.Fatalf("/v1/system without the scheduler: %v", sys)
+	}
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
