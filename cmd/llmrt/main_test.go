@@ -168,6 +168,10 @@ func TestServeAnswersAndDrains(t *testing.T) {
 	if body.Model != "stories260K" || !strings.Contains(body.Choices[0].Text, "little girl") {
 		t.Fatalf("serve answered %+v", body)
 	}
+	// llmrt gpu asks the running server for its scheduler's picture.
+	if out, errs, code := cli(t, home, "gpu", "--addr", addr); code != 0 || !strings.Contains(out, "from the server") || !strings.Contains(out, "stories260K") {
+		t.Fatalf("gpu: %d %q %q", code, out, errs)
+	}
 	cancel()
 	if code := <-done; code != 0 && code != 130 {
 		t.Fatalf("serve exited %d", code)

@@ -80,7 +80,13 @@ in-flight ones get --grace to finish.`,
 			if _, err := a.resolveModel(ctx, defModel); err != nil {
 				return err
 			}
+			sc, err := a.newScheduler()
+			if err != nil {
+				return err
+			}
+			defer sc.Close()
 			reg := server.NewRegistry(server.RegistryConfig{
+				Sched:      sc,
 				Resolver:   storeResolver{st},
 				KeepAlive:  keepAlive,
 				AdapterDir: filepath.Join(a.home, "adapters"),
