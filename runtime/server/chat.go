@@ -10,11 +10,20 @@ import (
 	"github.com/llmrt/llmrt/runtime/engine"
 )
 
-func (s *Server) modelID(id string) string {
+// acquire resolves a request's "model" (the default when empty) and
+// leases the model, loading it if needed; errors are API errors.
+func (s *Server) acquire(r *http.Request, id string) (string, *Lease, error) {
 	if id == "" {
-		return s.cfg.DefaultModel
+		id = s.cfg.DefaultModel
 	}
-	return id
+	if id == "" {
+		return "", nil, badRequest("model", "model is required (the server has no default model)")
+	}
+	lease, err := s.reg.Acquire(r.Context(), id)
+	if err != nil {
+		return "", nil, mapEngineError(err, "model")
+	}
+	return id, lease, nil
 }
 
 // chatPlan is a validated chat request ready to run.
@@ -35,13 +44,9 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) error {
 	if len(req.Messages) == 0 {
 		return badRequest("messages", "messages must be a non-empty array")
 	}
-	model := s.modelID(req.Model)
-	if model == "" {
-		return badRequest("model", "model is required (the server has no default model)")
-	}
-	lease, err := s.reg.Acquire(r.Context(), model)
+	model, lease, err := s.acquire(r, req.Model)
 	if err != nil {
-		return mapEngineError(err, "model")
+		return err
 	}
 	defer lease.Release()
 	plan, aerr := s.planChat(r, &req, lease)

@@ -21,13 +21,9 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 	if req.BestOf != nil && *req.BestOf > 1 {
 		return badRequest("best_of", "best_of is not supported; use n")
 	}
-	model := s.modelID(req.Model)
-	if model == "" {
-		return badRequest("model", "model is required (the server has no default model)")
-	}
-	lease, err := s.reg.Acquire(r.Context(), model)
+	model, lease, err := s.acquire(r, req.Model)
 	if err != nil {
-		return mapEngineError(err, "model")
+		return err
 	}
 	defer lease.Release()
 	e := lease.Engine

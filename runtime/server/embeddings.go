@@ -26,13 +26,9 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return badRequest("encoding_format", "encoding_format must be float or base64, got %q", req.EncodingFormat)
 	}
-	model := s.modelID(req.Model)
-	if model == "" {
-		return badRequest("model", "model is required (the server has no default model)")
-	}
-	lease, err := s.reg.Acquire(r.Context(), model)
+	model, lease, err := s.acquire(r, req.Model)
 	if err != nil {
-		return mapEngineError(err, "model")
+		return err
 	}
 	defer lease.Release()
 	e := lease.Engine
