@@ -111,7 +111,7 @@ heading &amp; more.</p>
 func needPDFTool(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("pdftotext"); err != nil {
-		t.Skip("pdftotext (poppler-utils) is not installed")
+		t.Fatal("pdftotext is required for PDF ingestion: install poppler-utils (.ci/run does)")
 	}
 }
 
