@@ -4,7 +4,12 @@
 # ~6 minute cold build of llama.cpp runs again.
 
 GO        ?= go
-OLLAMA_DIR := $(shell $(GO) list -m -f '{{.Dir}}' github.com/ollama/ollama 2>/dev/null)
+# `go mod download` first: on a fresh machine the module is not in the cache
+# yet and `go list -m` would print an empty directory.
+OLLAMA_DIR := $(shell $(GO) mod download github.com/ollama/ollama >/dev/null 2>&1; $(GO) list -m -f '{{.Dir}}' github.com/ollama/ollama 2>/dev/null)
+ifeq ($(OLLAMA_DIR),)
+$(error cannot locate the Go module github.com/ollama/ollama (llama.cpp sources): run `go mod download` and check GOPROXY)
+endif
 LLAMA_INC := $(OLLAMA_DIR)/llama/llama.cpp/include
 LLAMA_SRC := $(OLLAMA_DIR)/llama/llama.cpp/src
 GGML_INC  := $(OLLAMA_DIR)/ml/backend/ggml/ggml/include
