@@ -176,15 +176,24 @@ func (c *Context) Decode(ctx context.Context, b *Batch) error {
 	if b.c.n_tokens == 0 {
 		return nil
 	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w: %w", ErrAborted, ctx.Err())
+	}
 	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { atomic.StoreInt32((*int32)(unsafe.Pointer(&c.abort.flag)), 1) })
+		// The flag lives in C memory that Close frees: wait for a running
+		// callback before returning, or it could write after the free.
+		flag := (*int32)(unsafe.Pointer(&c.abort.flag))
+		fired := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			atomic.StoreInt32(flag, 1)
+			close(fired)
+		})
 		defer func() {
-			stop()
-			atomic.StoreInt32((*int32)(unsafe.Pointer(&c.abort.flag)), 0)
+			if !stop() {
+				<-fired
+			}
+			atomic.StoreInt32(flag, 0)
 		}()
-		if ctx.Err() != nil {
-			return fmt.Errorf("%w: %w", ErrAborted, ctx.Err())
-		}
 	}
 	c.outputs = c.outputs[:0]
 	c.nOut = 0
