@@ -32,6 +32,10 @@ type ModelParams struct {
 	Mlock bool
 	// VocabOnly loads the tokenizer and metadata without weights.
 	VocabOnly bool
+	// NoRepack keeps the weights in their file layout instead of the
+	// CPU backend's repacked (interleaved) buffers. Training needs it: the
+	// matmul backward pass cannot read repacked weights.
+	NoRepack bool
 	// Progress, if set, is called with a fraction in [0, 1] while loading.
 	Progress func(fraction float32)
 }
@@ -48,6 +52,8 @@ type Model struct {
 	// adapters loaded on this model; llama.cpp frees them with the model,
 	// so Close releases them first.
 	adapters map[*Adapter]struct{}
+	// nets built over this model's weights; Close frees them first.
+	nets map[*Net]struct{}
 }
 
 type loadState struct {
@@ -83,6 +89,9 @@ func LoadModel(ctx context.Context, path string, p ModelParams) (*Model, error) 
 	params.use_mmap = C.bool(!p.NoMmap)
 	params.use_mlock = C.bool(p.Mlock)
 	params.vocab_only = C.bool(p.VocabOnly)
+	if p.NoRepack {
+		params.use_extra_bufts = false
+	}
 	if len(p.TensorSplit) > 0 {
 		max := MaxDevices()
 		if len(p.TensorSplit) > max {
@@ -162,6 +171,10 @@ func (m *Model) Close() error {
 		a.free()
 	}
 	m.adapters = nil
+	for n := range m.nets {
+		n.free()
+	}
+	m.nets = nil
 	C.llama_model_free(m.c)
 	m.c = nil
 	m.vocab = nil

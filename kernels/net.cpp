@@ -1,0 +1,741 @@
+// net.cpp: the llama-family forward graph, its loss and its LoRA training
+// step, built with ggml over the weights that llama.cpp loaded. See net.h.
+//
+// The graph uses no in-place op on the gradient path (ggml's backward pass
+// rejects them) and no flash attention or KV cache (neither has a backward
+// pass): attention is softmax(K^T Q * scale + mask) V with an explicit mask
+// that is causal inside each segment and closed across segments.
+
+#include "net.h"
+
+#include "ggml.h"
+#include "ggml-alloc.h"
+#include "ggml-backend.h"
+#include "llama-model.h"
+
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <algorithm>
+#include <exception>
+#include <stdexcept>
+#include <thread>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+// A trained low-rank pair for one base weight, with its gradient
+// accumulators and AdamW moments (all F32, same shapes as a and b).
+struct lora_pair {
+    ggml_tensor * w = nullptr;           // the frozen base weight [n_in, n_out]
+    ggml_tensor * t[4][2] = {};          // [kind][a|b]: value, grad, m, v
+};
+
+void set_err(char * err, size_t n, const char * fmt, ...) {
+    if (!err || n == 0) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, n, fmt, ap);
+    va_end(ap);
+}
+
+} // namespace
+
+struct llmrt_net {
+    llama_model * model = nullptr;
+    std::vector<ggml_backend_t> backends;
+    ggml_backend_sched_t sched = nullptr;
+    size_t graph_size = 0;
+    std::vector<uint8_t> meta;          // tensor and graph headers of one call
+
+    // Trained tensors.
+    ggml_context * pctx = nullptr;
+    ggml_backend_buffer_t pbuf = nullptr;
+    std::vector<lora_pair> pairs;
+    std::unordered_map<const ggml_tensor *, size_t> pair_of;
+    std::vector<std::string> names;     // 2 per pair
+    ggml_tensor * loss_grad = nullptr;  // constant 1: d loss / d loss
+    float lora_scale = 0.0f;
+
+    // Shape and RoPE settings, from the model's hyper-parameters.
+    int n_embd = 0, n_layer = 0, n_vocab = 0, n_head = 0, n_head_kv = 0, n_embd_head = 0, n_rot = 0;
+    float eps = 0, kq_scale = 0;
+    int rope_type = 0, n_ctx_orig = 0;
+    float freq_base = 0, freq_scale = 0, ext_factor = 0, attn_factor = 0, beta_fast = 0, beta_slow = 0;
+
+    std::vector<float> host;            // staging for inputs
+};
+
+namespace {
+
+// The tensors of one graph call and the context that holds their headers.
+struct call {
+    ggml_context * ctx = nullptr;
+    ggml_cgraph * gf = nullptr;
+    ggml_tensor * tok = nullptr;
+    ggml_tensor * pos = nullptr;
+    ggml_tensor * mask = nullptr;
+    ~call() {
+        if (ctx) {
+            ggml_free(ctx);
+        }
+    }
+};
+
+bool begin(llmrt_net * n, call & c, bool grads) {
+    ggml_init_params ip = {
+        /*.mem_size   =*/ n->meta.size(),
+        /*.mem_buffer =*/ n->meta.data(),
+        /*.no_alloc   =*/ true,
+    };
+    c.ctx = ggml_init(ip);
+    if (!c.ctx) {
+        return false;
+    }
+    c.gf = ggml_new_graph_custom(c.ctx, n->graph_size, grads);
+    return c.gf != nullptr;
+}
+
+// w x, plus the LoRA term scale * B (A x) when w has a trained pair.
+ggml_tensor * mm(llmrt_net * n, ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
+    ggml_tensor * y = ggml_mul_mat(ctx, w, x);
+    auto it = n->pair_of.find(w);
+    if (it != n->pair_of.end()) {
+        const lora_pair & p = n->pairs[it->second];
+        ggml_tensor * ax = ggml_mul_mat(ctx, p.t[0][0], x);
+        ggml_tensor * bax = ggml_mul_mat(ctx, p.t[0][1], ax);
+        y = ggml_add(ctx, y, ggml_scale(ctx, bax, n->lora_scale));
+    }
+    return y;
+}
+
+ggml_tensor * add_bias(ggml_context * ctx, ggml_tensor * x, ggml_tensor * b) {
+    return b ? ggml_add(ctx, x, b) : x;
+}
+
+ggml_tensor * rms(llmrt_net * n, ggml_context * ctx, ggml_tensor * x, ggml_tensor * w) {
+    return ggml_mul(ctx, ggml_rms_norm(ctx, x, n->eps), w);
+}
+
+// The forward pass over L tokens in each of S rows: returns the hidden
+// state after the output norm, [n_embd, L*S]. Inputs (tok, pos, mask) are
+// created here and filled by the caller after allocation.
+ggml_tensor * forward(llmrt_net * n, call & c, int L, int S) {
+    ggml_context * ctx = c.ctx;
+    const int T = L * S;
+    const int d = n->n_embd_head;
+
+    c.tok = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);
+    c.pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);
+    c.mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, L, L, 1, S);
+    ggml_set_input(c.tok);
+    ggml_set_input(c.pos);
+    ggml_set_input(c.mask);
+
+    const llama_model & m = *n->model;
+    ggml_tensor * x = ggml_get_rows(ctx, m.tok_embd, c.tok);
+
+    for (int il = 0; il < n->n_layer; ++il) {
+        const llama_layer & ly = m.layers[il];
+        ggml_tensor * h = rms(n, ctx, x, ly.attn_norm);
+
+        ggml_tensor * q = add_bias(ctx, mm(n, ctx, ly.wq, h), ly.bq);
+        ggml_tensor * k = add_bias(ctx, mm(n, ctx, ly.wk, h), ly.bk);
+        ggml_tensor * v = add_bias(ctx, mm(n, ctx, ly.wv, h), ly.bv);
+
+        q = ggml_reshape_3d(ctx, q, d, n->n_head, T);
+        k = ggml_reshape_3d(ctx, k, d, n->n_head_kv, T);
+        v = ggml_reshape_3d(ctx, v, d, n->n_head_kv, T);
+        if (ly.attn_q_norm) { // qwen3
+            q = rms(n, ctx, q, ly.attn_q_norm);
+        }
+        if (ly.attn_k_norm) {
+            k = rms(n, ctx, k, ly.attn_k_norm);
+        }
+        q = ggml_rope_ext(ctx, q, c.pos, ly.rope_freqs, n->n_rot, n->rope_type, n->n_ctx_orig, n->freq_base,
+                          n->freq_scale, n->ext_factor, n->attn_factor, n->beta_fast, n->beta_slow);
+        k = ggml_rope_ext(ctx, k, c.pos, ly.rope_freqs, n->n_rot, n->rope_type, n->n_ctx_orig, n->freq_base,
+                          n->freq_scale, n->ext_factor, n->attn_factor, n->beta_fast, n->beta_slow);
+
+        // [d, heads, L, S] -> [d, L, heads, S]: one attention per head and row.
+        q = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, q, d, n->n_head, L, S), 0, 2, 1, 3));
+        k = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, k, d, n->n_head_kv, L, S), 0, 2, 1, 3));
+        // V transposed: [L, d, heads_kv, S].
+        v = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, v, d, n->n_head_kv, L, S), 1, 2, 0, 3));
+
+        ggml_tensor * kq = ggml_mul_mat(ctx, k, q); // [L_k, L_q, heads, S]; kv heads broadcast (GQA)
+        ggml_mul_mat_set_prec(kq, GGML_PREC_F32);
+        kq = ggml_soft_max_ext(ctx, kq, c.mask, n->kq_scale, 0.0f);
+        ggml_tensor * o = ggml_mul_mat(ctx, v, kq); // [d, L_q, heads, S]
+        o = ggml_cont_2d(ctx, ggml_permute(ctx, o, 0, 2, 1, 3), d * n->n_head, T);
+        o = add_bias(ctx, mm(n, ctx, ly.wo, o), ly.bo);
+        x = ggml_add(ctx, o, x);
+
+        h = rms(n, ctx, x, ly.ffn_norm);
+        ggml_tensor * g = add_bias(ctx, mm(n, ctx, ly.ffn_gate, h), ly.ffn_gate_b);
+        ggml_tensor * u = add_bias(ctx, mm(n, ctx, ly.ffn_up, h), ly.ffn_up_b);
+        h = ggml_swiglu_split(ctx, g, u);
+        h = add_bias(ctx, mm(n, ctx, ly.ffn_down, h), ly.ffn_down_b);
+        x = ggml_add(ctx, h, x);
+    }
+    return rms(n, ctx, x, m.output_norm);
+}
+
+// Fills the mask of one row from segment ids: 0 where query i may see key
+// j (same segment, j <= i), -inf elsewhere. A query that can see nothing
+// (padding) sees itself, so that softmax never divides by zero.
+void fill_mask(float * mask, const int32_t * seg, int L) {
+    const float ninf = -INFINITY;
+    for (int i = 0; i < L; ++i) {
+        float * row = mask + (size_t) i * L;
+        bool any = false;
+        for (int j = 0; j < L; ++j) {
+            const bool ok = j <= i && seg[j] == seg[i] && seg[i] >= 0;
+            row[j] = ok ? 0.0f : ninf;
+            any = any || ok;
+        }
+        if (!any) {
+            row[i] = 0.0f;
+        }
+    }
+}
+
+bool alloc_graph(llmrt_net * n, call & c, char * err, size_t errlen) {
+    ggml_backend_sched_reset(n->sched);
+    if (!ggml_backend_sched_alloc_graph(n->sched, c.gf)) {
+        set_err(err, errlen, "allocating the compute buffers failed (out of memory?)");
+        return false;
+    }
+    return true;
+}
+
+bool run(llmrt_net * n, call & c, char * err, size_t errlen) {
+    const ggml_status st = ggml_backend_sched_graph_compute(n->sched, c.gf);
+    if (st != GGML_STATUS_SUCCESS) {
+        set_err(err, errlen, "graph compute failed: %s", ggml_status_to_string(st));
+        return false;
+    }
+    return true;
+}
+
+bool check_tokens(const llmrt_net * n, const int32_t * tokens, int32_t n_tok, char * err, size_t errlen) {
+    for (int i = 0; i < n_tok; ++i) {
+        if (tokens[i] < 0 || tokens[i] >= n->n_vocab) {
+            set_err(err, errlen, "token %d at position %d is outside the vocabulary (0..%d)", tokens[i], i, n->n_vocab - 1);
+            return false;
+        }
+    }
+    return true;
+}
+
+// Builds the graph of one row up to the logits [n_vocab, n_tok].
+ggml_tensor * row_logits(llmrt_net * n, call & c, int n_tok) {
+    ggml_tensor * h = forward(n, c, n_tok, 1);
+    ggml_tensor * out = n->model->output ? n->model->output : n->model->tok_embd;
+    return mm(n, c.ctx, out, h);
+}
+
+void set_row_inputs(llmrt_net * n, call & c, const int32_t * tokens, const int32_t * pos, const int32_t * seg, int n_tok) {
+    ggml_backend_tensor_set(c.tok, tokens, 0, sizeof(int32_t) * n_tok);
+    if (!c.mask->buffer) {
+        return; // not in the graph
+    }
+    ggml_backend_tensor_set(c.pos, pos, 0, sizeof(int32_t) * n_tok);
+    n->host.resize((size_t) n_tok * n_tok);
+    fill_mask(n->host.data(), seg, n_tok);
+    ggml_backend_tensor_set(c.mask, n->host.data(), 0, sizeof(float) * n->host.size());
+}
+
+} // namespace
+
+extern "C" {
+
+llmrt_net * llmrt_net_new(llama_model * m, const llmrt_net_params * p, char * err, size_t errlen) {
+    if (!m || !p) {
+        set_err(err, errlen, "no model");
+        return nullptr;
+    }
+    const llama_hparams & hp = m->hparams;
+    switch (m->arch) {
+        case LLM_ARCH_LLAMA:
+        case LLM_ARCH_QWEN2:
+        case LLM_ARCH_QWEN3:
+            break;
+        default:
+            set_err(err, errlen, "architecture %s is not supported by llmrt's training and embedding graph (llama, mistral, qwen2, qwen3 are)",
+                    llm_arch_name(m->arch));
+            return nullptr;
+    }
+    if (hp.n_layer == 0 || m->layers.size() != hp.n_layer || !m->tok_embd || !m->output_norm) {
+        set_err(err, errlen, "the model has no weights (vocab-only file?)");
+        return nullptr;
+    }
+    if (hp.n_expert > 0) {
+        set_err(err, errlen, "mixture-of-experts models are not supported by the training graph");
+        return nullptr;
+    }
+    if (hp.use_kq_norm || hp.n_embd_head_k != hp.n_embd_head_v || hp.n_rot != hp.n_embd_head_k) {
+        set_err(err, errlen, "this llama variant (head sizes %u/%u, rope dims %u) is not supported by the training graph",
+                hp.n_embd_head_k, hp.n_embd_head_v, hp.n_rot);
+        return nullptr;
+    }
+    for (uint32_t il = 0; il < hp.n_layer; ++il) {
+        const llama_layer & ly = m->layers[il];
+        if (!ly.wq || !ly.wk || !ly.wv || !ly.wo || !ly.ffn_gate || !ly.ffn_up || !ly.ffn_down || !ly.attn_norm || !ly.ffn_norm ||
+            hp.n_head(il) != hp.n_head(0) || hp.n_head_kv(il) != hp.n_head_kv(0)) {
+            set_err(err, errlen, "layer %u has a layout the training graph does not support", il);
+            return nullptr;
+        }
+    }
+    if (hp.rope_scaling_type_train == LLAMA_ROPE_SCALING_TYPE_YARN || hp.yarn_ext_factor > 0.0f) {
+        set_err(err, errlen, "YaRN rope scaling is not supported by the training graph");
+        return nullptr;
+    }
+
+    llmrt_net * n = new (std::nothrow) llmrt_net();
+    if (!n) {
+        set_err(err, errlen, "out of memory");
+        return nullptr;
+    }
+    try {
+        n->model = m;
+        n->n_embd = hp.n_embd;
+        n->n_layer = hp.n_layer;
+        n->n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(m));
+        n->n_head = hp.n_head(0);
+        n->n_head_kv = hp.n_head_kv(0);
+        n->n_embd_head = hp.n_embd_head_k;
+        n->n_rot = hp.n_rot;
+        n->eps = hp.f_norm_rms_eps;
+        n->kq_scale = hp.f_attention_scale == 0.0f ? 1.0f / sqrtf((float) n->n_embd_head) : hp.f_attention_scale;
+        n->rope_type = llama_model_rope_type(m);
+        n->n_ctx_orig = hp.n_ctx_orig_yarn ? hp.n_ctx_orig_yarn : hp.n_ctx_train;
+        n->freq_base = hp.rope_freq_base_train;
+        n->freq_scale = hp.rope_scaling_type_train == LLAMA_ROPE_SCALING_TYPE_NONE ? 1.0f : hp.rope_freq_scale_train;
+        n->ext_factor = 0.0f;
+        n->attn_factor = hp.yarn_attn_factor * hp.rope_attn_factor;
+        n->beta_fast = hp.yarn_beta_fast;
+        n->beta_slow = hp.yarn_beta_slow;
+
+        // Backends: the GPUs llama.cpp placed layers on, then the CPU.
+        for (ggml_backend_dev_t dev : m->devices) {
+            ggml_backend_t be = ggml_backend_dev_init(dev, nullptr);
+            if (!be) {
+                throw std::runtime_error(std::string("cannot initialise backend ") + ggml_backend_dev_name(dev));
+            }
+            n->backends.push_back(be);
+        }
+        ggml_backend_dev_t cpu_dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+        ggml_backend_t cpu = cpu_dev ? ggml_backend_dev_init(cpu_dev, nullptr) : nullptr;
+        if (!cpu) {
+            throw std::runtime_error("cannot initialise the CPU backend");
+        }
+        n->backends.push_back(cpu);
+        ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(cpu_dev);
+        auto set_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
+        if (set_threads) {
+            set_threads(cpu, p->n_threads > 0 ? p->n_threads : (int) std::thread::hardware_concurrency());
+        }
+
+        n->graph_size = 4096 + (size_t) n->n_layer * 512;
+        n->meta.resize(ggml_tensor_overhead() * n->graph_size * 2 + ggml_graph_overhead_custom(n->graph_size, true));
+        n->sched = ggml_backend_sched_new(n->backends.data(), nullptr, (int) n->backends.size(), n->graph_size, false, true);
+        if (!n->sched) {
+            throw std::runtime_error("cannot create the backend scheduler");
+        }
+
+        // LoRA pairs on the first backend (the GPU when there is one).
+        std::vector<ggml_tensor *> targets;
+        if (p->lora_rank > 0) {
+            for (uint32_t il = 0; il < hp.n_layer; ++il) {
+                const llama_layer & ly = m->layers[il];
+                const uint32_t t = p->lora_targets;
+                if (t & LLMRT_LORA_Q) targets.push_back(ly.wq);
+                if (t & LLMRT_LORA_K) targets.push_back(ly.wk);
+                if (t & LLMRT_LORA_V) targets.push_back(ly.wv);
+                if (t & LLMRT_LORA_O) targets.push_back(ly.wo);
+                if (t & LLMRT_LORA_GATE) targets.push_back(ly.ffn_gate);
+                if (t & LLMRT_LORA_UP) targets.push_back(ly.ffn_up);
+                if (t & LLMRT_LORA_DOWN) targets.push_back(ly.ffn_down);
+            }
+            if (targets.empty()) {
+                throw std::runtime_error("no LoRA targets selected");
+            }
+        }
+        ggml_init_params ip = {
+            /*.mem_size   =*/ ggml_tensor_overhead() * (targets.size() * 8 + 1),
+            /*.mem_buffer =*/ nullptr,
+            /*.no_alloc   =*/ true,
+        };
+        n->pctx = ggml_init(ip);
+        if (!n->pctx) {
+            throw std::runtime_error("out of memory");
+        }
+        const int r = p->lora_rank;
+        n->lora_scale = r > 0 ? p->lora_alpha / (float) r : 0.0f;
+        for (ggml_tensor * w : targets) {
+            lora_pair lp;
+            lp.w = w;
+            const int64_t n_in = w->ne[0], n_out = w->ne[1];
+            for (int kind = 0; kind < 4; ++kind) {
+                lp.t[kind][0] = ggml_new_tensor_2d(n->pctx, GGML_TYPE_F32, n_in, r);
+                lp.t[kind][1] = ggml_new_tensor_2d(n->pctx, GGML_TYPE_F32, r, n_out);
+            }
+            ggml_set_param(lp.t[0][0]);
+            ggml_set_param(lp.t[0][1]);
+            const std::string base = ggml_get_name(w);
+            ggml_set_name(lp.t[0][0], (base + ".lora_a").c_str());
+            ggml_set_name(lp.t[0][1], (base + ".lora_b").c_str());
+            n->names.push_back(base + ".lora_a");
+            n->names.push_back(base + ".lora_b");
+            n->pair_of[w] = n->pairs.size();
+            n->pairs.push_back(lp);
+        }
+        n->loss_grad = ggml_new_tensor_1d(n->pctx, GGML_TYPE_F32, 1);
+        n->pbuf = ggml_backend_alloc_ctx_tensors(n->pctx, n->backends[0]);
+        if (!n->pbuf) {
+            throw std::runtime_error("cannot allocate the LoRA tensors");
+        }
+        ggml_backend_buffer_clear(n->pbuf, 0); // B, gradients and moments start at zero
+        const float one = 1.0f;
+        ggml_backend_tensor_set(n->loss_grad, &one, 0, sizeof(one));
+
+        // A ~ U(-1/sqrt(n_in), 1/sqrt(n_in)) (PEFT's default); B = 0, so a
+        // fresh adapter leaves the model unchanged.
+        std::mt19937_64 rng(p->seed);
+        for (lora_pair & lp : n->pairs) {
+            ggml_tensor * a = lp.t[0][0];
+            const float bound = 1.0f / sqrtf((float) a->ne[0]);
+            std::uniform_real_distribution<float> dist(-bound, bound);
+            std::vector<float> buf(ggml_nelements(a));
+            for (float & f : buf) {
+                f = dist(rng);
+            }
+            ggml_backend_tensor_set(a, buf.data(), 0, ggml_nbytes(a));
+        }
+    } catch (const std::exception & e) {
+        set_err(err, errlen, "%s", e.what());
+        llmrt_net_free(n);
+        return nullptr;
+    }
+    return n;
+}
+
+void llmrt_net_free(llmrt_net * n) {
+    if (!n) {
+        return;
+    }
+    if (n->sched) {
+        ggml_backend_sched_free(n->sched);
+    }
+    if (n->pbuf) {
+        ggml_backend_buffer_free(n->pbuf);
+    }
+    if (n->pctx) {
+        ggml_free(n->pctx);
+    }
+    for (ggml_backend_t be : n->backends) {
+        ggml_backend_free(be);
+    }
+    delete n;
+}
+
+int llmrt_net_embed(llmrt_net * n, const int32_t * tokens, const int32_t * lens, int32_t n_seq, float * out, char * err, size_t errlen) {
+    if (n_seq <= 0) {
+        set_err(err, errlen, "no sequences");
+        return -1;
+    }
+    int L = 0, total = 0;
+    for (int s = 0; s < n_seq; ++s) {
+        if (lens[s] <= 0) {
+            set_err(err, errlen, "sequence %d is empty", s);
+            return -1;
+        }
+        L = std::max(L, (int) lens[s]);
+        total += lens[s];
+    }
+    if (!check_tokens(n, tokens, total, err, errlen)) {
+        return -1;
+    }
+    try {
+        call c;
+        if (!begin(n, c, false)) {
+            set_err(err, errlen, "out of memory");
+            return -1;
+        }
+        const int S = n_seq;
+        ggml_tensor * h = forward(n, c, L, S); // [n_embd, L*S]
+        // Mean pooling: pooled[:, s] = sum_l h[:, l, s] * w[l, s], with
+        // w = 1/len on the sequence's tokens and 0 on its padding.
+        ggml_tensor * ht = ggml_cont(c.ctx, ggml_permute(c.ctx, ggml_reshape_3d(c.ctx, h, n->n_embd, L, S), 1, 0, 2, 3));
+        ggml_tensor * wpool = ggml_new_tensor_3d(c.ctx, GGML_TYPE_F32, L, 1, S);
+        ggml_set_input(wpool);
+        ggml_tensor * pooled = ggml_mul_mat(c.ctx, ht, wpool); // [n_embd, 1, S]
+        ggml_set_output(pooled);
+        ggml_build_forward_expand(c.gf, pooled);
+        if (!alloc_graph(n, c, err, errlen)) {
+            return -1;
+        }
+
+        std::vector<int32_t> tok((size_t) L * S, 0), pos((size_t) L * S, 0), seg(L);
+        std::vector<float> mask((size_t) L * L * S), w((size_t) L * S, 0.0f);
+        int off = 0;
+        for (int s = 0; s < S; ++s) {
+            for (int i = 0; i < L; ++i) {
+                const bool real = i < lens[s];
+                tok[(size_t) s * L + i] = real ? tokens[off + i] : 0;
+                pos[(size_t) s * L + i] = i;
+                seg[i] = real ? 0 : -1;
+                w[(size_t) s * L + i] = real ? 1.0f / (float) lens[s] : 0.0f;
+            }
+            fill_mask(mask.data() + (size_t) s * L * L, seg.data(), L);
+            off += lens[s];
+        }
+        ggml_backend_tensor_set(c.tok, tok.data(), 0, sizeof(int32_t) * tok.size());
+        ggml_backend_tensor_set(c.pos, pos.data(), 0, sizeof(int32_t) * pos.size());
+        ggml_backend_tensor_set(c.mask, mask.data(), 0, sizeof(float) * mask.size());
+        ggml_backend_tensor_set(wpool, w.data(), 0, sizeof(float) * w.size());
+        if (!run(n, c, err, errlen)) {
+            return -1;
+        }
+        ggml_backend_tensor_get(pooled, out, 0, sizeof(float) * (size_t) n->n_embd * S);
+    } catch (const std::exception & e) {
+        set_err(err, errlen, "%s", e.what());
+        return -1;
+    }
+    return 0;
+}
+
+int llmrt_net_logits(llmrt_net * n, const int32_t * tokens, const int32_t * pos, const int32_t * seg, int32_t n_tok, float * out,
+                     char * err, size_t errlen) {
+    if (n_tok <= 0) {
+        set_err(err, errlen, "no tokens");
+        return -1;
+    }
+    if (!check_tokens(n, tokens, n_tok, err, errlen)) {
+        return -1;
+    }
+    try {
+        call c;
+        if (!begin(n, c, false)) {
+            set_err(err, errlen, "out of memory");
+            return -1;
+        }
+        ggml_tensor * logits = row_logits(n, c, n_tok);
+        ggml_set_output(logits);
+        ggml_build_forward_expand(c.gf, logits);
+        if (!alloc_graph(n, c, err, errlen)) {
+            return -1;
+        }
+        set_row_inputs(n, c, tokens, pos, seg, n_tok);
+        if (!run(n, c, err, errlen)) {
+            return -1;
+        }
+        ggml_backend_tensor_get(logits, out, 0, sizeof(float) * (size_t) n_tok * n->n_vocab);
+    } catch (const std::exception & e) {
+        set_err(err, errlen, "%s", e.what());
+        return -1;
+    }
+    return 0;
+}
+
+int llmrt_net_loss(llmrt_net * n, const int32_t * tokens, const int32_t * pos, const int32_t * seg, const int32_t * labels,
+                   int32_t n_tok, int32_t backward, float * loss, int32_t * n_labelled, char * err, size_t errlen) {
+    *loss = 0.0f;
+    *n_labelled = 0;
+    if (n_tok <= 0) {
+        set_err(err, errlen, "no tokens");
+        return -1;
+    }
+    if (backward && n->pairs.empty()) {
+        set_err(err, errlen, "the net has no LoRA tensors to train");
+        return -1;
+    }
+    if (!check_tokens(n, tokens, n_tok, err, errlen)) {
+        return -1;
+    }
+    int n_lab = 0;
+    for (int i = 0; i < n_tok; ++i) {
+        if (labels[i] >= n->n_vocab) {
+            set_err(err, errlen, "label %d at position %d is outside the vocabulary", labels[i], i);
+            return -1;
+        }
+        n_lab += labels[i] >= 0;
+    }
+    if (n_lab == 0) {
+        return 0; // nothing to learn from this row
+    }
+    try {
+        call c;
+        if (!begin(n, c, backward != 0)) {
+            set_err(err, errlen, "out of memory");
+            return -1;
+        }
+        // Only labelled positions reach the head: ggml's cross-entropy
+        // backward assumes every target row sums to one, so unlabelled rows
+        // must not be there at all (and the head is the costliest matmul).
+        ggml_tensor * h = forward(n, c, n_tok, 1);
+        ggml_tensor * rows = ggml_new_tensor_1d(c.ctx, GGML_TYPE_I32, n_lab);
+        ggml_set_input(rows);
+        h = ggml_get_rows(c.ctx, h, rows);
+        ggml_tensor * head = n->model->output ? n->model->output : n->model->tok_embd;
+        ggml_tensor * logits = mm(n, c.ctx, head, h); // [n_vocab, n_lab]
+        ggml_tensor * onehot = ggml_new_tensor_2d(c.ctx, GGML_TYPE_F32, n->n_vocab, n_lab);
+        ggml_set_input(onehot);
+        ggml_tensor * l = ggml_cross_entropy_loss(c.ctx, logits, onehot); // mean over the labelled rows
+        ggml_set_output(l);
+        ggml_build_forward_expand(c.gf, l);
+        if (backward) {
+            ggml_set_loss(l);
+            // Gradients go straight into the persistent accumulators.
+            const int n_nodes = ggml_graph_n_nodes(c.gf);
+            std::vector<ggml_tensor *> accs(n_nodes, nullptr);
+            for (int i = 0; i < n_nodes; ++i) {
+                ggml_tensor * node = ggml_graph_node(c.gf, i);
+                if (node == l) {
+                    accs[i] = n->loss_grad;
+                    continue;
+                }
+                for (lora_pair & lp : n->pairs) {
+                    if (node == lp.t[0][0]) accs[i] = lp.t[1][0];
+                    if (node == lp.t[0][1]) accs[i] = lp.t[1][1];
+                }
+            }
+            ggml_build_backward_expand(c.ctx, c.gf, accs.data());
+            // ggml's allocator may compute RMS_NORM_BACK in place over its
+            // incoming gradient, but the CPU kernel overwrites that gradient
+            // before it has read it (it copies x into dx first). Marking
+            // the gradient as an output keeps it out of in-place reuse.
+            for (int i = 0; i < ggml_graph_n_nodes(c.gf); ++i) {
+                ggml_tensor * node = ggml_graph_node(c.gf, i);
+                if (node->op == GGML_OP_RMS_NORM_BACK) {
+                    ggml_set_output(node->src[0]);
+                }
+            }
+        }
+        if (!alloc_graph(n, c, err, errlen)) {
+            return -1;
+        }
+        set_row_inputs(n, c, tokens, pos, seg, n_tok);
+        std::vector<int32_t> idx;
+        idx.reserve(n_lab);
+        std::vector<float> & oh = n->host;
+        oh.assign((size_t) n->n_vocab * n_lab, 0.0f);
+        for (int i = 0; i < n_tok; ++i) {
+            if (labels[i] >= 0) {
+                oh[idx.size() * n->n_vocab + labels[i]] = 1.0f;
+                idx.push_back(i);
+            }
+        }
+        ggml_backend_tensor_set(rows, idx.data(), 0, sizeof(int32_t) * idx.size());
+        ggml_backend_tensor_set(onehot, oh.data(), 0, sizeof(float) * oh.size());
+        if (!run(n, c, err, errlen)) {
+            return -1;
+        }
+        ggml_backend_tensor_get(l, loss, 0, sizeof(float));
+        *n_labelled = n_lab;
+    } catch (const std::exception & e) {
+        set_err(err, errlen, "%s", e.what());
+        return -1;
+    }
+    return 0;
+}
+
+int llmrt_net_adamw(llmrt_net * n, float lr, float beta1, float beta2, float eps, float wd, float grad_scale, int32_t t,
+                    char * err, size_t errlen) {
+    if (n->pairs.empty()) {
+        set_err(err, errlen, "the net has no LoRA tensors to train");
+        return -1;
+    }
+    if (t < 1) {
+        set_err(err, errlen, "AdamW step %d: must be >= 1", t);
+        return -1;
+    }
+    try {
+        call c;
+        if (!begin(n, c, false)) {
+            set_err(err, errlen, "out of memory");
+            return -1;
+        }
+        ggml_tensor * par = ggml_new_tensor_1d(c.ctx, GGML_TYPE_F32, 7);
+        ggml_set_input(par);
+        for (lora_pair & lp : n->pairs) {
+            for (int ab = 0; ab < 2; ++ab) {
+                ggml_tensor * g = ggml_scale(c.ctx, lp.t[1][ab], grad_scale);
+                ggml_build_forward_expand(c.gf, ggml_opt_step_adamw(c.ctx, lp.t[0][ab], g, lp.t[2][ab], lp.t[3][ab], par));
+            }
+        }
+        if (!alloc_graph(n, c, err, errlen)) {
+            return -1;
+        }
+        const float pv[7] = {lr, beta1, beta2, eps, wd, 1.0f / (1.0f - powf(beta1, (float) t)), 1.0f / (1.0f - powf(beta2, (float) t))};
+        ggml_backend_tensor_set(par, pv, 0, sizeof(pv));
+        if (!run(n, c, err, errlen)) {
+            return -1;
+        }
+        for (lora_pair & lp : n->pairs) {
+            ggml_backend_tensor_memset(lp.t[1][0], 0, 0, ggml_nbytes(lp.t[1][0]));
+            ggml_backend_tensor_memset(lp.t[1][1], 0, 0, ggml_nbytes(lp.t[1][1]));
+        }
+    } catch (const std::exception & e) {
+        set_err(err, errlen, "%s", e.what());
+        return -1;
+    }
+    return 0;
+}
+
+int32_t llmrt_net_n_params(const llmrt_net * n) {
+    return (int32_t) n->pairs.size() * 2;
+}
+
+const char * llmrt_net_param_name(const llmrt_net * n, int32_t i) {
+    if (i < 0 || i >= llmrt_net_n_params(n)) {
+        return nullptr;
+    }
+    return n->names[i].c_str();
+}
+
+static ggml_tensor * param(const llmrt_net * n, int32_t i, int32_t kind) {
+    if (i < 0 || i >= llmrt_net_n_params(n) || kind < 0 || kind > 3) {
+        return nullptr;
+    }
+    return n->pairs[i / 2].t[kind][i % 2];
+}
+
+void llmrt_net_param_shape(const llmrt_net * n, int32_t i, int64_t * ne0, int64_t * ne1) {
+    ggml_tensor * t = param(n, i, 0);
+    *ne0 = t ? t->ne[0] : 0;
+    *ne1 = t ? t->ne[1] : 0;
+}
+
+int llmrt_net_param_get(const llmrt_net * n, int32_t i, int32_t kind, float * out, char * err, size_t errlen) {
+    ggml_tensor * t = param(n, i, kind);
+    if (!t) {
+        set_err(err, errlen, "no trained tensor %d of kind %d", i, kind);
+        return -1;
+    }
+    ggml_backend_tensor_get(t, out, 0, ggml_nbytes(t));
+    return 0;
+}
+
+int llmrt_net_param_set(llmrt_net * n, int32_t i, int32_t kind, const float * in, char * err, size_t errlen) {
+    ggml_tensor * t = param(n, i, kind);
+    if (!t) {
+        set_err(err, errlen, "no trained tensor %d of kind %d", i, kind);
+        return -1;
+    }
+    ggml_backend_tensor_set(t, in, 0, ggml_nbytes(t));
+    return 0;
+}
+
+size_t llmrt_net_param_bytes(const llmrt_net * n) {
+    return n->pbuf ? ggml_backend_buffer_get_size(n->pbuf) : 0;
+}
+
+} // extern "C"

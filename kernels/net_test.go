@@ -1,0 +1,318 @@
+package kernels_test
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/llmrt/llmrt/kernels"
+	"github.com/llmrt/llmrt/models/modeltest"
+)
+
+// llamaLogits decodes toks in a fresh llama.cpp context and returns the
+// logits of every position.
+func llamaLogits(t *testing.T, m *kernels.Model, toks []int32) [][]float32 {
+	t.Helper()
+	c, err := m.NewContext(kernels.ContextParams{NCtx: 256, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b, err := kernels.NewBatch(len(toks), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for i, tok := range toks {
+		b.Add(tok, i, 0, true)
+	}
+	if err := c.Decode(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	out := make([][]float32, len(toks))
+	for i := range toks {
+		l, err := c.Logits(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = append([]float32(nil), l...)
+	}
+	return out
+}
+
+func maxAbsDiff(a, b []float32) float64 {
+	var m float64
+	for i := range a {
+		m = max(m, math.Abs(float64(a[i]-b[i])))
+	}
+	return m
+}
+
+func iota32(n, from int) []int32 {
+	s := make([]int32, n)
+	for i := range s {
+		s[i] = int32(from + i)
+	}
+	return s
+}
+
+func TestNetLogitsMatchLlamaCpp(t *testing.T) {
+	m := load(t, "stories260K.gguf")
+	n, err := kernels.NewNet(m, kernels.NetParams{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	toks, _ := m.Tokenize("Once upon a time, there was a little girl named Lily.", true, false)
+	want := llamaLogits(t, m, toks)
+	got, err := n.Logits(toks, iota32(len(toks), 0), make([]int32, len(toks)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	V := m.Info().Vocab
+	for i := range toks {
+		// llama.cpp keeps K and V in f16: agreement to ~1e-2 on logits of
+		// magnitude ~10 is the f16 rounding, a wrong graph is off by units.
+		if d := maxAbsDiff(got[i*V:(i+1)*V], want[i]); d > 2e-2 {
+			t.Fatalf("position %d: logits differ from llama.cpp by %g", i, d)
+		}
+	}
+
+	// Packing: two examples in one row, separated by segment ids and with
+	// positions restarting, give the logits each has alone.
+	a, _ := m.Tokenize("The cat sat on the mat.", true, false)
+	b, _ := m.Tokenize("Tom had a big red ball.", true, false)
+	row := append(append([]int32(nil), a...), b...)
+	pos := append(iota32(len(a), 0), iota32(len(b), 0)...)
+	seg := append(make([]int32, len(a)), make([]int32, len(b))...)
+	for i := len(a); i < len(row); i++ {
+		seg[i] = 1
+	}
+	packed, err := n.Logits(row, pos, seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alone, err := n.Logits(b, iota32(len(b), 0), make([]int32, len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := maxAbsDiff(packed[len(a)*V:], alone); d > 1e-4 {
+		t.Fatalf("packed segment differs from the example alone by %g: attention leaks across segments", d)
+	}
+
+	if _, err := n.Logits([]int32{1, 9999}, []int32{0, 1}, []int32{0, 0}); err == nil || !strings.Contains(err.Error(), "vocabulary") {
+		t.Fatalf("out-of-vocabulary token: %v", err)
+	}
+	if _, err := n.Logits([]int32{1, 2}, []int32{0}, []int32{0, 0}); err == nil {
+		t.Fatal("mismatched row lengths accepted")
+	}
+}
+
+func TestNetEmbedMatchesLlamaCpp(t *testing.T) {
+	m := load(t, "stories260K.gguf")
+	n, err := kernels.NewNet(m, kernels.NetParams{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	texts := []string{"Once upon a time", "The little dog ran to the park and played all day.", "Lily"}
+	var seqs [][]int32
+	for _, s := range texts {
+		toks, _ := m.Tokenize(s, true, false)
+		seqs = append(seqs, toks)
+	}
+	got, err := n.Embed(context.Background(), seqs, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := m.NewContext(kernels.ContextParams{NCtx: 256, NSeqMax: 1, Threads: 2, Embeddings: true, Pooling: kernels.PoolingMean})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b, _ := kernels.NewBatch(256, 1)
+	defer b.Close()
+	for i, toks := range seqs {
+		b.Clear()
+		c.SeqRemove(0, -1, -1)
+		b.AddTokens(toks, 0, 0, true)
+		for k := range toks {
+			b.SetOutput(k, true)
+		}
+		if err := c.Decode(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		want, err := c.SeqEmbedding(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got[i]) != len(want) {
+			t.Fatalf("embedding %d: width %d, want %d", i, len(got[i]), len(want))
+		}
+		if d := maxAbsDiff(got[i], want); d > 1e-2 {
+			t.Fatalf("embedding %d differs from llama.cpp's mean pooling by %g", i, d)
+		}
+	}
+	if _, err := n.Embed(context.Background(), [][]int32{{1}, {}}, 0); err == nil {
+		t.Fatal("empty input accepted")
+	}
+}
+
+// TestNetGradientCheck compares the LoRA gradients of the training graph
+// with central finite differences of its own loss.
+func TestNetGradientCheck(t *testing.T) {
+	m := load(t, "stories260K.gguf")
+	n, err := kernels.NewNet(m, kernels.NetParams{Threads: 2, Rank: 4, Alpha: 8, Seed: 7,
+		Targets: []string{"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if len(n.Params()) != 2*7*5 {
+		t.Fatalf("%d trained tensors, want 70", len(n.Params()))
+	}
+	// B starts at zero (a fresh adapter is the identity); give it values
+	// so that every gradient is non-trivial.
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i, p := range n.Params() {
+		if strings.HasSuffix(p.Name, ".lora_b") {
+			v := make([]float32, p.Shape[0]*p.Shape[1])
+			for k := range v {
+				v[k] = float32(rng.NormFloat64() * 0.1)
+			}
+			if err := n.Set(i, kernels.ParamValue, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	toks, _ := m.Tokenize("Once upon a time, there was a little girl named Lily. She loved to play", true, false)
+	L := len(toks)
+	pos, seg := iota32(L, 0), make([]int32, L)
+	labels := make([]int32, L)
+	for i := range labels {
+		labels[i] = -1
+		if i >= L/2 && i+1 < L { // prompt masked, answer trained
+			labels[i] = toks[i+1]
+		}
+	}
+	loss0, nl, err := n.Loss(toks, pos, seg, labels, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nl != L-1-L/2 || !(loss0 > 0) {
+		t.Fatalf("loss %g over %d labelled tokens", loss0, nl)
+	}
+	const h = 1e-2
+	checked := 0
+	for _, pi := range []int{0, 1, 12, 13, 68, 69} { // q A/B of layer 0, ffn_down-ish of the last layers
+		g, err := n.Get(pi, kernels.ParamGrad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, _ := n.Get(pi, kernels.ParamValue)
+		idx := make([]int, len(g))
+		for i := range idx {
+			idx[i] = i
+		}
+		sort.Slice(idx, func(a, b int) bool { return math.Abs(float64(g[idx[a]])) > math.Abs(float64(g[idx[b]])) })
+		for _, k := range idx[:3] {
+			orig := w[k]
+			eval := func(x float32) float64 {
+				w[k] = x
+				if err := n.Set(pi, kernels.ParamValue, w); err != nil {
+					t.Fatal(err)
+				}
+				l, _, err := n.Loss(toks, pos, seg, labels, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return float64(l)
+			}
+			fd := (eval(orig+h) - eval(orig-h)) / (2 * h)
+			eval(orig)
+			rel := math.Abs(fd-float64(g[k])) / max(math.Abs(fd), math.Abs(float64(g[k])), 1e-4)
+			if rel > 1e-2 {
+				t.Errorf("%s[%d]: gradient %g, finite difference %g (relative error %.3g)", n.Params()[pi].Name, k, g[k], fd, rel)
+			}
+			checked++
+		}
+	}
+	t.Logf("checked %d gradient entries; loss %.4f over %d tokens", checked, loss0, nl)
+
+	// The masked prompt contributes nothing: changing a prompt-only label
+	// set to -1 keeps the loss, and a row with no labels has loss 0.
+	none := make([]int32, L)
+	for i := range none {
+		none[i] = -1
+	}
+	if l, k, err := n.Loss(toks, pos, seg, none, true); err != nil || l != 0 || k != 0 {
+		t.Fatalf("row without labels: loss %g over %d (%v)", l, k, err)
+	}
+}
+
+// TestNetAdamWLearns trains a rank-8 adapter on one sentence until its
+// loss falls well below the base model's.
+func TestNetAdamWLearns(t *testing.T) {
+	m := load(t, "stories260K.gguf")
+	n, err := kernels.NewNet(m, kernels.NetParams{Threads: 2, Rank: 8, Alpha: 16, Seed: 1, Targets: []string{"attn_q", "attn_v", "ffn_up", "ffn_down"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	toks, _ := m.Tokenize("The purple zebra named Quix flew over the frozen lake.", true, false)
+	L := len(toks)
+	labels := make([]int32, L)
+	for i := range labels {
+		labels[i] = -1
+		if i+1 < L {
+			labels[i] = toks[i+1]
+		}
+	}
+	pos, seg := iota32(L, 0), make([]int32, L)
+	first, _, err := n.Loss(toks, pos, seg, labels, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last float32
+	for step := 1; step <= 40; step++ {
+		if last, _, err = n.Loss(toks, pos, seg, labels, true); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.AdamW(1e-2, kernels.DefaultAdam, 1, step); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !(last < first/3) {
+		t.Fatalf("loss went from %.3f to %.3f in 40 steps; expected it to fall below a third", first, last)
+	}
+	mv, err := n.Get(0, kernels.ParamAdamM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if maxAbsDiff(mv, make([]float32, len(mv))) == 0 {
+		t.Fatal("AdamW moments stayed zero")
+	}
+	g, _ := n.Get(0, kernels.ParamGrad)
+	if maxAbsDiff(g, make([]float32, len(g))) != 0 {
+		t.Fatal("gradients not cleared after the step")
+	}
+	t.Logf("loss %.3f -> %.3f; trained tensors use %d bytes", first, last, n.ParamBytes())
+}
+
+func TestNetRefusesVocabOnly(t *testing.T) {
+	m, err := kernels.LoadModel(context.Background(), modeltest.Path(t, "ggml-vocab-gpt-2.gguf"), kernels.ModelParams{VocabOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if _, err := kernels.NewNet(m, kernels.NetParams{}); err == nil {
+		t.Fatal("net over a vocab-only model")
+	}
+	s := load(t, "stories260K.gguf")
+	if _, err := kernels.NewNet(s, kernels.NetParams{Rank: 4, Targets: []string{"attn_qq"}}); err == nil || !strings.Contains(err.Error(), "attn_q") {
+		t.Fatalf("unknown target: %v", err)
+	}
+}
