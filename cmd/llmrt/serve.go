@@ -16,6 +16,7 @@ import (
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/models/store"
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/rag"
 	"github.com/llmrt/llmrt/runtime/server"
 )
 
@@ -26,12 +27,14 @@ var serveFlagEnv = map[string]string{
 	"parallel": "LLMRT_PARALLEL", "ctx": "LLMRT_CTX", "threads": "LLMRT_THREADS",
 	"keep-alive": "LLMRT_KEEP_ALIVE", "queue": "LLMRT_QUEUE", "timeout": "LLMRT_TIMEOUT",
 	"api-key": "LLMRT_API_KEYS", "cors": "LLMRT_CORS_ORIGINS", "gpu-layers": "LLMRT_GPU_LAYERS",
-	"max-body": "LLMRT_MAX_BODY", "grace": "LLMRT_SHUTDOWN_GRACE",
+	"max-body": "LLMRT_MAX_BODY", "grace": "LLMRT_SHUTDOWN_GRACE", "embed-model": "LLMRT_EMBED_MODEL",
 }
 
 func (a *app) serveCmd() *cobra.Command {
 	var (
 		addr, defModel, configFile string
+		embedModel                 string
+		ragPaths                   bool
 		preload, apiKeys, cors     []string
 		parallel, ctxLen, threads  int
 		queue, gpuLayers, batch    int
@@ -43,7 +46,7 @@ func (a *app) serveCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Serve models behind an OpenAI-compatible API",
 		Long: `serve answers the OpenAI API (/v1/chat/completions, /v1/completions,
-/v1/embeddings, /v1/models) on 127.0.0.1:8080. Models load on first use and
+/v1/embeddings, /v1/models, /v1/collections) on 127.0.0.1:8080. Models load on first use and
 unload after --keep-alive; "BASE+ADAPTER" serves a LoRA adapter from
 $LLMRT_HOME/adapters. Every flag can also come from an environment variable
 (LLMRT_ADDR, LLMRT_PARALLEL, ...; see README) or a YAML config file whose keys
@@ -51,7 +54,11 @@ are the flag names; flags win over the environment, which wins over the file.
 
 Listening beyond loopback requires --api-key (or LLMRT_API_KEYS) unless
 --insecure-no-auth is given. SIGINT/SIGTERM drain: new requests are refused,
-in-flight ones get --grace to finish.`,
+in-flight ones get --grace to finish.
+
+Chat requests may carry "rag": {"collection": NAME, "top_k": 4}: the
+server retrieves passages for the last user turn from the collection
+(see llmrt index) and returns citations with the answer.`,
 		Example: `  llmrt serve
   llmrt serve -m stories260K --parallel 8 --ctx 2048
   LLMRT_API_KEYS=secret llmrt serve --addr 0.0.0.0:8080
@@ -105,10 +112,26 @@ in-flight ones get --grace to finish.`,
 					return err
 				}
 			}
+			// Collections (RAG): embedded by --embed-model through the
+			// registry, so that model loads, unloads and reserves memory
+			// like any served model.
+			if embedModel == "" {
+				embedModel = defModel
+			}
+			if _, err := a.resolveModel(ctx, embedModel); err != nil {
+				return err
+			}
+			coll, err := rag.OpenStore(filepath.Join(a.home, "collections"), rag.StoreOptions{Embedder: rag.RegistryEmbedder{Reg: reg, Model: embedModel}})
+			if err != nil {
+				return err
+			}
+			defer coll.Close()
 			srv := server.New(server.Config{
 				DefaultModel: defModel, APIKeys: apiKeys, CORSOrigins: cors, MaxBodyBytes: maxBody,
 				RequestTimeout: timeout, ShutdownGrace: grace, Logger: a.log,
+				Retriever: rag.Retriever{Store: coll, Options: rag.SearchOptions{Mode: rag.Hybrid}},
 			}, reg)
+			(&rag.API{Store: coll, AllowPaths: ragPaths}).Register(srv)
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w", addr, err)
@@ -123,6 +146,8 @@ in-flight ones get --grace to finish.`,
 	fl.StringVar(&addr, "addr", "127.0.0.1:8080", "listen address")
 	fl.StringArrayVarP(&preload, "model", "m", nil, "model to load at start and keep loaded (repeatable)")
 	fl.StringVar(&defModel, "default-model", "", "model for requests that name none (default: the first -m, else "+defaultModel+")")
+	fl.StringVar(&embedModel, "embed-model", "", "model that embeds collections for RAG (default: the default model)")
+	fl.BoolVar(&ragPaths, "rag-allow-paths", false, "let POST /v1/collections/{name}/documents ingest files and folders the server can read")
 	fl.IntVar(&parallel, "parallel", 4, "sequences decoded together per model")
 	fl.IntVar(&ctxLen, "ctx", 0, "context length per sequence (default: the model's, at most 4096)")
 	fl.IntVar(&batch, "batch", 512, "most tokens per decode step (longer prompts are prefilled in chunks)")

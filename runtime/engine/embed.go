@@ -48,14 +48,40 @@ func (e *Engine) Embed(ctx context.Context, inputs [][]int32) ([][]float32, erro
 	if e.closed.Load() {
 		return nil, ErrClosed
 	}
-	if e.embedCtx == nil {
-		pool := kernels.PoolingMean
-		switch e.model.MetaValue(e.info.Arch + ".pooling_type") {
-		case "2":
-			pool = kernels.PoolingCLS
-		case "3":
-			pool = kernels.PoolingLast
+	pool := kernels.PoolingMean
+	switch e.model.MetaValue(e.info.Arch + ".pooling_type") {
+	case "2":
+		pool = kernels.PoolingCLS
+	case "3":
+		pool = kernels.PoolingLast
+	}
+	// Mean pooling on a llama-family model runs on our own graph, which
+	// stops at the last hidden state: llama.cpp's embedding mode still
+	// multiplies every token by the vocabulary-wide output head.
+	if pool == kernels.PoolingMean && !e.embedNetFailed {
+		if e.embedNet == nil {
+			n, err := kernels.NewNet(e.model, kernels.NetParams{Threads: e.opt.Threads})
+			if err != nil {
+				e.embedNetFailed = true
+				e.log.Debug("embeddings use llama.cpp's context", "reason", err)
+			} else {
+				e.embedNet = n
+			}
 		}
+		if e.embedNet != nil {
+			out, err := e.embedNet.Embed(ctx, inputs, max(limit, 2048))
+			if err != nil {
+				return nil, err
+			}
+			for i, v := range out {
+				if err := normalize(v); err != nil {
+					return nil, fmt.Errorf("input %d: %w", i, err)
+				}
+			}
+			return out, nil
+		}
+	}
+	if e.embedCtx == nil {
 		c, err := e.model.NewContext(kernels.ContextParams{
 			NCtx: limit, NBatch: limit, NUBatch: limit, NSeqMax: embedSeqs,
 			Threads: e.opt.Threads, Embeddings: true, Pooling: pool,

@@ -101,6 +101,10 @@ type Engine struct {
 	embedMu  sync.Mutex
 	embedCtx *kernels.Context
 	embedB   *kernels.Batch
+	// embedNet computes mean-pooled embeddings without the output head;
+	// embedNetFailed records that the architecture cannot use it.
+	embedNet       *kernels.Net
+	embedNetFailed bool
 
 	stats statsCounters
 }
@@ -197,6 +201,10 @@ func (e *Engine) Close() error {
 	close(e.stop)
 	<-e.done
 	e.embedMu.Lock()
+	if e.embedNet != nil {
+		e.embedNet.Close()
+		e.embedNet = nil
+	}
 	if e.embedCtx != nil {
 		e.embedCtx.Close()
 		e.embedB.Close()

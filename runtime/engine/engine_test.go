@@ -280,6 +280,9 @@ func TestEmbeddings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if e.embedNet == nil {
+		t.Fatal("a llama model's embeddings did not use the head-free graph")
+	}
 	for i, v := range vs {
 		if len(v) != e.Info().Embd {
 			t.Fatalf("embedding %d has width %d, want %d", i, len(v), e.Info().Embd)

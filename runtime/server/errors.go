@@ -91,3 +91,33 @@ func decodeJSON(r *http.Request, v any) *APIError {
 	}
 	return nil
 }
+
+// Errors and JSON helpers for routes that other packages register with
+// Server.Handle (collections, fine-tuning): the same shapes and limits as
+// the built-in routes.
+
+// BadRequest is a 400 invalid_request_error naming the offending param.
+func BadRequest(param, format string, args ...any) *APIError { return badRequest(param, format, args...) }
+
+// NotFound is a 404 with an error code such as "collection_not_found".
+func NotFound(code, format string, args ...any) *APIError { return notFound(code, format, args...) }
+
+// Conflict is a 409, for creating what already exists.
+func Conflict(code, format string, args ...any) *APIError {
+	return &APIError{Status: http.StatusConflict, Type: "invalid_request_error", Code: ptr(code), Message: fmt.Sprintf(format, args...)}
+}
+
+// Unavailable is a 503 for a feature the server was started without.
+func Unavailable(format string, args ...any) *APIError { return unavailable(0, format, args...) }
+
+// DecodeJSON reads a JSON request body into v; malformed or oversized
+// bodies give a 400 or 413 that says what is wrong.
+func DecodeJSON(r *http.Request, v any) error {
+	if e := decodeJSON(r, v); e != nil {
+		return e
+	}
+	return nil
+}
+
+// WriteJSON answers v with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) error { return writeJSON(w, status, v) }
