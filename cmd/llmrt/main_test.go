@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -179,5 +180,48 @@ func TestServeAnswersAndDrains(t *testing.T) {
 	// Beyond loopback without a key is refused.
 	if _, errs, code := cli(t, home, "serve", "--addr", "0.0.0.0:0"); code != 2 || !strings.Contains(errs, "api-key") {
 		t.Fatalf("open serve: %d %q", code, errs)
+	}
+}
+
+func TestIndexAddQueryRemove(t *testing.T) {
+	home := t.TempDir()
+	docs := filepath.Join(t.TempDir(), "docs")
+	os.MkdirAll(docs, 0o755)
+	os.WriteFile(filepath.Join(docs, "lily.md"), []byte("# Lily\n\nLily was a little girl who loved to play outside in the sun with her dog.\n"), 0o644)
+	os.WriteFile(filepath.Join(docs, "tom.txt"), []byte("Tom lived by the sea. Every morning he went fishing in a small blue boat.\n"), 0o644)
+	os.WriteFile(filepath.Join(docs, "bad.pdf"), []byte("not a pdf"), 0o644)
+
+	out, errOut, code := cli(t, home, "index", "add", "-c", "demo", docs)
+	if code != 0 || !strings.Contains(out, "demo: 2 added") || !strings.Contains(out, "1 failed") || !strings.Contains(errOut, "bad.pdf") {
+		t.Fatalf("add: code %d\n%s\n%s", code, out, errOut)
+	}
+	// Adding again skips the unchanged files.
+	if out, _, code = cli(t, home, "index", "add", "-c", "demo", docs); code != 0 || !strings.Contains(out, "2 unchanged") {
+		t.Fatalf("re-add: %d %s", code, out)
+	}
+	out, _, code = cli(t, home, "index", "query", "-c", "demo", "-k", "1", "Every morning he went fishing in a small blue boat")
+	if code != 0 || !strings.Contains(out, "tom.txt") || strings.Contains(out, "lily.md") {
+		t.Fatalf("query: %d %s", code, out)
+	}
+	if out, _, code = cli(t, home, "index", "stats"); code != 0 || !strings.Contains(out, "demo") || !strings.Contains(out, "stories260K") {
+		t.Fatalf("stats: %d %s", code, out)
+	}
+	if out, _, code = cli(t, home, "index", "rm", "-c", "demo", filepath.Join(docs, "tom.txt")); code != 0 {
+		t.Fatalf("rm source: %d %s", code, out)
+	}
+	if out, _, code = cli(t, home, "index", "stats", "-c", "demo"); code != 0 || strings.Contains(out, "tom.txt") || !strings.Contains(out, "1 documents") {
+		t.Fatalf("stats after rm: %d %s", code, out)
+	}
+	if _, errOut, code = cli(t, home, "index", "query", "-c", "nope", "x"); code != 1 || !strings.Contains(errOut, `"nope" does not exist`) {
+		t.Fatalf("unknown collection: %d %s", code, errOut)
+	}
+	if _, _, code = cli(t, home, "index", "rm", "-c", "demo"); code != 2 {
+		t.Fatalf("rm without sources or --all: exit %d, want 2", code)
+	}
+	if _, _, code = cli(t, home, "index", "rm", "-c", "demo", "--all"); code != 0 {
+		t.Fatalf("rm --all: %d", code)
+	}
+	if out, _, _ = cli(t, home, "index", "stats"); strings.Contains(out, "demo") {
+		t.Fatalf("collection still listed: %s", out)
 	}
 }

@@ -28,8 +28,13 @@ type modelFlags struct {
 }
 
 func (f *modelFlags) register(cmd *cobra.Command) {
+	f.registerModel(cmd, "model: a store name, a .gguf path (env LLMRT_MODEL; default "+defaultModel+")")
+}
+
+// registerModel registers the model flags with usage for -m.
+func (f *modelFlags) registerModel(cmd *cobra.Command, usage string) {
 	fl := cmd.Flags()
-	fl.StringVarP(&f.model, "model", "m", "", "model: a store name, a .gguf path (env LLMRT_MODEL; default "+defaultModel+")")
+	fl.StringVarP(&f.model, "model", "m", "", usage)
 	fl.IntVar(&f.ctx, "ctx", 0, "context length in tokens (default: the model's, at most 4096)")
 	fl.IntVarP(&f.threads, "threads", "t", 0, "CPU threads (default: all cores)")
 	fl.IntVar(&f.gpuLayers, "gpu-layers", -1, "layers to offload to the GPU (-1: all that fit)")
