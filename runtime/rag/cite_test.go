@@ -63,7 +63,7 @@ func equalInts(a, b []int) bool {
 }
 
 func TestRetriever(t *testing.T) {
-	s, _ := openTestStore(t, newBOW(), true)
+	s, _ := openTestStore(t, newBOW(), false)
 	ctx := context.Background()
 	c, err := s.Create(ctx, "kb", CreateOptions{})
 	if err != nil {

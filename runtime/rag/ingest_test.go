@@ -53,7 +53,7 @@ func chunkIDs(c *Collection, path string) []uint64 {
 func TestIngestFormats(t *testing.T) {
 	needPDFTool(t)
 	emb := newBOW()
-	s, _ := openTestStore(t, emb, true)
+	s, _ := openTestStore(t, emb, false)
 	ctx := context.Background()
 	c, err := s.Create(ctx, "docs", CreateOptions{Chunking: ChunkOptions{Size: 64, Overlap: 8}})
 	if err != nil {
@@ -132,7 +132,7 @@ func TestIngestFormats(t *testing.T) {
 
 func TestReingest(t *testing.T) {
 	emb := newBOW()
-	s, _ := openTestStore(t, emb, true)
+	s, _ := openTestStore(t, emb, false)
 	ctx := context.Background()
 	c, err := s.Create(ctx, "docs", CreateOptions{Chunking: ChunkOptions{Size: 32, Overlap: 4}})
 	if err != nil {
@@ -229,7 +229,7 @@ func TestReingest(t *testing.T) {
 
 func TestIngestSingleFileAndErrors(t *testing.T) {
 	emb := newBOW()
-	s, _ := openTestStore(t, emb, true)
+	s, _ := openTestStore(t, emb, false)
 	ctx := context.Background()
 	c, err := s.Create(ctx, "one", CreateOptions{})
 	if err != nil {
