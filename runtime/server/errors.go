@@ -97,7 +97,9 @@ func decodeJSON(r *http.Request, v any) *APIError {
 // the built-in routes.
 
 // BadRequest is a 400 invalid_request_error naming the offending param.
-func BadRequest(param, format string, args ...any) *APIError { return badRequest(param, format, args...) }
+func BadRequest(param, format string, args ...any) *APIError {
+	return badRequest(param, format, args...)
+}
 
 // NotFound is a 404 with an error code such as "collection_not_found".
 func NotFound(code, format string, args ...any) *APIError { return notFound(code, format, args...) }
