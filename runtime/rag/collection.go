@@ -83,6 +83,7 @@ type source struct {
 // Collection is an open collection. It is safe for concurrent use: searches
 // run in parallel; ingestions and removals are serialised.
 type Collection struct {
+	mem  MemoryReporter
 	name string
 	dir  string
 	man  Manifest
@@ -344,6 +345,21 @@ func (c *Collection) putRecord(s *source) *logRecord {
 		rec.Chunks[i] = storedChunk{ID: id, Title: ch.Title, Start: ch.Start, End: ch.End, Tokens: ch.Tokens, Text: ch.Text}
 	}
 	return rec
+}
+
+// reportMemory tells the store's MemoryReporter the index's size.
+func (c *Collection) reportMemory() {
+	if c.mem == nil {
+		return
+	}
+	c.mu.RLock()
+	idx := c.idx
+	var n int64
+	if idx != nil {
+		n = idx.MemoryBytes()
+	}
+	c.mu.RUnlock()
+	c.mem.SetMemory(c.name, n)
 }
 
 // Name is the collection's name.

@@ -225,6 +225,7 @@ func (c *Collection) prepare(doc Document, info SourceInfo) (*pending, error) {
 // embedAndCommit embeds the documents' chunks in batches and commits each
 // document as soon as all its chunks have vectors.
 func (c *Collection) embedAndCommit(ctx context.Context, docs []*pending, opt AddOptions, rep *AddReport) error {
+	defer c.reportMemory()
 	bs := opt.BatchSize
 	if bs <= 0 {
 		bs = 32
@@ -350,6 +351,7 @@ func (c *Collection) RemoveSource(ctx context.Context, path string) error {
 	if !ok {
 		path = absPath(path)
 	}
+	defer c.reportMemory()
 	return c.removeSource(ctx, path)
 }
 

@@ -20,6 +20,7 @@ type Store struct {
 	root      string
 	emb       Embedder
 	openIndex indexOpener
+	mem       MemoryReporter
 
 	mu     sync.Mutex
 	closed bool
@@ -34,6 +35,17 @@ type StoreOptions struct {
 	// Exact replaces the HNSW index by an exhaustive in-memory search
 	// rebuilt from the stored vectors on open (no index directory).
 	Exact bool
+	// Memory, if set, is told how much memory each open collection's
+	// index holds (llmrt serve books it in the scheduler's ledger).
+	Memory MemoryReporter
+}
+
+// MemoryReporter receives the memory of open collections' indexes.
+type MemoryReporter interface {
+	// SetMemory reports a collection's current index memory.
+	SetMemory(collection string, bytes int64)
+	// Forget reports that the collection was closed or deleted.
+	Forget(collection string)
 }
 
 // CreateOptions configure a new collection.
@@ -49,7 +61,7 @@ func OpenStore(dir string, opt StoreOptions) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	s := &Store{root: dir, emb: opt.Embedder, open: map[string]*Collection{}}
+	s := &Store{root: dir, emb: opt.Embedder, mem: opt.Memory, open: map[string]*Collection{}}
 	if opt.Exact {
 		s.openIndex = openFlatIndex
 	} else {
@@ -120,7 +132,9 @@ func (s *Store) Create(ctx context.Context, name string, opt CreateOptions) (*Co
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
+	c.mem = s.mem
 	s.open[name] = c
+	c.reportMemory()
 	return c, nil
 }
 
@@ -150,7 +164,9 @@ func (s *Store) Get(ctx context.Context, name string) (*Collection, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open collection %s: %w", name, err)
 	}
+	c.mem = s.mem
 	s.open[name] = c
+	c.reportMemory()
 	return c, nil
 }
 
@@ -204,6 +220,9 @@ func (s *Store) Delete(name string) error {
 	if c := s.open[name]; c != nil {
 		c.close()
 		delete(s.open, name)
+		if s.mem != nil {
+			s.mem.Forget(name)
+		}
 	} else if err := tryLock(dir); err != nil {
 		return fmt.Errorf("delete %s: %w", name, err)
 	}
@@ -232,6 +251,9 @@ func (s *Store) Close() error {
 			errs = append(errs, err)
 		}
 		delete(s.open, name)
+		if s.mem != nil {
+			s.mem.Forget(name)
+		}
 	}
 	return errors.Join(errs...)
 }

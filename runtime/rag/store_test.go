@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -347,5 +348,52 @@ func TestStoreCollections(t *testing.T) {
 	}
 	if _, err := none.Create(ctx, "c", CreateOptions{}); !errors.Is(err, ErrNoEmbedder) {
 		t.Errorf("create without a model: %v", err)
+	}
+}
+
+type memRecorder struct {
+	mu   sync.Mutex
+	last map[string]int64
+}
+
+func (m *memRecorder) SetMemory(name string, b int64) {
+	m.mu.Lock()
+	m.last[name] = b
+	m.mu.Unlock()
+}
+func (m *memRecorder) Forget(name string) {
+	m.mu.Lock()
+	delete(m.last, name)
+	m.mu.Unlock()
+}
+
+// The index's memory is reported on open and after every ingestion, and
+// forgotten on close.
+func TestIndexMemoryReported(t *testing.T) {
+	rec := &memRecorder{last: map[string]int64{}}
+	s, err := OpenStore(t.TempDir(), StoreOptions{Embedder: newBOW(), Memory: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c, err := s.Create(ctx, "kb", CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty, ok := rec.last["kb"]
+	if !ok {
+		t.Fatal("no memory reported on create")
+	}
+	dir := t.TempDir()
+	corpus(t, dir, false)
+	if _, err := c.AddPath(ctx, dir, AddOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.last["kb"]; got <= empty || got != c.idx.MemoryBytes() {
+		t.Fatalf("reported %d bytes after ingestion (empty %d, index %d)", got, empty, c.idx.MemoryBytes())
+	}
+	s.Close()
+	if _, ok := rec.last["kb"]; ok {
+		t.Fatal("memory still reported after close")
 	}
 }
