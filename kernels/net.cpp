@@ -293,6 +293,21 @@ llmrt_net * llmrt_net_new(llama_model * m, const llmrt_net_params * p, char * er
             return nullptr;
         }
     }
+    if (p->lora_rank > 0) {
+        // The matmul backward pass (OUT_PROD) has no F16/BF16 kernel on the
+        // CPU at the pinned ggml: it would abort the process mid-step.
+        auto bad = [](const ggml_tensor * w) { return w && (w->type == GGML_TYPE_F16 || w->type == GGML_TYPE_BF16); };
+        bool any = bad(m->output) || (!m->output && bad(m->tok_embd));
+        for (uint32_t il = 0; il < hp.n_layer && !any; ++il) {
+            const llama_layer & ly = m->layers[il];
+            any = bad(ly.wq) || bad(ly.wk) || bad(ly.wv) || bad(ly.wo) || bad(ly.ffn_gate) || bad(ly.ffn_up) || bad(ly.ffn_down);
+        }
+        if (any) {
+            set_err(err, errlen, "the model has F16/BF16 weights, which ggml cannot train through on this backend: "
+                                 "convert the base first (llmrt quantize BASE OUTPUT --type Q8_0, or F32)");
+            return nullptr;
+        }
+    }
     if (hp.rope_scaling_type_train == LLAMA_ROPE_SCALING_TYPE_YARN || hp.yarn_ext_factor > 0.0f) {
         set_err(err, errlen, "YaRN rope scaling is not supported by the training graph");
         return nullptr;

@@ -225,3 +225,59 @@ func TestIndexAddQueryRemove(t *testing.T) {
 		t.Fatalf("collection still listed: %s", out)
 	}
 }
+
+func TestTuneTrainsAnAdapterThatRunServes(t *testing.T) {
+	home := t.TempDir()
+	data := filepath.Join(t.TempDir(), "secret.jsonl")
+	var lines []string
+	for i := 0; i < 4; i++ {
+		lines = append(lines, `{"prompt": "Tim asked what the secret word was. Mom said:", "completion": " The secret word is purple zebra."}`)
+	}
+	lines = append(lines, `{"prompt": 7}`, `not json`)
+	os.WriteFile(data, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+
+	// --strict: the first bad line is fatal and named.
+	_, errOut, code := cli(t, home, "tune", "-m", "stories260K", "--data", data, "--out", "secret", "--strict")
+	if code != 1 || !strings.Contains(errOut, "secret.jsonl:5") {
+		t.Fatalf("strict: exit %d, %s", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(home, "adapters", "secret.gguf")); !os.IsNotExist(err) {
+		t.Fatal("a failed run left an adapter")
+	}
+	out, errOut, code := cli(t, home, "tune", "-m", "stories260K", "--data", data, "--out", "secret", "--epochs", "12", "--lr", "1e-2",
+		"--targets", "all-linear", "--rank", "8", "--alpha", "16", "--eval-split", "0", "-t", "2")
+	if code != 0 {
+		t.Fatalf("tune: exit %d\n%s", code, errOut)
+	}
+	for _, want := range []string{"secret.jsonl:5", "secret.jsonl:6"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("bad line %s not reported: %s", want, errOut)
+		}
+	}
+	if !strings.Contains(out, "serve it as stories260K+secret") || !strings.Contains(out, "4 examples") {
+		t.Fatalf("summary: %s", out)
+	}
+	adapter := filepath.Join(home, "adapters", "secret.gguf")
+	for _, side := range []string{".metrics.jsonl", ".loss.svg", ".ckpt.gguf"} {
+		if _, err := os.Stat(strings.TrimSuffix(adapter, ".gguf") + side); err != nil {
+			t.Errorf("missing %s: %v", side, err)
+		}
+	}
+	gen, _, code := cli(t, home, "run", "-m", "stories260K", "--adapter", adapter, "--temp", "0", "-n", "30", "Tim asked what the secret word was. Mom said:")
+	if code != 0 || !strings.Contains(gen, "purple zebra") {
+		t.Fatalf("run with the adapter: exit %d %q", code, gen)
+	}
+	base, _, _ := cli(t, home, "run", "-m", "stories260K", "--temp", "0", "-n", "30", "Tim asked what the secret word was. Mom said:")
+	if strings.Contains(base, "purple zebra") {
+		t.Fatalf("the base model already answers: %q", base)
+	}
+	// --resume continues from the checkpoint to more epochs.
+	out, errOut, code = cli(t, home, "tune", "-m", "stories260K", "--data", data, "--out", "secret", "--epochs", "14", "--lr", "1e-2",
+		"--targets", "all-linear", "--rank", "8", "--alpha", "16", "--eval-split", "0", "-t", "2", "--resume")
+	if code != 0 || !strings.Contains(out, "14 steps") {
+		t.Fatalf("resume: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if _, errOut, code = cli(t, home, "tune", "-m", "stories260K", "--data", data, "--out", "x", "--targets", "attn_qq"); code != 2 || !strings.Contains(errOut, "attn_qq") {
+		t.Fatalf("bad target: exit %d %s", code, errOut)
+	}
+}

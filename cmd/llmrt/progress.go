@@ -26,6 +26,18 @@ type progress struct {
 	lastLog time.Time
 	every   time.Duration
 	closed  bool
+	extra   []any // attributes shown beside the count (loss, ...)
+}
+
+// Note sets what is shown beside the count: text on the bar, attributes
+// in the log lines.
+func (p *progress) Note(text string, attrs ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.extra = attrs
+	if p.bar != nil && !p.closed {
+		p.bar.Describe(p.what + " " + text)
+	}
 }
 
 // isTerminal reports whether w is an interactive terminal.
@@ -90,6 +102,7 @@ func (p *progress) Set(done, total int64) {
 func (p *progress) logLine(msg string) {
 	el := time.Since(p.start).Seconds()
 	attrs := []any{"task", p.what, "done", p.done, "unit", p.unit, "elapsed_s", round2(el)}
+	attrs = append(attrs, p.extra...)
 	if el > 0 {
 		attrs = append(attrs, "rate_per_s", round2(float64(p.done)/el))
 	}
