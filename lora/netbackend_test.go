@@ -9,7 +9,9 @@ import (
 
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/lora/dataset"
+	"github.com/llmrt/llmrt/models/gguf"
 	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
 )
 
@@ -136,5 +138,172 @@ func TestTrainedAdapterLoadsAndAnswers(t *testing.T) {
 	}
 	if got := gen(nil); strings.Contains(got, "purple zebra") {
 		t.Fatalf("the base model already says it: %q", got)
+	}
+}
+
+// llamaLogits decodes toks with llama.cpp (with the adapter when set).
+func llamaLogits(t *testing.T, m *kernels.Model, ad *kernels.Adapter, toks []int32) [][]float32 {
+	t.Helper()
+	lc, err := m.NewContext(kernels.ContextParams{NCtx: 128, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	if ad != nil {
+		if err := lc.SetAdapters([]kernels.AdapterScale{{Adapter: ad, Scale: 1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := kernels.NewBatch(len(toks), 1)
+	defer b.Close()
+	for i, tok := range toks {
+		b.Add(tok, i, 0, true)
+	}
+	if err := lc.Decode(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	out := make([][]float32, len(toks))
+	for i := range toks {
+		l, _ := lc.Logits(i)
+		out[i] = append([]float32(nil), l...)
+	}
+	return out
+}
+
+// TestGraphMatchesLlamaCppOnGeneratedModels checks the training graph's
+// forward pass against llama.cpp on generated llama and qwen2 models (f32
+// and Q8_0), without an adapter and with the adapter SaveAdapter wrote.
+func TestGraphMatchesLlamaCppOnGeneratedModels(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	vocab := modeltest.Dir()
+	specs := []testmodel.Spec{
+		{Arch: "llama", Name: "tiny-llama", NEmbd: 64, NLayer: 2, NHead: 4, NHeadKV: 2, NFF: 128, NCtxTrain: 256,
+			VocabFile: filepath.Join(vocab, "ggml-vocab-llama-spm.gguf"), Type: gguf.TypeF32, RopeFreqBase: 10000, NormEps: 1e-5, Seed: 1},
+		{Arch: "qwen2", Name: "tiny-qwen2", NEmbd: 64, NLayer: 2, NHead: 4, NHeadKV: 2, NFF: 128, NCtxTrain: 256,
+			VocabFile: filepath.Join(vocab, "ggml-vocab-gpt-2.gguf"), TiedEmbeddings: true, QKVBias: true, Type: gguf.TypeF32,
+			RopeFreqBase: 1000000, NormEps: 1e-6, Seed: 2},
+		{Arch: "qwen2", Name: "tiny-qwen2-q8", NEmbd: 64, NLayer: 2, NHead: 4, NHeadKV: 2, NFF: 128, NCtxTrain: 256,
+			VocabFile: filepath.Join(vocab, "ggml-vocab-gpt-2.gguf"), TiedEmbeddings: true, QKVBias: true, Type: gguf.TypeQ8_0,
+			RopeFreqBase: 1000000, NormEps: 1e-6, Seed: 3},
+	}
+	for _, s := range specs {
+		t.Run(s.Name, func(t *testing.T) {
+			path := filepath.Join(dir, s.Name+".gguf")
+			if err := testmodel.Write(ctx, path, s); err != nil {
+				t.Fatal(err)
+			}
+			m, err := kernels.LoadModel(ctx, path, kernels.ModelParams{NoRepack: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			net, err := kernels.NewNet(m, kernels.NetParams{Threads: 2, Rank: 4, Alpha: 8, Seed: 5, Targets: []string{"attn_q", "attn_v", "ffn_down"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer net.Close()
+			toks, _ := m.Tokenize("The quick brown fox jumps over the lazy dog near the river bank.", true, false)
+			pos, seg := make([]int32, len(toks)), make([]int32, len(toks))
+			for i := range pos {
+				pos[i] = int32(i)
+			}
+			V := m.Info().Vocab
+			compare := func(what string, ad *kernels.Adapter) {
+				ours, err := net.Logits(toks, pos, seg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				theirs := llamaLogits(t, m, ad, toks)
+				var d, scale float64
+				for i := range toks {
+					for k := 0; k < V; k++ {
+						d = math.Max(d, math.Abs(float64(ours[i*V+k]-theirs[i][k])))
+						scale = math.Max(scale, math.Abs(float64(theirs[i][k])))
+					}
+				}
+				// Relative to the largest logit: llama.cpp keeps K/V in f16.
+				if d > 1e-2*scale+1e-4 {
+					t.Fatalf("%s: logits differ from llama.cpp by %g (largest logit %g)", what, d, scale)
+				}
+			}
+			compare("without an adapter", nil) // B = 0: the adapter is the identity
+			b, err := NewNetBackend(net, s.Arch, 8, kernels.DefaultAdam)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, p := range net.Params() {
+				if strings.HasSuffix(p.Name, ".lora_b") {
+					v := make([]float32, p.Shape[0]*p.Shape[1])
+					for k := range v {
+						v[k] = float32(math.Sin(float64(k+i))) * 0.5
+					}
+					net.Set(i, kernels.ParamValue, v)
+				}
+			}
+			ap := filepath.Join(dir, s.Name+"-lora.gguf")
+			if err := b.SaveAdapter(ap, nil); err != nil {
+				t.Fatal(err)
+			}
+			ad, err := m.LoadAdapter(ap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			compare("with the adapter", ad)
+		})
+	}
+}
+
+// TestResumeGivesTheSameAdapter trains N steps in one run and N/2, stop,
+// resume, N/2 in another: the adapters agree.
+func TestResumeGivesTheSameAdapter(t *testing.T) {
+	ctx := context.Background()
+	m, err := kernels.LoadModel(ctx, modeltest.Path(t, "stories260K.gguf"), kernels.ModelParams{NoRepack: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var exs []dataset.Example
+	for _, s := range []string{"Lily found a shiny red stone by the river.", "Tom built a tall tower of blue blocks.", "The cat slept on the warm mat all day.", "Ben and Sue shared a big green apple."} {
+		toks, _ := m.Tokenize(s, true, false)
+		tr := make([]bool, len(toks))
+		for i := 3; i < len(tr); i++ {
+			tr[i] = true
+		}
+		exs = append(exs, dataset.Example{Tokens: toks, Train: tr})
+	}
+	var st dataset.Stats
+	rows := dataset.Pack(exs, 16, &st)
+	train := func(out string, epochs int, resume bool) map[string]Pair {
+		net, err := kernels.NewNet(m, kernels.NetParams{Threads: 2, Rank: 4, Alpha: 8, Seed: 9, Targets: []string{"attn_q", "attn_v"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer net.Close()
+		b, _ := NewNetBackend(net, "llama", 8, kernels.DefaultAdam)
+		cfg := Config{Epochs: epochs, LR: 1e-2, Schedule: Constant, Batch: 1, GradAccum: 2, Seed: 4, Out: out, Resume: resume, CheckpointEvery: 1}
+		if _, err := Run(ctx, b, Data{Train: rows, Stats: st}, cfg, nil); err != nil {
+			t.Fatal(err)
+		}
+		p, _ := b.Pairs()
+		return p
+	}
+	dir := t.TempDir()
+	whole := train(filepath.Join(dir, "whole.gguf"), 4, false)
+	half := filepath.Join(dir, "half.gguf")
+	train(half, 2, false)
+	resumed := train(half, 4, true)
+	for name, w := range whole {
+		r := resumed[name]
+		for k := range w.B {
+			if d := math.Abs(float64(w.B[k] - r.B[k])); d > 1e-5 {
+				t.Fatalf("%s B[%d]: %g in one run, %g resumed", name, k, w.B[k], r.B[k])
+			}
+		}
+		for k := range w.A {
+			if d := math.Abs(float64(w.A[k] - r.A[k])); d > 1e-5 {
+				t.Fatalf("%s A[%d]: %g in one run, %g resumed", name, k, w.A[k], r.A[k])
+			}
+		}
 	}
 }
