@@ -139,6 +139,46 @@ func TestTrainedAdapterLoadsAndAnswers(t *testing.T) {
 	if got := gen(nil); strings.Contains(got, "purple zebra") {
 		t.Fatalf("the base model already says it: %q", got)
 	}
+
+	// Merged into the base, the adapter's answer needs no adapter, and
+	// the merged model's logits are the base+adapter ones.
+	ra, err := ReadAdapter(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged := filepath.Join(t.TempDir(), "merged.gguf")
+	calls := 0
+	if err := Merge(path, ra, 1, merged, func(done, total int) { calls++ }); err != nil {
+		t.Fatal(err)
+	}
+	if calls != len(ra.Pairs) {
+		t.Fatalf("progress called %d times for %d pairs", calls, len(ra.Pairs))
+	}
+	mm, err := kernels.LoadModel(ctx, merged, kernels.ModelParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mm.Close()
+	ml := llamaLogits(t, mm, nil, full)
+	for i := range full {
+		theirs, _ := lc.Logits(i)
+		var d float64
+		for k := 0; k < V; k++ {
+			d = math.Max(d, math.Abs(float64(ml[i][k]-theirs[k])))
+		}
+		if d > 5e-2 {
+			t.Fatalf("position %d: merged logits differ from base+adapter by %g", i, d)
+		}
+	}
+	me, err := engine.Open(ctx, engine.Options{Path: merged, NParallel: 1, CtxPerSeq: 128, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer me.Close()
+	r, err := me.Generate(ctx, engine.Request{Prompt: p, MaxTokens: 32})
+	if err != nil || !strings.Contains(r.Text, "purple zebra") {
+		t.Fatalf("merged model: %q, %v", r.Text, err)
+	}
 }
 
 // llamaLogits decodes toks with llama.cpp (with the adapter when set).

@@ -280,4 +280,68 @@ func TestTuneTrainsAnAdapterThatRunServes(t *testing.T) {
 	if _, errOut, code = cli(t, home, "tune", "-m", "stories260K", "--data", data, "--out", "x", "--targets", "attn_qq"); code != 2 || !strings.Contains(errOut, "attn_qq") {
 		t.Fatalf("bad target: exit %d %s", code, errOut)
 	}
+
+	// The adapter is listed, served as BASE+NAME, exported to PEFT and back,
+	// and merged into a model that answers without it.
+	if out, _, code = cli(t, home, "adapter", "ls"); code != 0 || !strings.Contains(out, "secret") || !strings.Contains(out, "stories260K") {
+		t.Fatalf("adapter ls: %d %s", code, out)
+	}
+	prompt := "Tim asked what the secret word was. Mom said:"
+	if got := serveComplete(t, home, "stories260K+secret", prompt); !strings.Contains(got, "purple zebra") {
+		t.Fatalf("served with the adapter: %q", got)
+	}
+	peft := filepath.Join(t.TempDir(), "peft")
+	if out, errOut, code = cli(t, home, "adapter", "export", "secret", "--out", peft); code != 0 {
+		t.Fatalf("export: %d %s", code, errOut)
+	}
+	if out, errOut, code = cli(t, home, "adapter", "import", peft, "-m", "stories260K", "--out", "secret2"); code != 0 {
+		t.Fatalf("import: %d %s", code, errOut)
+	}
+	gen, _, _ = cli(t, home, "run", "-m", "stories260K", "--adapter", filepath.Join(home, "adapters", "secret2.gguf"), "--temp", "0", "-n", "30", prompt)
+	if !strings.Contains(gen, "purple zebra") {
+		t.Fatalf("run with the re-imported adapter: %q", gen)
+	}
+	if out, errOut, code = cli(t, home, "adapter", "merge", "secret", "--out", "stories-secret"); code != 0 {
+		t.Fatalf("merge: %d %s", code, errOut)
+	}
+	gen, _, _ = cli(t, home, "run", "-m", "stories-secret", "--temp", "0", "-n", "30", prompt)
+	if !strings.Contains(gen, "purple zebra") {
+		t.Fatalf("run on the merged model: %q", gen)
+	}
+}
+
+// serveComplete starts llmrt serve in-process, sends one greedy completion
+// for model and returns its text.
+func serveComplete(t *testing.T, home, model, prompt string) string {
+	t.Helper()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() {
+		_, _, code := cliCtx(ctx, t, home, "", "serve", "--addr", addr, "--parallel", "1", "--ctx", "256")
+		done <- code
+	}()
+	defer func() { cancel(); <-done }()
+	body, _ := json.Marshal(map[string]any{"model": model, "prompt": prompt, "max_tokens": 30, "temperature": 0})
+	for i := 0; i < 200; i++ {
+		resp, err := http.Post("http://"+addr+"/v1/completions", "application/json", bytes.NewReader(body))
+		if err != nil {
+			time.Sleep(25 * time.Millisecond)
+			continue
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Choices []struct{ Text string }
+			Error   *struct{ Message string }
+		}
+		json.NewDecoder(resp.Body).Decode(&out)
+		if resp.StatusCode != http.StatusOK || len(out.Choices) == 0 {
+			t.Fatalf("serve: %d %+v", resp.StatusCode, out.Error)
+		}
+		return out.Choices[0].Text
+	}
+	t.Fatal("serve did not start")
+	return ""
 }
