@@ -24,7 +24,6 @@ type modelFlags struct {
 	threads   int
 	gpuLayers int
 	noMmap    bool
-	noRepack  bool // training: keep weights out of the CPU's repacked buffers
 	adapters  []string
 }
 
@@ -64,7 +63,6 @@ func (a *app) openEngine(ctx context.Context, f *modelFlags, parallel int) (*eng
 		Model: kernels.ModelParams{
 			GPULayers: f.gpuLayers,
 			NoMmap:    f.noMmap,
-			NoRepack:  f.noRepack,
 			Progress:  func(p float32) { bar.Set(int64(float64(p)*float64(st.Size())), st.Size()) },
 		},
 	})

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -12,63 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/lora/dataset"
-	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/finetune"
 )
-
-// engineTokenizer gives the dataset loader the model's chat template and
-// tokenizer exactly as serving uses them (one render and tokenize path).
-type engineTokenizer struct{ e *engine.Engine }
-
-func (t engineTokenizer) RenderChat(msgs []dataset.Message, gen bool) (string, error) {
-	cm := make([]engine.ChatMessage, len(msgs))
-	for i, m := range msgs {
-		cm[i] = engine.ChatMessage{Role: m.Role, Content: m.Content}
-	}
-	return t.e.RenderChat(cm, gen)
-}
-
-func (t engineTokenizer) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, error) {
-	toks, err := t.e.Tokenize(text, addSpecial, parseSpecial)
-	if err != nil {
-		return nil, err
-	}
-	// A template that writes BOS itself must not get a second one (as
-	// engine.ChatTokens does for serving).
-	bos := t.e.Info().BOS
-	if len(toks) > 1 && toks[0] == bos && toks[1] == bos {
-		toks = toks[1:]
-	}
-	return toks, nil
-}
-
-func (t engineTokenizer) EOS() int32 { return int32(t.e.Info().EOS) }
-
-// loraTargets expands --targets.
-func loraTargets(s string) ([]string, error) {
-	attn := []string{"attn_q", "attn_k", "attn_v", "attn_output"}
-	switch s {
-	case "", "attention", "attn":
-		return attn, nil
-	case "all-linear", "all":
-		return append(attn, "ffn_gate", "ffn_up", "ffn_down"), nil
-	}
-	valid := map[string]bool{}
-	for _, t := range kernels.LoRATargets() {
-		valid[t] = true
-	}
-	var out []string
-	for _, t := range strings.Split(s, ",") {
-		t = strings.TrimSpace(t)
-		if !valid[t] {
-			return nil, fmt.Errorf("unknown LoRA target %q (want attention, all-linear, or a list of %s)", t, strings.Join(kernels.LoRATargets(), ", "))
-		}
-		out = append(out, t)
-	}
-	return out, nil
-}
 
 type tuneFlags struct {
 	modelFlags
@@ -145,134 +91,77 @@ func (a *app) adapterPath(out string) string {
 
 func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 	ctx := cmd.Context()
-	switch {
-	case f.data == "":
-		return usageError{errors.New("--data is required")}
-	case f.out == "":
-		return usageError{errors.New("--out is required")}
-	case f.rank < 1 || f.rank > 1024:
-		return usageError{fmt.Errorf("--rank must be between 1 and 1024, got %d", f.rank)}
-	case f.alpha <= 0:
-		return usageError{fmt.Errorf("--alpha must be positive, got %v", f.alpha)}
-	case f.evalSplit < 0 || f.evalSplit >= 1:
-		return usageError{fmt.Errorf("--eval-split must be in [0, 1), got %v", f.evalSplit)}
+	if f.data == "" || f.out == "" {
+		return usageError{errors.New("--data and --out are required")}
 	}
-	format, err := dataset.ParseFormat(f.format)
+	targets, err := finetune.ParseTargets(f.targets)
 	if err != nil {
 		return usageError{err}
 	}
-	sched, err := lora.ParseSchedule(f.schedule)
-	if err != nil {
+	name := f.model
+	if name == "" {
+		name = os.Getenv("LLMRT_MODEL")
+	}
+	if name == "" {
+		name = defaultModel
+	}
+	spec := finetune.Spec{
+		BaseName: strings.TrimSuffix(filepath.Base(name), ".gguf"),
+		Data:     f.data, EvalData: f.evalData, EvalSplit: f.evalSplit, Format: f.format, Strict: f.strict,
+		Out:  a.adapterPath(f.out),
+		Rank: f.rank, Alpha: f.alpha, Targets: targets,
+		Epochs: f.epochs, LR: f.lr, Schedule: f.schedule, Warmup: f.warmup, Batch: f.batch, GradAccum: f.accum, Ctx: f.ctx,
+		Seed: f.seed, CheckpointEvery: f.ckptEvery, Resume: f.resume, Threads: f.threads, GPULayers: f.gpuLayers,
+	}
+	spec.BasePath = "x" // validated before the model is fetched
+	if err := spec.Validate(); err != nil {
 		return usageError{err}
 	}
-	targets, err := loraTargets(f.targets)
-	if err != nil {
-		return usageError{err}
-	}
-	for _, p := range []string{f.data, f.evalData} {
-		if p == "" {
-			continue
-		}
-		if _, err := os.Stat(p); err != nil {
-			return usageError{fmt.Errorf("data: %w", err)}
-		}
-	}
-	ctxLen := f.ctx
-	if ctxLen <= 0 {
-		ctxLen = 512
-	}
-	out := a.adapterPath(f.out)
-	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+	if spec.BasePath, err = a.resolveModel(ctx, name); err != nil {
 		return err
 	}
-
-	// The engine gives the chat template and tokenizer as serving uses
-	// them; training runs on our graph over the same loaded weights
-	// (kept out of the CPU's repacked buffers, which have no backward).
-	f.modelFlags.ctx = min(ctxLen, 256)
-	e, base, err := a.openTuneEngine(cmd, &f.modelFlags)
+	st, err := os.Stat(spec.BasePath)
 	if err != nil {
 		return err
 	}
-	defer e.Close()
-	tok := engineTokenizer{e}
-	load := func(path string) ([]dataset.Example, error) {
-		ex, warns, err := dataset.Load(path, tok, dataset.Options{Format: format, Strict: f.strict})
-		for _, w := range warns {
-			fmt.Fprintf(a.stderr, "warning: %v (skipped)\n", w)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if len(ex) == 0 {
-			return nil, fmt.Errorf("%s: no usable examples", path)
-		}
-		return ex, nil
-	}
-	train, err := load(f.data)
-	if err != nil {
-		return err
-	}
-	var evalEx []dataset.Example
-	if f.evalData != "" {
-		if evalEx, err = load(f.evalData); err != nil {
-			return err
-		}
-	} else {
-		train, evalEx = dataset.Split(train, f.evalSplit)
-	}
-	var st, evSt dataset.Stats
-	data := lora.Data{Train: dataset.Pack(train, ctxLen, &st)}
-	if len(evalEx) > 0 {
-		data.Eval = dataset.Pack(evalEx, ctxLen, &evSt)
-	}
-	data.Stats = st
-	a.log.Info("data", "examples", st.Examples, "rows", len(data.Train), "tokens", st.Tokens, "trained_tokens", st.TrainTokens,
-		"masked_share", round2(st.MaskedShare()), "truncated", st.Truncated, "eval_examples", evSt.Examples)
-
-	net, err := kernels.NewNet(e.Model(), kernels.NetParams{Threads: f.threads, Rank: f.rank, Alpha: float32(f.alpha), Targets: targets, Seed: f.seed})
-	if err != nil {
-		return err
-	}
-	defer net.Close()
-	b, err := lora.NewNetBackend(net, e.Info().Arch, float32(f.alpha), kernels.DefaultAdam)
-	if err != nil {
-		return err
-	}
-	meta := map[string]string{
-		"general.name":        strings.TrimSuffix(filepath.Base(out), ".gguf"),
-		"llmrt.base":          base,
-		"llmrt.chat_template": e.Info().ChatTemplate,
-		"llmrt.eos_token_id":  fmt.Sprint(e.Info().EOS),
-		"llmrt.lora.rank":     fmt.Sprint(f.rank),
-		"llmrt.lora.targets":  strings.Join(targets, ","),
-		"llmrt.train.data":    f.data,
-		"llmrt.train.epochs":  fmt.Sprint(f.epochs),
-		"llmrt.train.lr":      fmt.Sprint(f.lr),
-		"llmrt.train.base":    e.Info().Description,
-	}
-	cfg := lora.Config{Epochs: f.epochs, LR: f.lr, Schedule: sched, Warmup: f.warmup, Batch: f.batch, GradAccum: f.accum,
-		Seed: f.seed, CheckpointEvery: f.ckptEvery, Out: out, Resume: f.resume, Meta: meta}
-	bar := newProgress(a.stderr, a.log, "tune", "steps", 0)
-	sum, err := lora.Run(ctx, b, data, cfg, func(p lora.Progress) {
-		note := fmt.Sprintf("loss %.4f", p.Loss)
-		attrs := []any{"step", p.Step, "epoch", p.Epoch, "loss", round4(p.Loss), "lr", p.LR, "tokens_per_s", round2(p.TokensPerSec)}
-		if p.EvalLoss > 0 {
-			note += fmt.Sprintf(" eval %.4f", p.EvalLoss)
-			attrs = append(attrs, "eval_loss", round4(p.EvalLoss))
-		}
-		note += fmt.Sprintf(" %.0f tok/s", p.TokensPerSec)
-		if p.Note != "" {
-			a.log.Debug(p.Note)
-		}
-		bar.Note(note, attrs...)
-		bar.Set(int64(p.Step), int64(p.TotalSteps))
+	loadBar := newProgress(a.stderr, a.log, "load "+displayName(spec.BasePath), "bytes", st.Size())
+	var bar *progress
+	sum, err := finetune.Train(ctx, spec, finetune.Hooks{
+		Logger:       a.log,
+		LoadProgress: func(p float32) { loadBar.Set(int64(float64(p)*float64(st.Size())), st.Size()) },
+		Warn:         func(w error) { fmt.Fprintf(a.stderr, "warning: %v (skipped)\n", w) },
+		Loaded: func(d dataset.Stats, evalExamples int) {
+			loadBar.Finish()
+			a.log.Info("data", "examples", d.Examples, "rows", d.Rows, "tokens", d.Tokens, "trained_tokens", d.TrainTokens,
+				"masked_share", round2(d.MaskedShare()), "truncated", d.Truncated, "eval_examples", evalExamples)
+			bar = newProgress(a.stderr, a.log, "tune", "steps", 0)
+		},
+		Progress: func(p lora.Progress) {
+			note := fmt.Sprintf("loss %.4f", p.Loss)
+			attrs := []any{"step", p.Step, "epoch", p.Epoch, "loss", round4(p.Loss), "lr", p.LR, "tokens_per_s", round2(p.TokensPerSec)}
+			if p.EvalLoss > 0 {
+				note += fmt.Sprintf(" eval %.4f", p.EvalLoss)
+				attrs = append(attrs, "eval_loss", round4(p.EvalLoss))
+			}
+			note += fmt.Sprintf(" %.0f tok/s", p.TokensPerSec)
+			if p.Note != "" {
+				a.log.Debug(p.Note)
+			}
+			if bar != nil {
+				bar.Note(note, attrs...)
+				bar.Set(int64(p.Step), int64(p.TotalSteps))
+			}
+		},
 	})
+	loadBar.Abort()
 	if err != nil {
-		bar.Abort()
+		if bar != nil {
+			bar.Abort()
+		}
 		return err
 	}
 	bar.Finish()
+	out := spec.Out
 	fmt.Fprintf(a.stdout, "adapter %s\n", out)
 	fmt.Fprintf(a.stdout, "  %d examples in %d rows, %d tokens (%.0f%% masked), %d truncated; %d steps in %s (%.0f tokens/s)\n",
 		sum.Examples, sum.Rows, sum.Tokens, 100*sum.MaskedShare, sum.Truncated, sum.Steps, sum.Duration.Round(time.Second), sum.TokensPerSec)
@@ -282,31 +171,9 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 	}
 	fmt.Fprintf(a.stdout, "\n  metrics %s\n  loss curve %s\n", sum.Metrics, sum.LossCurve)
 	if strings.HasPrefix(out, filepath.Join(a.home, "adapters")+string(filepath.Separator)) {
-		fmt.Fprintf(a.stdout, "  serve it as %s+%s\n", base, strings.TrimSuffix(filepath.Base(out), ".gguf"))
-	}
-	if js, err := json.Marshal(sum); err == nil {
-		a.log.Debug("summary", "json", string(js))
+		fmt.Fprintf(a.stdout, "  serve it as %s+%s\n", spec.BaseName, strings.TrimSuffix(filepath.Base(out), ".gguf"))
 	}
 	return nil
 }
 
 func round4(f float64) float64 { return math.Round(f*1e4) / 1e4 }
-
-// openTuneEngine loads the base for training and returns it with the name
-// it was given (the store name recorded in the adapter).
-func (a *app) openTuneEngine(cmd *cobra.Command, f *modelFlags) (*engine.Engine, string, error) {
-	name := f.model
-	if name == "" {
-		name = os.Getenv("LLMRT_MODEL")
-	}
-	if name == "" {
-		name = defaultModel
-	}
-	f.model = name
-	f.noRepack = true
-	e, _, err := a.openEngine(cmd.Context(), f, 1)
-	if err != nil {
-		return nil, "", err
-	}
-	return e, strings.TrimSuffix(filepath.Base(name), ".gguf"), nil
-}

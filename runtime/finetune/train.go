@@ -1,0 +1,281 @@
+// Package finetune runs LoRA fine-tuning jobs: Train turns a dataset file
+// into an adapter (used by llmrt tune), and Service runs OpenAI-style
+// fine-tuning jobs in the background of llmrt serve (/v1/files,
+// /v1/fine_tuning/jobs), persisting files, jobs and their events so they
+// survive a restart.
+package finetune
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/llmrt/llmrt/kernels"
+	"github.com/llmrt/llmrt/lora"
+	"github.com/llmrt/llmrt/lora/dataset"
+	"github.com/llmrt/llmrt/runtime/engine"
+)
+
+// Spec is one training run.
+type Spec struct {
+	BasePath string // the base model's GGUF
+	BaseName string // its name, recorded in the adapter (what serve calls it)
+
+	Data      string  // JSONL file or folder of .txt/.md
+	EvalData  string  // optional evaluation data
+	EvalSplit float64 // share of Data held out when EvalData is empty
+	Format    string  // auto, chat, prompt-completion, alpaca, text
+	Strict    bool    // a bad line is fatal
+
+	Out string // adapter path
+
+	Rank    int
+	Alpha   float64
+	Targets []string // GGUF projection names (kernels.LoRATargets)
+
+	Epochs          int
+	LR              float64
+	Schedule        string // cosine, linear, constant
+	Warmup          int
+	Batch           int
+	GradAccum       int
+	Ctx             int // tokens per packed row
+	Seed            uint64
+	CheckpointEvery int
+	Resume          bool
+	Threads         int
+	GPULayers       int
+
+	Meta map[string]string // extra adapter metadata
+}
+
+// Hooks report a run's progress; any may be nil.
+type Hooks struct {
+	Logger       *slog.Logger
+	LoadProgress func(fraction float32)
+	Warn         func(error) // a skipped data line (*dataset.LineError)
+	Loaded       func(train dataset.Stats, evalExamples int)
+	Progress     func(lora.Progress)
+}
+
+// AttentionTargets and AllLinearTargets are the --targets presets.
+var (
+	AttentionTargets = []string{"attn_q", "attn_k", "attn_v", "attn_output"}
+	AllLinearTargets = []string{"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}
+)
+
+// ParseTargets expands "attention", "all-linear" or a comma list.
+func ParseTargets(s string) ([]string, error) {
+	switch s {
+	case "", "attention", "attn":
+		return AttentionTargets, nil
+	case "all-linear", "all":
+		return AllLinearTargets, nil
+	}
+	valid := map[string]bool{}
+	for _, t := range kernels.LoRATargets() {
+		valid[t] = true
+	}
+	var out []string
+	for _, t := range strings.Split(s, ",") {
+		t = strings.TrimSpace(t)
+		if !valid[t] {
+			return nil, fmt.Errorf("unknown LoRA target %q (want attention, all-linear, or a list of %s)", t, strings.Join(kernels.LoRATargets(), ", "))
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+func (s *Spec) defaults() {
+	if s.Rank == 0 {
+		s.Rank = 16
+	}
+	if s.Alpha == 0 {
+		s.Alpha = 2 * float64(s.Rank)
+	}
+	if len(s.Targets) == 0 {
+		s.Targets = AttentionTargets
+	}
+	if s.Epochs == 0 {
+		s.Epochs = 3
+	}
+	if s.LR == 0 {
+		s.LR = 2e-4
+	}
+	if s.Schedule == "" {
+		s.Schedule = "cosine"
+	}
+	if s.Batch == 0 {
+		s.Batch = 1
+	}
+	if s.GradAccum == 0 {
+		s.GradAccum = 1
+	}
+	if s.Ctx == 0 {
+		s.Ctx = 512
+	}
+	if s.Format == "" {
+		s.Format = "auto"
+	}
+	if s.BaseName == "" {
+		s.BaseName = strings.TrimSuffix(filepath.Base(s.BasePath), ".gguf")
+	}
+}
+
+// Validate checks a spec before any work starts.
+func (s *Spec) Validate() error {
+	s.defaults()
+	switch {
+	case s.BasePath == "":
+		return errors.New("no base model")
+	case s.Data == "":
+		return errors.New("no training data")
+	case s.Out == "":
+		return errors.New("no output path")
+	case s.Rank < 1 || s.Rank > 1024:
+		return fmt.Errorf("rank must be between 1 and 1024, got %d", s.Rank)
+	case s.Alpha <= 0:
+		return fmt.Errorf("alpha must be positive, got %v", s.Alpha)
+	case s.EvalSplit < 0 || s.EvalSplit >= 1:
+		return fmt.Errorf("eval split must be in [0, 1), got %v", s.EvalSplit)
+	case s.Ctx < 8:
+		return fmt.Errorf("context %d is too short to train on", s.Ctx)
+	}
+	if _, err := dataset.ParseFormat(s.Format); err != nil {
+		return err
+	}
+	if _, err := lora.ParseSchedule(s.Schedule); err != nil {
+		return err
+	}
+	for _, p := range []string{s.Data, s.EvalData} {
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("data: %w", err)
+		}
+	}
+	return nil
+}
+
+// engineTokenizer gives the dataset loader the model's chat template and
+// tokenizer exactly as serving uses them.
+type engineTokenizer struct{ e *engine.Engine }
+
+func (t engineTokenizer) RenderChat(msgs []dataset.Message, gen bool) (string, error) {
+	cm := make([]engine.ChatMessage, len(msgs))
+	for i, m := range msgs {
+		cm[i] = engine.ChatMessage{Role: m.Role, Content: m.Content}
+	}
+	return t.e.RenderChat(cm, gen)
+}
+
+func (t engineTokenizer) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, error) {
+	toks, err := t.e.Tokenize(text, addSpecial, parseSpecial)
+	if err != nil {
+		return nil, err
+	}
+	// A template that writes BOS itself must not get a second one (as
+	// engine.ChatTokens does for serving).
+	bos := t.e.Info().BOS
+	if len(toks) > 1 && toks[0] == bos && toks[1] == bos {
+		toks = toks[1:]
+	}
+	return toks, nil
+}
+
+func (t engineTokenizer) EOS() int32 { return t.e.Info().EOS }
+
+// Train runs spec to the end (or until ctx is cancelled, which saves a
+// checkpoint that Resume continues).
+func Train(ctx context.Context, spec Spec, h Hooks) (lora.Summary, error) {
+	if err := spec.Validate(); err != nil {
+		return lora.Summary{}, err
+	}
+	if h.Logger == nil {
+		h.Logger = slog.Default()
+	}
+	format, _ := dataset.ParseFormat(spec.Format)
+	sched, _ := lora.ParseSchedule(spec.Schedule)
+	if err := os.MkdirAll(filepath.Dir(spec.Out), 0o755); err != nil {
+		return lora.Summary{}, err
+	}
+	// The engine gives the chat template and tokenizer as serving uses
+	// them; training runs on our graph over the same loaded weights, kept
+	// out of the CPU's repacked buffers (which have no backward pass).
+	e, err := engine.Open(ctx, engine.Options{Path: spec.BasePath, NParallel: 1, CtxPerSeq: min(spec.Ctx, 256), Threads: spec.Threads, Logger: h.Logger,
+		Model: kernels.ModelParams{GPULayers: spec.GPULayers, NoRepack: true, Progress: h.LoadProgress}})
+	if err != nil {
+		return lora.Summary{}, err
+	}
+	defer e.Close()
+	tok := engineTokenizer{e}
+	load := func(path string) ([]dataset.Example, error) {
+		ex, warns, err := dataset.Load(path, tok, dataset.Options{Format: format, Strict: spec.Strict})
+		for _, w := range warns {
+			if h.Warn != nil {
+				h.Warn(w)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(ex) == 0 {
+			return nil, fmt.Errorf("%s: no usable examples", path)
+		}
+		return ex, nil
+	}
+	train, err := load(spec.Data)
+	if err != nil {
+		return lora.Summary{}, err
+	}
+	var evalEx []dataset.Example
+	if spec.EvalData != "" {
+		if evalEx, err = load(spec.EvalData); err != nil {
+			return lora.Summary{}, err
+		}
+	} else {
+		train, evalEx = dataset.Split(train, spec.EvalSplit)
+	}
+	var st, evSt dataset.Stats
+	data := lora.Data{Train: dataset.Pack(train, spec.Ctx, &st)}
+	if len(evalEx) > 0 {
+		data.Eval = dataset.Pack(evalEx, spec.Ctx, &evSt)
+	}
+	data.Stats = st
+	if h.Loaded != nil {
+		h.Loaded(st, evSt.Examples)
+	}
+	net, err := kernels.NewNet(e.Model(), kernels.NetParams{Threads: spec.Threads, Rank: spec.Rank, Alpha: float32(spec.Alpha), Targets: spec.Targets, Seed: spec.Seed})
+	if err != nil {
+		return lora.Summary{}, err
+	}
+	defer net.Close()
+	b, err := lora.NewNetBackend(net, e.Info().Arch, float32(spec.Alpha), kernels.DefaultAdam)
+	if err != nil {
+		return lora.Summary{}, err
+	}
+	meta := map[string]string{
+		"general.name":        strings.TrimSuffix(filepath.Base(spec.Out), ".gguf"),
+		"llmrt.base":          spec.BaseName,
+		"llmrt.base.desc":     e.Info().Description,
+		"llmrt.chat_template": e.Info().ChatTemplate,
+		"llmrt.eos_token_id":  fmt.Sprint(e.Info().EOS),
+		"llmrt.lora.rank":     fmt.Sprint(spec.Rank),
+		"llmrt.lora.targets":  strings.Join(spec.Targets, ","),
+		"llmrt.train.data":    spec.Data,
+		"llmrt.train.epochs":  fmt.Sprint(spec.Epochs),
+		"llmrt.train.lr":      fmt.Sprint(spec.LR),
+	}
+	for k, v := range spec.Meta {
+		meta[k] = v
+	}
+	cfg := lora.Config{Epochs: spec.Epochs, LR: spec.LR, Schedule: sched, Warmup: spec.Warmup, Batch: spec.Batch, GradAccum: spec.GradAccum,
+		Seed: spec.Seed, CheckpointEvery: spec.CheckpointEvery, Out: spec.Out, Resume: spec.Resume, Meta: meta}
+	return lora.Run(ctx, b, data, cfg, h.Progress)
+}
