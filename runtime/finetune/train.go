@@ -17,6 +17,7 @@ import (
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/lora/dataset"
+	"github.com/llmrt/llmrt/models/gguf"
 	"github.com/llmrt/llmrt/runtime/engine"
 )
 
@@ -205,10 +206,18 @@ func Train(ctx context.Context, spec Spec, h Hooks) (lora.Summary, error) {
 	if err := os.MkdirAll(filepath.Dir(spec.Out), 0o755); err != nil {
 		return lora.Summary{}, err
 	}
+	// ggml has no matmul backward for F16/BF16 weights on the CPU: such a
+	// base trains on a Q8_0 copy (F32 when its rows do not split into
+	// Q8_0 blocks), kept beside the adapter, and the adapter then serves
+	// on the original base.
+	trainPath, conv, err := trainableBase(ctx, spec, h)
+	if err != nil {
+		return lora.Summary{}, err
+	}
 	// The engine gives the chat template and tokenizer as serving uses
 	// them; training runs on our graph over the same loaded weights, kept
 	// out of the CPU's repacked buffers (which have no backward pass).
-	e, err := engine.Open(ctx, engine.Options{Path: spec.BasePath, NParallel: 1, CtxPerSeq: min(spec.Ctx, 256), Threads: spec.Threads, Logger: h.Logger,
+	e, err := engine.Open(ctx, engine.Options{Path: trainPath, NParallel: 1, CtxPerSeq: min(spec.Ctx, 256), Threads: spec.Threads, Logger: h.Logger,
 		Model: kernels.ModelParams{GPULayers: spec.GPULayers, NoRepack: true, Progress: h.LoadProgress}})
 	if err != nil {
 		return lora.Summary{}, err
@@ -272,10 +281,51 @@ func Train(ctx context.Context, spec Spec, h Hooks) (lora.Summary, error) {
 		"llmrt.train.epochs":  fmt.Sprint(spec.Epochs),
 		"llmrt.train.lr":      fmt.Sprint(spec.LR),
 	}
+	if conv != "" {
+		meta["llmrt.train.base_converted"] = conv
+	}
 	for k, v := range spec.Meta {
 		meta[k] = v
 	}
 	cfg := lora.Config{Epochs: spec.Epochs, LR: spec.LR, Schedule: sched, Warmup: spec.Warmup, Batch: spec.Batch, GradAccum: spec.GradAccum,
 		Seed: spec.Seed, CheckpointEvery: spec.CheckpointEvery, Out: spec.Out, Resume: spec.Resume, Meta: meta}
 	return lora.Run(ctx, b, data, cfg, h.Progress)
+}
+
+// trainableBase returns the model file to train on and, when the base had
+// to be converted, what was done ("F16 -> Q8_0").
+func trainableBase(ctx context.Context, spec Spec, h Hooks) (string, string, error) {
+	f, err := gguf.Open(spec.BasePath)
+	if err != nil {
+		return "", "", err
+	}
+	half := ""
+	q8ok := true // Q8_0 needs rows in blocks of 32 values
+	for _, t := range f.Tensors {
+		if len(t.Dims) == 2 && (t.Type == gguf.TypeF16 || t.Type == gguf.TypeBF16) {
+			half = t.Type.String()
+		}
+		if len(t.Dims) == 2 && t.Dims[0]%32 != 0 {
+			q8ok = false
+		}
+	}
+	if half == "" {
+		return spec.BasePath, "", nil
+	}
+	to, ft := "Q8_0", kernels.FTypeQ8_0
+	if !q8ok {
+		to, ft = "F32", kernels.FTypeF32
+	}
+	conv := strings.TrimSuffix(spec.Out, ".gguf") + ".base-" + strings.ToLower(to) + ".gguf"
+	note := half + " -> " + to
+	reason := half + " weights have no backward pass in ggml"
+	if st, err := os.Stat(conv); err == nil && st.Size() > 0 {
+		h.Logger.Info("training on a converted copy of the base", "base", spec.BasePath, "copy", conv, "conversion", note, "reason", reason)
+		return conv, note, nil
+	}
+	h.Logger.Info("converting the base for training", "base", spec.BasePath, "copy", conv, "conversion", note, "reason", reason)
+	if err := kernels.Quantize(ctx, spec.BasePath, conv, ft, spec.Threads); err != nil {
+		return "", "", fmt.Errorf("convert %s to %s for training: %w", spec.BasePath, to, err)
+	}
+	return conv, note, nil
 }
