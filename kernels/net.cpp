@@ -638,18 +638,21 @@ int llmrt_net_loss(llmrt_net * n, const int32_t * tokens, const int32_t * pos, c
             return -1;
         }
         set_row_inputs(n, c, tokens, pos, seg, n_tok);
+        // The one-hot targets are set in place (zeros, then one float per
+        // labelled row): no vocabulary-wide host copy.
         std::vector<int32_t> idx;
         idx.reserve(n_lab);
-        std::vector<float> & oh = n->host;
-        oh.assign((size_t) n->n_vocab * n_lab, 0.0f);
         for (int i = 0; i < n_tok; ++i) {
             if (labels[i] >= 0) {
-                oh[idx.size() * n->n_vocab + labels[i]] = 1.0f;
                 idx.push_back(i);
             }
         }
         ggml_backend_tensor_set(rows, idx.data(), 0, sizeof(int32_t) * idx.size());
-        ggml_backend_tensor_set(onehot, oh.data(), 0, sizeof(float) * oh.size());
+        ggml_backend_tensor_memset(onehot, 0, 0, ggml_nbytes(onehot));
+        const float one = 1.0f;
+        for (size_t r = 0; r < idx.size(); ++r) {
+            ggml_backend_tensor_set(onehot, &one, (r * n->n_vocab + labels[idx[r]]) * sizeof(float), sizeof(float));
+        }
         if (!run(n, c, err, errlen)) {
             return -1;
         }

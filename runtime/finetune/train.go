@@ -210,7 +210,7 @@ func Train(ctx context.Context, spec Spec, h Hooks) (lora.Summary, error) {
 	// base trains on a Q8_0 copy (F32 when its rows do not split into
 	// Q8_0 blocks), kept beside the adapter, and the adapter then serves
 	// on the original base.
-	trainPath, conv, err := trainableBase(ctx, spec, h)
+	trainPath, conv, err := trainableBase(ctx, spec, h.Logger)
 	if err != nil {
 		return lora.Summary{}, err
 	}
@@ -294,7 +294,7 @@ func Train(ctx context.Context, spec Spec, h Hooks) (lora.Summary, error) {
 
 // trainableBase returns the model file to train on and, when the base had
 // to be converted, what was done ("F16 -> Q8_0").
-func trainableBase(ctx context.Context, spec Spec, h Hooks) (string, string, error) {
+func trainableBase(ctx context.Context, spec Spec, log *slog.Logger) (string, string, error) {
 	f, err := gguf.Open(spec.BasePath)
 	if err != nil {
 		return "", "", err
@@ -320,12 +320,19 @@ func trainableBase(ctx context.Context, spec Spec, h Hooks) (string, string, err
 	note := half + " -> " + to
 	reason := half + " weights have no backward pass in ggml"
 	if st, err := os.Stat(conv); err == nil && st.Size() > 0 {
-		h.Logger.Info("training on a converted copy of the base", "base", spec.BasePath, "copy", conv, "conversion", note, "reason", reason)
+		log.Info("training on a converted copy of the base", "base", spec.BasePath, "copy", conv, "conversion", note, "reason", reason)
 		return conv, note, nil
 	}
-	h.Logger.Info("converting the base for training", "base", spec.BasePath, "copy", conv, "conversion", note, "reason", reason)
+	log.Info("converting the base for training", "base", spec.BasePath, "copy", conv, "conversion", note, "reason", reason)
 	if err := kernels.Quantize(ctx, spec.BasePath, conv, ft, spec.Threads); err != nil {
 		return "", "", fmt.Errorf("convert %s to %s for training: %w", spec.BasePath, to, err)
 	}
 	return conv, note, nil
+}
+
+// TrainableBase is the file a base trains on: the base itself, or its
+// converted copy beside spec.Out when its weights are F16/BF16.
+func TrainableBase(ctx context.Context, spec Spec) (string, error) {
+	p, _, err := trainableBase(ctx, spec, slog.Default())
+	return p, err
 }

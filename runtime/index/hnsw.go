@@ -940,3 +940,20 @@ func (h *HNSW) repair(s *searcher, y uint32, l int) {
 func sortCandsLarge(c []cand) {
 	slices.SortFunc(c, func(a, b cand) int { return cmp.Compare(a.d, b.d) })
 }
+
+// Vector returns a copy of a live item's stored vector (unit length under
+// Cosine) and whether the id is live.
+func (h *HNSW) Vector(id uint64) ([]float32, bool) {
+	h.allocMu.Lock()
+	node, ok := h.idmap[id]
+	h.allocMu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if h.isDead(node) {
+		return nil, false
+	}
+	return append([]float32(nil), h.vec(node)...), true
+}
