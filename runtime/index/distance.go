@@ -94,3 +94,12 @@ func dotI8BatchGeneric(q []float32, codes []int8, ids []uint32, out []float32) {
 		out[i] = dotI8(q, codes[o:o+d])
 	}
 }
+
+// Kernels names the distance kernels in use: "AVX2+FMA" on x86-64 CPUs
+// that have them, "portable" otherwise.
+func Kernels() string {
+	if useAsm {
+		return "AVX2+FMA"
+	}
+	return "portable"
+}
