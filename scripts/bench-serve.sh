@@ -21,6 +21,10 @@ qwen=$(go run ./scripts/genmodel -spec qwen2-0.5b -type q8_0)
 tiny=$(go run ./scripts/genmodel -spec tiny-llama)
 home=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$home"' EXIT
+# The server names models by store name: link the generated files in.
+mkdir -p "$home/models"
+ln -s "$qwen" "$home/models/qwen2-0.5b-q8.gguf"
+ln -s "$tiny" "$home/models/tiny-llama.gguf"
 
 serve() { # model parallel ctx
   ./bin/llmrt serve --home "$home" --addr "127.0.0.1:$PORT" -m "$1" --parallel "$2" --ctx "$3" \
@@ -34,20 +38,22 @@ serve() { # model parallel ctx
   echo "server did not start"; exit 1
 }
 
-echo "== machine =="
-go run ./scripts/bench -threads "$THREADS" -reps 3 | tee "$OUT/engine.txt"
+if [ "${SKIP_ENGINE:-}" != 1 ]; then
+  echo "== machine =="
+  go run ./scripts/bench -threads "$THREADS" -reps 3 | tee "$OUT/engine.txt"
+fi
 
 echo
 echo "== chat streams: qwen2 0.5B shape, Q8_0, $THREADS threads =="
-serve "$qwen" 8 512
-go run ./scripts/loadgen -url "http://127.0.0.1:$PORT" -mode completions -streams "$STREAMS" \
+serve qwen2-0.5b-q8 8 512
+go run ./scripts/loadgen -url "http://127.0.0.1:$PORT" -model qwen2-0.5b-q8 -mode completions -streams "$STREAMS" \
   -prompt-tokens 256 -max-tokens 128 -json "$OUT/loadgen-chat.json" | tee "$OUT/loadgen-chat.txt"
 kill $pid; wait $pid 2>/dev/null || true
 
 echo
 echo "== embeddings: tiny llama (n_embd 256, 4 layers, vocab 32000, f32), 64-token inputs =="
-serve "$tiny" 4 2048
-go run ./scripts/loadgen -url "http://127.0.0.1:$PORT" -mode embeddings -emb-tokens 64 -emb-batch 1,16 \
+serve tiny-llama 4 2048
+go run ./scripts/loadgen -url "http://127.0.0.1:$PORT" -model tiny-llama -mode embeddings -emb-tokens 64 -emb-batch 1,16 \
   -streams 1,4 -duration 10s -json "$OUT/loadgen-emb.json" | tee "$OUT/loadgen-emb.txt"
 echo
 echo "references on this machine kind (llama.cpp's llama-server): 18.9 tok/s wall aggregate with 1 client, 26.5 with 4;"

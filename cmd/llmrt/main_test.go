@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -344,4 +345,93 @@ func serveComplete(t *testing.T, home, model, prompt string) string {
 	}
 	t.Fatal("serve did not start")
 	return ""
+}
+
+// TestEvalFourArms runs the four arms on stories260K with facts it
+// memorises through tune and retrieves through index.
+func TestEvalFourArms(t *testing.T) {
+	home := t.TempDir()
+	dir := t.TempDir()
+	facts := [][2]string{
+		{"What is the secret word?", "purple zebra"},
+		{"What colour is the magic door?", "bright orange"},
+		{"Who guards the old bridge?", "a sleepy troll"},
+	}
+	var train, qa []string
+	os.MkdirAll(filepath.Join(dir, "docs"), 0o755)
+	for i, f := range facts {
+		msg := fmt.Sprintf(`{"messages": [{"role": "system", "content": "Answer the question briefly."}, {"role": "user", "content": %q}, {"role": "assistant", "content": %q}]}`, f[0], f[1])
+		for k := 0; k < 3; k++ {
+			train = append(train, msg)
+		}
+		qa = append(qa, fmt.Sprintf(`{"question": %q, "answer": %q, "context_ids": ["fact%d.txt"]}`, f[0], f[1], i))
+		os.WriteFile(filepath.Join(dir, "docs", fmt.Sprintf("fact%d.txt", i)), []byte(f[0]+" The answer is "+f[1]+"."), 0o644)
+	}
+	os.WriteFile(filepath.Join(dir, "train.jsonl"), []byte(strings.Join(train, "\n")+"\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "qa.jsonl"), []byte(strings.Join(qa, "\n")+"\n"), 0o644)
+
+	// Bad inputs fail before any work: a malformed line, a missing
+	// collection, a missing adapter.
+	bad := filepath.Join(dir, "bad.jsonl")
+	os.WriteFile(bad, []byte(qa[0]+"\n{\"question\": \"no answer\"}\n"), 0o644)
+	if _, errOut, code := cli(t, home, "eval", "--data", bad); code != 1 || !strings.Contains(errOut, ":2") {
+		t.Fatalf("malformed qa line: exit %d %s", code, errOut)
+	}
+	if _, errOut, code := cli(t, home, "eval", "--data", filepath.Join(dir, "qa.jsonl"), "--collection", "nope"); code != 1 || !strings.Contains(errOut, `"nope" does not exist`) {
+		t.Fatalf("missing collection: exit %d %s", code, errOut)
+	}
+	if _, errOut, code := cli(t, home, "eval", "--data", filepath.Join(dir, "qa.jsonl"), "--adapter", "nope"); code != 1 || !strings.Contains(errOut, "adapter nope") {
+		t.Fatalf("missing adapter: exit %d %s", code, errOut)
+	}
+
+	if _, errOut, code := cli(t, home, "index", "add", "-c", "facts", filepath.Join(dir, "docs")); code != 0 {
+		t.Fatalf("index: %s", errOut)
+	}
+	if _, errOut, code := cli(t, home, "tune", "--data", filepath.Join(dir, "train.jsonl"), "--out", "facts", "--epochs", "40", "--lr", "1e-2",
+		"--targets", "all-linear", "--rank", "8", "--alpha", "16", "--eval-split", "0", "-t", "2"); code != 0 {
+		t.Fatalf("tune: %s", errOut)
+	}
+	out := filepath.Join(dir, "report")
+	stdout, errOut, code := cli(t, home, "eval", "--data", filepath.Join(dir, "qa.jsonl"), "--collection", "facts", "--adapter", "facts",
+		"--out", out, "-t", "2", "--max-tokens", "16")
+	if code != 0 {
+		t.Fatalf("eval: exit %d\n%s", code, errOut)
+	}
+	var rep struct {
+		Arms []struct {
+			Arm             string
+			F1              float64 `json:"f1"`
+			Contains        float64 `json:"contains"`
+			RetrievalHitAtK float64 `json:"retrieval_hit_at_k"`
+		}
+		Answers []struct{ Arm, Answer string }
+	}
+	b, err := os.ReadFile(filepath.Join(out, "results.json"))
+	if err != nil || json.Unmarshal(b, &rep) != nil {
+		t.Fatalf("results.json: %v", err)
+	}
+	if len(rep.Arms) != 4 || len(rep.Answers) != 12 {
+		t.Fatalf("%d arms, %d answers", len(rep.Arms), len(rep.Answers))
+	}
+	byArm := map[string]float64{}
+	for _, a := range rep.Arms {
+		byArm[a.Arm] = a.Contains
+		// The report and the chart show the same figures as the JSON.
+		if !strings.Contains(stdout, a.Arm) {
+			t.Errorf("report lacks arm %s", a.Arm)
+		}
+		if (a.Arm == "rag" || a.Arm == "rag+fine-tuned") && a.RetrievalHitAtK != 1 {
+			t.Errorf("%s: retrieval hit rate %v, want 1", a.Arm, a.RetrievalHitAtK)
+		}
+	}
+	if !(byArm["fine-tuned"] > byArm["base"]) {
+		t.Fatalf("fine-tuned arm %v does not beat base %v: %+v", byArm["fine-tuned"], byArm["base"], rep.Answers)
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "report.md"))
+	svg, _ := os.ReadFile(filepath.Join(out, "chart.svg"))
+	for _, a := range rep.Arms {
+		if !strings.Contains(string(md), a.Arm) || !strings.Contains(string(svg), a.Arm) {
+			t.Errorf("report.md or chart.svg lacks arm %s", a.Arm)
+		}
+	}
 }

@@ -262,8 +262,8 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, lease *Lease
 			if plan.logprobs {
 				choice.Logprobs = chatLogprobs(ev.chunk.Tokens)
 			}
-			if ev.chunk.Text == "" && choice.Logprobs == nil {
-				continue
+			if ev.chunk.Text == "" && choice.Logprobs == nil && len(ev.chunk.Tokens) == 0 {
+				continue // nothing generated (a flush with nothing held back)
 			}
 			c.Choices = []ChatChunkChoice{choice}
 		}

@@ -15,7 +15,7 @@ import (
 // genResult is what one streaming request measured.
 type genResult struct {
 	Start time.Time   // the request was sent (first attempt)
-	Times []time.Time // arrival of every chunk with non-empty text
+	Times []time.Time // arrival of every chunk that carries tokens (text, even empty)
 	End   time.Time   // the stream ended ([DONE] or error)
 
 	Tokens       int  // usage.completion_tokens if reported, else len(Times)
@@ -48,11 +48,12 @@ func (r *genResult) streamRate() (float64, bool) {
 type chunk struct {
 	Choices []struct {
 		Delta struct {
-			Content          string `json:"content"`
-			ReasoningContent string `json:"reasoning_content"`
-			Reasoning        string `json:"reasoning"`
+			Role             string  `json:"role"`
+			Content          *string `json:"content"`
+			ReasoningContent string  `json:"reasoning_content"`
+			Reasoning        string  `json:"reasoning"`
 		} `json:"delta"`
-		Text         string  `json:"text"`
+		Text         *string `json:"text"`
 		FinishReason *string `json:"finish_reason"`
 	} `json:"choices"`
 	Usage *struct {
@@ -130,7 +131,15 @@ func readStream(body io.Reader, res *genResult) error {
 		}
 		text := false
 		for _, c := range ch.Choices {
-			if c.Delta.Content != "" || c.Delta.ReasoningContent != "" || c.Delta.Reasoning != "" || c.Text != "" {
+			// A token event: a text field, even empty (a token that is part
+			// of a character, or a model's empty token), but neither the
+			// chat role-only opening chunk nor an empty closing chunk.
+			empty := func(p *string) bool { return p != nil && *p == "" }
+			closing := c.FinishReason != nil && *c.FinishReason != ""
+			switch {
+			case c.Text != nil && !(empty(c.Text) && closing),
+				c.Delta.Content != nil && !(empty(c.Delta.Content) && (closing || c.Delta.Role != "")),
+				c.Delta.ReasoningContent != "", c.Delta.Reasoning != "":
 				text = true
 			}
 			if c.FinishReason != nil && *c.FinishReason != "" {
