@@ -347,3 +347,74 @@ func TestResumeGivesTheSameAdapter(t *testing.T) {
 		}
 	}
 }
+
+// TestQ4KBaseTrains: a Q4_K_M base (quantized from a generated tiny llama
+// whose rows split into 256-value blocks) trains through ggml's quantized
+// matmul backward, and its logits match llama.cpp's.
+func TestQ4KBaseTrains(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	f32 := filepath.Join(dir, "tiny-f32.gguf")
+	if err := testmodel.Write(ctx, f32, testmodel.TinyLlama(modeltest.Dir())); err != nil {
+		t.Fatal(err)
+	}
+	q4 := filepath.Join(dir, "tiny-q4k.gguf")
+	if err := kernels.Quantize(ctx, f32, q4, kernels.FTypeQ4_K_M, 2); err != nil {
+		t.Fatal(err)
+	}
+	m, err := kernels.LoadModel(ctx, q4, kernels.ModelParams{NoRepack: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	net, err := kernels.NewNet(m, kernels.NetParams{Threads: 2, Rank: 4, Alpha: 8, Seed: 1, Targets: []string{"attn_q", "attn_v", "ffn_down"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer net.Close()
+	toks, _ := m.Tokenize("The quick brown fox jumps over the lazy dog.", true, false)
+	pos, seg, labels := make([]int32, len(toks)), make([]int32, len(toks)), make([]int32, len(toks))
+	for i := range toks {
+		pos[i] = int32(i)
+		labels[i] = -1
+		if i+1 < len(toks) {
+			labels[i] = toks[i+1]
+		}
+	}
+	ours, err := net.Logits(toks, pos, seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs := llamaLogits(t, m, nil, toks)
+	V := m.Info().Vocab
+	var d, scale float64
+	for i := range toks {
+		for k := 0; k < V; k++ {
+			d = math.Max(d, math.Abs(float64(ours[i*V+k]-theirs[i][k])))
+			scale = math.Max(scale, math.Abs(float64(theirs[i][k])))
+		}
+	}
+	// Q4_K matmuls quantize their activations to Q8_K, which amplifies
+	// the f16-KV differences a little: 5% of the largest logit (a wrong
+	// graph is off by its whole size).
+	if d > 5e-2*scale {
+		t.Fatalf("Q4_K logits differ from llama.cpp by %g (largest %g)", d, scale)
+	}
+	b, _ := NewNetBackend(net, "llama", 8, kernels.DefaultAdam)
+	first, _, err := b.Eval(toks, pos, seg, labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last float32
+	for s := 0; s < 30; s++ {
+		if last, _, err = b.Accumulate(toks, pos, seg, labels); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Step(1e-2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !(last < first*0.7) {
+		t.Fatalf("Q4_K base: loss %.3f -> %.3f", first, last)
+	}
+}
