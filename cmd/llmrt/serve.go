@@ -19,6 +19,7 @@ import (
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/models/store"
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/eval"
 	"github.com/llmrt/llmrt/runtime/finetune"
 	"github.com/llmrt/llmrt/runtime/rag"
 	"github.com/llmrt/llmrt/runtime/sched"
@@ -155,6 +156,9 @@ server retrieves passages for the last user turn from the collection
 			}
 			defer ft.Close()
 			ft.Register(srv)
+			// Evaluations (/v1/evals) run in the background on served models.
+			(&eval.Service{Dir: filepath.Join(a.home, "evals"), Registry: reg, Logger: a.log,
+				Retriever: rag.EvalRetriever{Store: coll, Options: rag.SearchOptions{Mode: rag.Hybrid}}}).Register(srv)
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w", addr, err)

@@ -1,0 +1,204 @@
+package eval
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/llmrt/llmrt/runtime/server"
+)
+
+// Service runs evaluations in the background of llmrt serve:
+//
+//	POST /v1/evals       {"model", "questions": [...] | "questions_file", "collection",
+//	                      "adapter", "top_k", "concurrency", "max_tokens", "future_queries"}
+//	GET  /v1/evals/{id}  status, and the report once it has finished
+//
+// Reports are kept in Dir (one JSON file per evaluation).
+type Service struct {
+	Dir       string
+	Registry  *server.Registry
+	Retriever Retriever // nil: no RAG arms
+	Logger    *slog.Logger
+
+	mu   sync.Mutex
+	jobs map[string]*evalJob
+}
+
+type evalJob struct {
+	ID        string    `json:"id"`
+	Object    string    `json:"object"` // "eval"
+	Status    string    `json:"status"` // running, succeeded, failed
+	Model     string    `json:"model"`
+	CreatedAt int64     `json:"created_at"`
+	Done      int       `json:"answered"`
+	Total     int       `json:"total"`
+	Error     string    `json:"error,omitempty"`
+	Report    *Report   `json:"report,omitempty"`
+	Markdown  string    `json:"report_markdown,omitempty"`
+	started   time.Time `json:"-"`
+}
+
+type evalRequest struct {
+	Model         string     `json:"model"`
+	Questions     []Question `json:"questions"`
+	QuestionsFile string     `json:"questions_file"`
+	Collection    string     `json:"collection"`
+	Adapter       string     `json:"adapter"`
+	TopK          int        `json:"top_k"`
+	Concurrency   int        `json:"concurrency"`
+	MaxTokens     int        `json:"max_tokens"`
+	FutureQueries int        `json:"future_queries"`
+	System        string     `json:"system"`
+}
+
+// Register adds the routes to srv.
+func (s *Service) Register(srv *server.Server) {
+	if s.Logger == nil {
+		s.Logger = slog.Default()
+	}
+	s.jobs = map[string]*evalJob{}
+	srv.Handle("POST /v1/evals", "evals", s.create)
+	srv.Handle("GET /v1/evals/{id}", "evals", s.get)
+}
+
+func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
+	var req evalRequest
+	if err := server.DecodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Model == "" {
+		return server.BadRequest("model", "model is required")
+	}
+	qs := req.Questions
+	if req.QuestionsFile != "" {
+		var err error
+		if qs, err = LoadQuestions(req.QuestionsFile); err != nil {
+			return server.BadRequest("questions_file", "%v", err)
+		}
+	}
+	if len(qs) == 0 {
+		return server.BadRequest("questions", "give questions or questions_file")
+	}
+	for i, q := range qs {
+		if strings.TrimSpace(q.Question) == "" || strings.TrimSpace(q.Answer) == "" {
+			return server.BadRequest(fmt.Sprintf("questions[%d]", i), "each question needs \"question\" and \"answer\"")
+		}
+		if qs[i].Line == 0 {
+			qs[i].Line = i + 1
+		}
+	}
+	if req.Collection != "" && (s.Retriever == nil || !s.Retriever.HasCollection(req.Collection)) {
+		return server.NotFound("collection_not_found", "collection %q does not exist", req.Collection)
+	}
+	// Load the model (and adapter) now, so a bad id fails the request.
+	lease, err := s.Registry.Acquire(r.Context(), req.Model)
+	if err != nil {
+		return server.NotFound("model_not_found", "%v", err)
+	}
+	var adLease *server.Lease
+	if req.Adapter != "" {
+		id := req.Adapter
+		if !strings.Contains(id, "+") && !strings.HasPrefix(id, "ft:") {
+			id = req.Model + "+" + id
+		}
+		if adLease, err = s.Registry.Acquire(r.Context(), id); err != nil {
+			lease.Release()
+			return server.NotFound("model_not_found", "adapter: %v", err)
+		}
+		if adLease.Engine != lease.Engine || len(adLease.Adapters) != 1 {
+			lease.Release()
+			adLease.Release()
+			return server.BadRequest("adapter", "adapter %q is not an adapter of %q", req.Adapter, req.Model)
+		}
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	j := &evalJob{ID: "eval-" + hex.EncodeToString(b[:]), Object: "eval", Status: "running", Model: req.Model, CreatedAt: time.Now().Unix(), started: time.Now()}
+	opt := Options{Engine: lease.Engine, ModelName: req.Model, Collection: req.Collection, TopK: req.TopK, Concurrency: req.Concurrency,
+		MaxTokens: req.MaxTokens, FutureQueries: req.FutureQueries, System: req.System, Retriever: s.Retriever}
+	if opt.System == "" {
+		opt.System = "Answer the question briefly."
+	}
+	if adLease != nil {
+		opt.Adapter = adLease.Adapters[0].Name
+	}
+	j.Total = len(qs) * len(opt.Arms())
+	opt.Progress = func(done, total int) {
+		s.mu.Lock()
+		j.Done, j.Total = done, total
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	s.jobs[j.ID] = j
+	s.mu.Unlock()
+	go func() {
+		defer lease.Release()
+		if adLease != nil {
+			defer adLease.Release()
+		}
+		rep, err := Run(context.Background(), qs, opt)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if err != nil {
+			j.Status, j.Error = "failed", err.Error()
+			s.Logger.Warn("evaluation failed", "id", j.ID, "err", err)
+		} else {
+			var md strings.Builder
+			rep.Markdown(&md)
+			j.Status, j.Report, j.Markdown = "succeeded", rep, md.String()
+		}
+		s.save(j)
+	}()
+	return server.WriteJSON(w, http.StatusOK, j)
+}
+
+// save keeps a finished evaluation (best effort: the report is also in
+// memory until the server stops).
+func (s *Service) save(j *evalJob) {
+	if s.Dir == "" {
+		return
+	}
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return
+	}
+	b, err := json.MarshalIndent(j, "", "  ")
+	if err == nil {
+		err = os.WriteFile(filepath.Join(s.Dir, j.ID+".json"), b, 0o644)
+	}
+	if err != nil {
+		s.Logger.Warn("evaluation report not saved", "id", j.ID, "err", err)
+	}
+}
+
+func (s *Service) get(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	s.mu.Lock()
+	j, ok := s.jobs[id]
+	var out []byte
+	if ok {
+		out, _ = json.Marshal(j)
+	}
+	s.mu.Unlock()
+	if !ok && s.Dir != "" && !strings.ContainsAny(id, "/\\.") {
+		b, err := os.ReadFile(filepath.Join(s.Dir, id+".json"))
+		if err == nil {
+			out, ok = b, true
+		}
+	}
+	if !ok {
+		return server.NotFound("eval_not_found", "no evaluation %q", id)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, err := w.Write(out)
+	return err
+}

@@ -1,0 +1,91 @@
+package eval
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/server"
+)
+
+func TestEvalAPI(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Symlink(modeltest.Path(t, "stories260K.gguf"), filepath.Join(dir, "stories260K.gguf")); err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg := server.NewRegistry(server.RegistryConfig{Resolver: server.DirResolver{Dir: dir}, KeepAlive: -1, Logger: quiet,
+		Engine: engine.Options{NParallel: 2, CtxPerSeq: 512, Threads: 2}})
+	defer reg.Close()
+	srv := server.New(server.Config{DefaultModel: "stories260K", Logger: quiet}, reg)
+	(&Service{Dir: filepath.Join(dir, "evals"), Registry: reg, Logger: quiet}).Register(srv)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	url := "http://" + ln.Addr().String() + "/v1/evals"
+	post := func(body any) (int, map[string]any) {
+		b, _ := json.Marshal(body)
+		resp, err := http.Post(url, "application/json", bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	qs := []map[string]any{{"question": "Who was the little girl?", "answer": "Lily"}, {"question": "What did she love?", "answer": "to play outside"}}
+	if code, _ := post(map[string]any{"model": "nope", "questions": qs}); code != http.StatusNotFound {
+		t.Fatalf("unknown model: %d", code)
+	}
+	if code, _ := post(map[string]any{"model": "stories260K", "questions": qs, "collection": "none"}); code != http.StatusNotFound {
+		t.Fatalf("unknown collection: %d", code)
+	}
+	if code, _ := post(map[string]any{"model": "stories260K"}); code != http.StatusBadRequest {
+		t.Fatalf("no questions: %d", code)
+	}
+	code, job := post(map[string]any{"model": "stories260K", "questions": qs, "max_tokens": 8})
+	if code != http.StatusOK || job["status"] != "running" {
+		t.Fatalf("create: %d %v", code, job)
+	}
+	id := job["id"].(string)
+	var got map[string]any
+	for i := 0; i < 300; i++ {
+		resp, err := http.Get(url + "/" + id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = nil
+		json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if got["status"] != "running" {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got["status"] != "succeeded" {
+		t.Fatalf("eval: %v", got)
+	}
+	rep := got["report"].(map[string]any)
+	if len(rep["answers"].([]any)) != 2 || len(rep["arms"].([]any)) != 1 || got["report_markdown"] == "" {
+		t.Fatalf("report %v", rep)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "evals", id+".json")); err != nil {
+		t.Fatalf("report not saved: %v", err)
+	}
+	if resp, _ := http.Get(url + "/eval-nope"); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("unknown eval: %d", resp.StatusCode)
+	}
+}
