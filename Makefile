@@ -37,7 +37,7 @@ export LLMRT_TEST_MODELS ?= $(abspath testdata/models)
 NEED_TEST_MODELS := 1
 endif
 
-.PHONY: all build default-model test fuzz test-race test-models apitest-deps bench vet fmt lint clean env
+.PHONY: all build default-model test fuzz test-race test-models apitest-deps bench vet fmt lint clean env demo
 # `make` builds the binary and puts the default model into the store (from
 # ../shared/models when present, else from Hugging Face), so that
 # `./bin/llmrt serve` answers right away.
@@ -106,3 +106,19 @@ env:
 	@echo "export CGO_CFLAGS='$(CGO_CFLAGS)'"
 	@echo "export CGO_CXXFLAGS='$(CGO_CXXFLAGS)'"
 	@echo "export LLMRT_TEST_MODELS='$(LLMRT_TEST_MODELS)'"
+
+# The domain demo (examples/aurora): ingest the handbook, tune an adapter
+# on its training set, evaluate base / RAG / fine-tuned / both on its
+# questions. Runs on the CPU with stories260K; on a GPU workstation pass a
+# real model, e.g. make demo DEMO_MODEL=qwen2.5-0.5b-instruct-q8_0 DEMO_TUNE="--epochs 3".
+DEMO_MODEL ?= stories260K
+DEMO_HOME  ?= $(CURDIR)/demo-out/home
+DEMO_OUT   ?= $(CURDIR)/demo-out/report
+DEMO_TUNE  ?= --epochs 8 --lr 2e-3 --targets all-linear --rank 16 --alpha 32
+demo: build
+	@mkdir -p $(DEMO_HOME)
+	./bin/llmrt --home $(DEMO_HOME) index add -m $(DEMO_MODEL) --collection aurora examples/aurora/handbook
+	./bin/llmrt --home $(DEMO_HOME) tune -m $(DEMO_MODEL) --data examples/aurora/train.jsonl --out aurora --eval-split 0.1 $(DEMO_TUNE)
+	./bin/llmrt --home $(DEMO_HOME) eval -m $(DEMO_MODEL) --data examples/aurora/qa.jsonl --collection aurora --adapter aurora \
+		--out $(DEMO_OUT) --concurrency 4
+	@echo "report: $(DEMO_OUT)/report.md  chart: $(DEMO_OUT)/chart.svg  answers: $(DEMO_OUT)/results.json"
