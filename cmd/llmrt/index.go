@@ -140,13 +140,7 @@ with --metric, --chunk-size and --chunk-overlap.`,
 					return fmt.Errorf("ingest %s: %w", p, err)
 				}
 				bar.Finish()
-				total.Added = append(total.Added, rep.Added...)
-				total.Updated = append(total.Updated, rep.Updated...)
-				total.Unchanged = append(total.Unchanged, rep.Unchanged...)
-				total.Removed = append(total.Removed, rep.Removed...)
-				total.Failed = append(total.Failed, rep.Failed...)
-				total.Chunks += rep.Chunks
-				total.Tokens += rep.Tokens
+				total.Merge(rep)
 			}
 			fmt.Fprintf(a.stdout, "%s: %d added, %d updated, %d unchanged, %d removed, %d failed; %d chunks (%d tokens) stored\n",
 				f.collection, len(total.Added), len(total.Updated), len(total.Unchanged), len(total.Removed), len(total.Failed), total.Chunks, total.Tokens)

@@ -362,3 +362,15 @@ func CachedPath(ctx context.Context, dir string, s Spec) (string, error) {
 	}
 	return p, Write(ctx, p, s)
 }
+
+// CacheDir is where benchmarks keep generated models: LLMRT_BENCH_DIR, else
+// llmrt-bench in the user's cache directory.
+func CacheDir() string {
+	if d := os.Getenv("LLMRT_BENCH_DIR"); d != "" {
+		return d
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "llmrt-bench")
+	}
+	return filepath.Join(os.TempDir(), "llmrt-bench")
+}

@@ -444,12 +444,29 @@ func (s *Service) createJob(w http.ResponseWriter, r *http.Request) error {
 	return server.WriteJSON(w, http.StatusOK, j)
 }
 
-func limitAfter(r *http.Request) (int, string) {
+// writePage answers one page of items (newest first) in OpenAI's list
+// shape, after the item whose id is ?after= and at most ?limit= long.
+func writePage[T any](w http.ResponseWriter, r *http.Request, items []T, id func(T) string) error {
 	limit := 20
 	if v, err := strconv.Atoi(r.URL.Query().Get("limit")); err == nil && v > 0 && v <= 100 {
 		limit = v
 	}
-	return limit, r.URL.Query().Get("after")
+	if after := r.URL.Query().Get("after"); after != "" {
+		for i, it := range items {
+			if id(it) == after {
+				items = items[i+1:]
+				break
+			}
+		}
+	}
+	more := len(items) > limit
+	if more {
+		items = items[:limit]
+	}
+	if items == nil {
+		items = []T{}
+	}
+	return server.WriteJSON(w, http.StatusOK, map[string]any{"object": "list", "data": items, "has_more": more})
 }
 
 func (s *Service) listJobs(w http.ResponseWriter, r *http.Request) error {
@@ -457,23 +474,7 @@ func (s *Service) listJobs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	limit, after := limitAfter(r)
-	if after != "" {
-		for i, j := range jobs {
-			if j.ID == after {
-				jobs = jobs[i+1:]
-				break
-			}
-		}
-	}
-	more := len(jobs) > limit
-	if more {
-		jobs = jobs[:limit]
-	}
-	if jobs == nil {
-		jobs = []*Job{}
-	}
-	return server.WriteJSON(w, http.StatusOK, map[string]any{"object": "list", "data": jobs, "has_more": more})
+	return writePage(w, r, jobs, func(j *Job) string { return j.ID })
 }
 
 func (s *Service) getJob(w http.ResponseWriter, r *http.Request) error {
@@ -493,23 +494,7 @@ func (s *Service) listEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	limit, after := limitAfter(r)
-	if after != "" {
-		for i, e := range evs {
-			if e.ID == after {
-				evs = evs[i+1:]
-				break
-			}
-		}
-	}
-	more := len(evs) > limit
-	if more {
-		evs = evs[:limit]
-	}
-	if evs == nil {
-		evs = []Event{}
-	}
-	return server.WriteJSON(w, http.StatusOK, map[string]any{"object": "list", "data": evs, "has_more": more})
+	return writePage(w, r, evs, func(e Event) string { return e.ID })
 }
 
 func (s *Service) cancelJob(w http.ResponseWriter, r *http.Request) error {

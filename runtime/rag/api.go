@@ -211,7 +211,7 @@ func (a *API) addDocuments(w http.ResponseWriter, r *http.Request) error {
 	} else {
 		for _, d := range docs {
 			one, err1 := c.AddDocument(r.Context(), d, "", AddOptions{})
-			rep = mergeReports(rep, one)
+			rep.Merge(one)
 			if err1 != nil {
 				err = err1
 				break
@@ -234,17 +234,6 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
-}
-
-func mergeReports(a, b AddReport) AddReport {
-	a.Added = append(a.Added, b.Added...)
-	a.Updated = append(a.Updated, b.Updated...)
-	a.Unchanged = append(a.Unchanged, b.Unchanged...)
-	a.Removed = append(a.Removed, b.Removed...)
-	a.Failed = append(a.Failed, b.Failed...)
-	a.Chunks += b.Chunks
-	a.Tokens += b.Tokens
-	return a
 }
 
 // parseInput turns an uploaded text into a document named by its name.

@@ -34,6 +34,17 @@ type AddReport struct {
 	Tokens    int         // tokens in those chunks
 }
 
+// Merge adds o's sources and counts to r (reports of several ingestions).
+func (r *AddReport) Merge(o AddReport) {
+	r.Added = append(r.Added, o.Added...)
+	r.Updated = append(r.Updated, o.Updated...)
+	r.Unchanged = append(r.Unchanged, o.Unchanged...)
+	r.Removed = append(r.Removed, o.Removed...)
+	r.Failed = append(r.Failed, o.Failed...)
+	r.Chunks += o.Chunks
+	r.Tokens += o.Tokens
+}
+
 // FileError is a file that failed to ingest.
 type FileError struct {
 	Path string

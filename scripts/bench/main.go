@@ -32,7 +32,7 @@ func main() {
 	nPrompt := flag.Int("prompt", 512, "prompt tokens")
 	nGen := flag.Int("gen", 128, "generated tokens")
 	reps := flag.Int("reps", 5, "repetitions (the median is reported)")
-	cache := flag.String("cache", defaultCache(), "where the generated model is kept (env LLMRT_BENCH_DIR)")
+	cache := flag.String("cache", testmodel.CacheDir(), "where the generated model is kept (env LLMRT_BENCH_DIR)")
 	flag.Parse()
 	kernels.SetLogger(nil)
 	os.Setenv("LLMRT_LLAMA_LOG", "error")
@@ -106,16 +106,6 @@ func median(v []float64) float64 {
 	s := append([]float64(nil), v...)
 	sort.Float64s(s)
 	return s[len(s)/2]
-}
-
-func defaultCache() string {
-	if d := os.Getenv("LLMRT_BENCH_DIR"); d != "" {
-		return d
-	}
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "llmrt-bench")
-	}
-	return filepath.Join(os.TempDir(), "llmrt-bench")
 }
 
 func check(err error) {

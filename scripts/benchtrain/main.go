@@ -17,7 +17,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -37,7 +36,7 @@ func main() {
 	steps := flag.Int("steps", 3, "measured optimizer steps (after one warm-up step)")
 	rank := flag.Int("rank", 16, "LoRA rank")
 	child := flag.String("child", "", "internal: run one measurement (train:PATH or serve:PATH) and print its peak memory")
-	cache := flag.String("cache", defaultCache(), "where generated models are kept (env LLMRT_BENCH_DIR)")
+	cache := flag.String("cache", testmodel.CacheDir(), "where generated models are kept (env LLMRT_BENCH_DIR)")
 	flag.Parse()
 	kernels.SetLogger(nil)
 	os.Setenv("LLMRT_LLAMA_LOG", "error")
@@ -181,16 +180,6 @@ func peakRSS() int64 {
 		}
 	}
 	return 0
-}
-
-func defaultCache() string {
-	if d := os.Getenv("LLMRT_BENCH_DIR"); d != "" {
-		return d
-	}
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "llmrt-bench")
-	}
-	return filepath.Join(os.TempDir(), "llmrt-bench")
 }
 
 func check(err error) {

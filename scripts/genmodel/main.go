@@ -11,7 +11,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/llmrt/llmrt/models/gguf"
@@ -22,7 +21,7 @@ import (
 func main() {
 	spec := flag.String("spec", "qwen2-0.5b", "model shape: qwen2-0.5b (n_embd 896, 24 layers, vocab 151936) or tiny-llama (n_embd 256, 4 layers, vocab 32000, f32)")
 	typ := flag.String("type", "q8_0", "weight type for qwen2-0.5b: q8_0, q4_k, f16 or f32")
-	dir := flag.String("dir", defaultDir(), "cache directory (env LLMRT_BENCH_DIR)")
+	dir := flag.String("dir", testmodel.CacheDir(), "cache directory (env LLMRT_BENCH_DIR)")
 	flag.Parse()
 	if err := run(*spec, *typ, *dir); err != nil {
 		fmt.Fprintln(os.Stderr, "genmodel:", err)
@@ -64,14 +63,4 @@ func parseType(s string) (gguf.Type, error) {
 		return gguf.TypeF32, nil
 	}
 	return 0, fmt.Errorf("unknown -type %q (want q8_0, q4_k, f16 or f32)", s)
-}
-
-func defaultDir() string {
-	if d := os.Getenv("LLMRT_BENCH_DIR"); d != "" {
-		return d
-	}
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "llmrt-bench")
-	}
-	return filepath.Join(os.TempDir(), "llmrt-bench")
 }
