@@ -123,68 +123,84 @@ ggml_tensor * rms(llmrt_net * n, ggml_context * ctx, ggml_tensor * x, ggml_tenso
     return ggml_mul(ctx, ggml_rms_norm(ctx, x, n->eps), w);
 }
 
-// The forward pass over L tokens in each of S rows: returns the hidden
-// state after the output norm, [n_embd, L*S]. Inputs (tok, pos, mask) are
-// created here and filled by the caller after allocation.
-ggml_tensor * forward(llmrt_net * n, call & c, int L, int S) {
+// The position and mask inputs of a graph over L tokens in each of S rows.
+void attn_inputs(call & c, int L, int S) {
+    c.pos = ggml_new_tensor_1d(c.ctx, GGML_TYPE_I32, L * S);
+    c.mask = ggml_new_tensor_4d(c.ctx, GGML_TYPE_F32, L, L, 1, S);
+    ggml_set_input(c.pos);
+    ggml_set_input(c.mask);
+}
+
+// One transformer block over x [n_embd, L*S]: returns its output.
+ggml_tensor * block(llmrt_net * n, call & c, ggml_tensor * x, int il, int L, int S) {
     ggml_context * ctx = c.ctx;
     const int T = L * S;
     const int d = n->n_embd_head;
+    const llama_layer & ly = n->model->layers[il];
+    ggml_tensor * h = rms(n, ctx, x, ly.attn_norm);
 
-    c.tok = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);
-    c.pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);
-    c.mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, L, L, 1, S);
-    ggml_set_input(c.tok);
-    ggml_set_input(c.pos);
-    ggml_set_input(c.mask);
+    ggml_tensor * q = add_bias(ctx, mm(n, ctx, ly.wq, h), ly.bq);
+    ggml_tensor * k = add_bias(ctx, mm(n, ctx, ly.wk, h), ly.bk);
+    ggml_tensor * v = add_bias(ctx, mm(n, ctx, ly.wv, h), ly.bv);
 
-    const llama_model & m = *n->model;
-    ggml_tensor * x = ggml_get_rows(ctx, m.tok_embd, c.tok);
-
-    for (int il = 0; il < n->n_layer; ++il) {
-        const llama_layer & ly = m.layers[il];
-        ggml_tensor * h = rms(n, ctx, x, ly.attn_norm);
-
-        ggml_tensor * q = add_bias(ctx, mm(n, ctx, ly.wq, h), ly.bq);
-        ggml_tensor * k = add_bias(ctx, mm(n, ctx, ly.wk, h), ly.bk);
-        ggml_tensor * v = add_bias(ctx, mm(n, ctx, ly.wv, h), ly.bv);
-
-        q = ggml_reshape_3d(ctx, q, d, n->n_head, T);
-        k = ggml_reshape_3d(ctx, k, d, n->n_head_kv, T);
-        v = ggml_reshape_3d(ctx, v, d, n->n_head_kv, T);
-        if (ly.attn_q_norm) { // qwen3
-            q = rms(n, ctx, q, ly.attn_q_norm);
-        }
-        if (ly.attn_k_norm) {
-            k = rms(n, ctx, k, ly.attn_k_norm);
-        }
-        q = ggml_rope_ext(ctx, q, c.pos, ly.rope_freqs, n->n_rot, n->rope_type, n->n_ctx_orig, n->freq_base,
-                          n->freq_scale, n->ext_factor, n->attn_factor, n->beta_fast, n->beta_slow);
-        k = ggml_rope_ext(ctx, k, c.pos, ly.rope_freqs, n->n_rot, n->rope_type, n->n_ctx_orig, n->freq_base,
-                          n->freq_scale, n->ext_factor, n->attn_factor, n->beta_fast, n->beta_slow);
-
-        // [d, heads, L, S] -> [d, L, heads, S]: one attention per head and row.
-        q = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, q, d, n->n_head, L, S), 0, 2, 1, 3));
-        k = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, k, d, n->n_head_kv, L, S), 0, 2, 1, 3));
-        // V transposed: [L, d, heads_kv, S].
-        v = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, v, d, n->n_head_kv, L, S), 1, 2, 0, 3));
-
-        ggml_tensor * kq = ggml_mul_mat(ctx, k, q); // [L_k, L_q, heads, S]; kv heads broadcast (GQA)
-        ggml_mul_mat_set_prec(kq, GGML_PREC_F32);
-        kq = ggml_soft_max_ext(ctx, kq, c.mask, n->kq_scale, 0.0f);
-        ggml_tensor * o = ggml_mul_mat(ctx, v, kq); // [d, L_q, heads, S]
-        o = ggml_cont_2d(ctx, ggml_permute(ctx, o, 0, 2, 1, 3), d * n->n_head, T);
-        o = add_bias(ctx, mm(n, ctx, ly.wo, o), ly.bo);
-        x = ggml_add(ctx, o, x);
-
-        h = rms(n, ctx, x, ly.ffn_norm);
-        ggml_tensor * g = add_bias(ctx, mm(n, ctx, ly.ffn_gate, h), ly.ffn_gate_b);
-        ggml_tensor * u = add_bias(ctx, mm(n, ctx, ly.ffn_up, h), ly.ffn_up_b);
-        h = ggml_swiglu_split(ctx, g, u);
-        h = add_bias(ctx, mm(n, ctx, ly.ffn_down, h), ly.ffn_down_b);
-        x = ggml_add(ctx, h, x);
+    q = ggml_reshape_3d(ctx, q, d, n->n_head, T);
+    k = ggml_reshape_3d(ctx, k, d, n->n_head_kv, T);
+    v = ggml_reshape_3d(ctx, v, d, n->n_head_kv, T);
+    if (ly.attn_q_norm) { // qwen3
+        q = rms(n, ctx, q, ly.attn_q_norm);
     }
-    return rms(n, ctx, x, m.output_norm);
+    if (ly.attn_k_norm) {
+        k = rms(n, ctx, k, ly.attn_k_norm);
+    }
+    q = ggml_rope_ext(ctx, q, c.pos, ly.rope_freqs, n->n_rot, n->rope_type, n->n_ctx_orig, n->freq_base,
+                      n->freq_scale, n->ext_factor, n->attn_factor, n->beta_fast, n->beta_slow);
+    k = ggml_rope_ext(ctx, k, c.pos, ly.rope_freqs, n->n_rot, n->rope_type, n->n_ctx_orig, n->freq_base,
+                      n->freq_scale, n->ext_factor, n->attn_factor, n->beta_fast, n->beta_slow);
+
+    // [d, heads, L, S] -> [d, L, heads, S]: one attention per head and row.
+    q = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, q, d, n->n_head, L, S), 0, 2, 1, 3));
+    k = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, k, d, n->n_head_kv, L, S), 0, 2, 1, 3));
+    // V transposed: [L, d, heads_kv, S].
+    v = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, v, d, n->n_head_kv, L, S), 1, 2, 0, 3));
+
+    ggml_tensor * kq = ggml_mul_mat(ctx, k, q); // [L_k, L_q, heads, S]; kv heads broadcast (GQA)
+    ggml_mul_mat_set_prec(kq, GGML_PREC_F32);
+    kq = ggml_soft_max_ext(ctx, kq, c.mask, n->kq_scale, 0.0f);
+    ggml_tensor * o = ggml_mul_mat(ctx, v, kq); // [d, L_q, heads, S]
+    o = ggml_cont_2d(ctx, ggml_permute(ctx, o, 0, 2, 1, 3), d * n->n_head, T);
+    o = add_bias(ctx, mm(n, ctx, ly.wo, o), ly.bo);
+    x = ggml_add(ctx, o, x);
+
+    h = rms(n, ctx, x, ly.ffn_norm);
+    ggml_tensor * g = add_bias(ctx, mm(n, ctx, ly.ffn_gate, h), ly.ffn_gate_b);
+    ggml_tensor * u = add_bias(ctx, mm(n, ctx, ly.ffn_up, h), ly.ffn_up_b);
+    h = ggml_swiglu_split(ctx, g, u);
+    h = add_bias(ctx, mm(n, ctx, ly.ffn_down, h), ly.ffn_down_b);
+    return ggml_add(ctx, h, x);
+}
+
+// The forward pass over L tokens in each of S rows: returns the hidden
+// state after the output norm, [n_embd, L*S]. Inputs (tok, pos, mask) are
+// created here and filled by the caller after allocation. With inputs set,
+// the input of every block and the last block's output are marked as
+// outputs and collected there (for the checkpointed backward pass).
+ggml_tensor * forward(llmrt_net * n, call & c, int L, int S, std::vector<ggml_tensor *> * inputs = nullptr) {
+    c.tok = ggml_new_tensor_1d(c.ctx, GGML_TYPE_I32, L * S);
+    ggml_set_input(c.tok);
+    attn_inputs(c, L, S);
+    ggml_tensor * x = ggml_get_rows(c.ctx, n->model->tok_embd, c.tok);
+    for (int il = 0; il < n->n_layer; ++il) {
+        if (inputs) {
+            ggml_set_output(x);
+            inputs->push_back(x);
+        }
+        x = block(n, c, x, il, L, S);
+    }
+    if (inputs) {
+        ggml_set_output(x);
+        inputs->push_back(x);
+    }
+    return rms(n, c.ctx, x, n->model->output_norm);
 }
 
 // Fills the mask of one row from segment ids: 0 where query i may see key
@@ -242,14 +258,178 @@ ggml_tensor * row_logits(llmrt_net * n, call & c, int n_tok) {
 }
 
 void set_row_inputs(llmrt_net * n, call & c, const int32_t * tokens, const int32_t * pos, const int32_t * seg, int n_tok) {
-    ggml_backend_tensor_set(c.tok, tokens, 0, sizeof(int32_t) * n_tok);
-    if (!c.mask->buffer) {
+    if (c.tok && c.tok->buffer) {
+        ggml_backend_tensor_set(c.tok, tokens, 0, sizeof(int32_t) * n_tok);
+    }
+    if (!c.mask || !c.mask->buffer) {
         return; // not in the graph
     }
     ggml_backend_tensor_set(c.pos, pos, 0, sizeof(int32_t) * n_tok);
     n->host.resize((size_t) n_tok * n_tok);
     fill_mask(n->host.data(), seg, n_tok);
     ggml_backend_tensor_set(c.mask, n->host.data(), 0, sizeof(float) * n->host.size());
+}
+
+// build_backward finishes c.gf for the loss node l: gradients of the LoRA
+// tensors go straight into their persistent accumulators (so successive
+// calls add up), the loss gradient is the constant 1.
+void build_backward(llmrt_net * n, call & c, ggml_tensor * l) {
+    ggml_set_loss(l);
+    const int n_nodes = ggml_graph_n_nodes(c.gf);
+    std::vector<ggml_tensor *> accs(n_nodes, nullptr);
+    for (int i = 0; i < n_nodes; ++i) {
+        ggml_tensor * node = ggml_graph_node(c.gf, i);
+        if (node == l) {
+            accs[i] = n->loss_grad;
+            continue;
+        }
+        for (lora_pair & lp : n->pairs) {
+            if (node == lp.t[0][0]) accs[i] = lp.t[1][0];
+            if (node == lp.t[0][1]) accs[i] = lp.t[1][1];
+        }
+    }
+    ggml_build_backward_expand(c.ctx, c.gf, accs.data());
+    // ggml's allocator may compute RMS_NORM_BACK in place over its
+    // incoming gradient, but the CPU kernel overwrites that gradient
+    // before it has read it (it copies x into dx first). Marking the
+    // gradient as an output keeps it out of in-place reuse.
+    for (int i = 0; i < ggml_graph_n_nodes(c.gf); ++i) {
+        ggml_tensor * node = ggml_graph_node(c.gf, i);
+        if (node->op == GGML_OP_RMS_NORM_BACK) {
+            ggml_set_output(node->src[0]);
+        }
+    }
+}
+
+// A differentiable input of a checkpointed piece: its gradient is read
+// back after the computation.
+ggml_tensor * grad_input(call & c, int64_t ne0, int64_t ne1) {
+    ggml_tensor * t = ggml_new_tensor_2d(c.ctx, GGML_TYPE_F32, ne0, ne1);
+    ggml_set_input(t);
+    ggml_set_param(t);
+    return t;
+}
+
+// Labelled rows per head piece of the checkpointed backward pass.
+constexpr int head_chunk = 64;
+
+// loss_checkpointed is the backward pass in pieces, so that memory holds
+// one block's activations (and a chunk of vocabulary-wide logits) at a
+// time instead of the whole graph's: a forward pass that keeps only each
+// block's input, then the head in chunks of labelled rows giving dL/dx at
+// the last block's output, then the blocks from last to first, each
+// recomputed from its saved input with the surrogate loss sum(y * dL/dy),
+// whose gradients are the chain rule's.
+bool loss_checkpointed(llmrt_net * n, const int32_t * tokens, const int32_t * pos, const int32_t * seg, const int32_t * labels,
+                       int n_tok, const std::vector<int32_t> & idx, float * loss, char * err, size_t errlen) {
+    const size_t width = (size_t) n->n_embd * n_tok;
+    std::vector<std::vector<float>> xs;
+    {
+        call c;
+        if (!begin(n, c, false)) {
+            set_err(err, errlen, "out of memory");
+            return false;
+        }
+        std::vector<ggml_tensor *> ins;
+        ggml_tensor * h = forward(n, c, n_tok, 1, &ins);
+        (void) h;
+        for (ggml_tensor * t : ins) {
+            ggml_build_forward_expand(c.gf, t);
+        }
+        if (!alloc_graph(n, c, err, errlen)) {
+            return false;
+        }
+        set_row_inputs(n, c, tokens, pos, seg, n_tok);
+        if (!run(n, c, err, errlen)) {
+            return false;
+        }
+        xs.resize(ins.size());
+        for (size_t i = 0; i < ins.size(); ++i) {
+            xs[i].resize(width);
+            ggml_backend_tensor_get(ins[i], xs[i].data(), 0, sizeof(float) * width);
+        }
+    }
+    const int n_lab = (int) idx.size();
+    ggml_tensor * head = n->model->output ? n->model->output : n->model->tok_embd;
+    std::vector<float> g(width, 0.0f), part(width);
+    *loss = 0.0f;
+    for (int c0 = 0; c0 < n_lab; c0 += head_chunk) {
+        const int cn = std::min(head_chunk, n_lab - c0);
+        call c;
+        if (!begin(n, c, true)) {
+            set_err(err, errlen, "out of memory");
+            return false;
+        }
+        ggml_tensor * xin = grad_input(c, n->n_embd, n_tok);
+        ggml_tensor * h = rms(n, c.ctx, xin, n->model->output_norm);
+        ggml_tensor * rows = ggml_new_tensor_1d(c.ctx, GGML_TYPE_I32, cn);
+        ggml_set_input(rows);
+        ggml_tensor * logits = mm(n, c.ctx, head, ggml_get_rows(c.ctx, h, rows));
+        ggml_tensor * onehot = ggml_new_tensor_2d(c.ctx, GGML_TYPE_F32, n->n_vocab, cn);
+        ggml_set_input(onehot);
+        // Each chunk's mean weighted by its share: the sum is the mean
+        // over every labelled row.
+        ggml_tensor * l = ggml_scale(c.ctx, ggml_cross_entropy_loss(c.ctx, logits, onehot), (float) cn / (float) n_lab);
+        ggml_set_output(l);
+        ggml_build_forward_expand(c.gf, l);
+        build_backward(n, c, l);
+        ggml_tensor * gx = ggml_graph_get_grad(c.gf, xin);
+        ggml_set_output(gx);
+        if (!alloc_graph(n, c, err, errlen)) {
+            return false;
+        }
+        ggml_backend_tensor_set(xin, xs.back().data(), 0, sizeof(float) * width);
+        ggml_backend_tensor_set(rows, idx.data() + c0, 0, sizeof(int32_t) * cn);
+        ggml_backend_tensor_memset(onehot, 0, 0, ggml_nbytes(onehot));
+        const float one = 1.0f;
+        for (int r = 0; r < cn; ++r) {
+            ggml_backend_tensor_set(onehot, &one, ((size_t) r * n->n_vocab + labels[idx[c0 + r]]) * sizeof(float), sizeof(float));
+        }
+        if (!run(n, c, err, errlen)) {
+            return false;
+        }
+        float lc = 0.0f;
+        ggml_backend_tensor_get(l, &lc, 0, sizeof(float));
+        *loss += lc;
+        ggml_backend_tensor_get(gx, part.data(), 0, sizeof(float) * width);
+        for (size_t i = 0; i < width; ++i) {
+            g[i] += part[i];
+        }
+    }
+    for (int il = n->n_layer - 1; il >= 0; --il) {
+        call c;
+        if (!begin(n, c, true)) {
+            set_err(err, errlen, "out of memory");
+            return false;
+        }
+        attn_inputs(c, n_tok, 1);
+        // The first block's input is the token embedding: no gradient.
+        ggml_tensor * xin = il > 0 ? grad_input(c, n->n_embd, n_tok) : ggml_new_tensor_2d(c.ctx, GGML_TYPE_F32, n->n_embd, n_tok);
+        ggml_set_input(xin);
+        ggml_tensor * y = block(n, c, xin, il, n_tok, 1);
+        ggml_tensor * gy = ggml_new_tensor_2d(c.ctx, GGML_TYPE_F32, n->n_embd, n_tok);
+        ggml_set_input(gy);
+        ggml_tensor * l = ggml_sum(c.ctx, ggml_mul(c.ctx, y, gy));
+        ggml_build_forward_expand(c.gf, l);
+        build_backward(n, c, l);
+        ggml_tensor * gx = il > 0 ? ggml_graph_get_grad(c.gf, xin) : nullptr;
+        if (gx) {
+            ggml_set_output(gx);
+        }
+        if (!alloc_graph(n, c, err, errlen)) {
+            return false;
+        }
+        set_row_inputs(n, c, tokens, pos, seg, n_tok);
+        ggml_backend_tensor_set(xin, xs[il].data(), 0, sizeof(float) * width);
+        ggml_backend_tensor_set(gy, g.data(), 0, sizeof(float) * width);
+        if (!run(n, c, err, errlen)) {
+            return false;
+        }
+        if (gx) {
+            ggml_backend_tensor_get(gx, g.data(), 0, sizeof(float) * width);
+        }
+    }
+    return true;
 }
 
 } // namespace
@@ -586,9 +766,28 @@ int llmrt_net_loss(llmrt_net * n, const int32_t * tokens, const int32_t * pos, c
     if (n_lab == 0) {
         return 0; // nothing to learn from this row
     }
+    std::vector<int32_t> idx;
+    idx.reserve(n_lab);
+    for (int i = 0; i < n_tok; ++i) {
+        if (labels[i] >= 0) {
+            idx.push_back(i);
+        }
+    }
+    if (backward) {
+        try {
+            if (!loss_checkpointed(n, tokens, pos, seg, labels, n_tok, idx, loss, err, errlen)) {
+                return -1;
+            }
+        } catch (const std::exception & e) {
+            set_err(err, errlen, "%s", e.what());
+            return -1;
+        }
+        *n_labelled = n_lab;
+        return 0;
+    }
     try {
         call c;
-        if (!begin(n, c, backward != 0)) {
+        if (!begin(n, c, false)) {
             set_err(err, errlen, "out of memory");
             return -1;
         }
@@ -606,47 +805,12 @@ int llmrt_net_loss(llmrt_net * n, const int32_t * tokens, const int32_t * pos, c
         ggml_tensor * l = ggml_cross_entropy_loss(c.ctx, logits, onehot); // mean over the labelled rows
         ggml_set_output(l);
         ggml_build_forward_expand(c.gf, l);
-        if (backward) {
-            ggml_set_loss(l);
-            // Gradients go straight into the persistent accumulators.
-            const int n_nodes = ggml_graph_n_nodes(c.gf);
-            std::vector<ggml_tensor *> accs(n_nodes, nullptr);
-            for (int i = 0; i < n_nodes; ++i) {
-                ggml_tensor * node = ggml_graph_node(c.gf, i);
-                if (node == l) {
-                    accs[i] = n->loss_grad;
-                    continue;
-                }
-                for (lora_pair & lp : n->pairs) {
-                    if (node == lp.t[0][0]) accs[i] = lp.t[1][0];
-                    if (node == lp.t[0][1]) accs[i] = lp.t[1][1];
-                }
-            }
-            ggml_build_backward_expand(c.ctx, c.gf, accs.data());
-            // ggml's allocator may compute RMS_NORM_BACK in place over its
-            // incoming gradient, but the CPU kernel overwrites that gradient
-            // before it has read it (it copies x into dx first). Marking
-            // the gradient as an output keeps it out of in-place reuse.
-            for (int i = 0; i < ggml_graph_n_nodes(c.gf); ++i) {
-                ggml_tensor * node = ggml_graph_node(c.gf, i);
-                if (node->op == GGML_OP_RMS_NORM_BACK) {
-                    ggml_set_output(node->src[0]);
-                }
-            }
-        }
         if (!alloc_graph(n, c, err, errlen)) {
             return -1;
         }
         set_row_inputs(n, c, tokens, pos, seg, n_tok);
         // The one-hot targets are set in place (zeros, then one float per
         // labelled row): no vocabulary-wide host copy.
-        std::vector<int32_t> idx;
-        idx.reserve(n_lab);
-        for (int i = 0; i < n_tok; ++i) {
-            if (labels[i] >= 0) {
-                idx.push_back(i);
-            }
-        }
         ggml_backend_tensor_set(rows, idx.data(), 0, sizeof(int32_t) * idx.size());
         ggml_backend_tensor_memset(onehot, 0, 0, ggml_nbytes(onehot));
         const float one = 1.0f;
