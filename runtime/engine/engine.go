@@ -151,7 +151,11 @@ func Open(ctx context.Context, opt Options) (*Engine, error) {
 		NCtx:    opt.CtxPerSeq * opt.NParallel,
 		NBatch:  opt.NBatch,
 		NSeqMax: opt.NParallel,
-		Threads: opt.Threads,
+		// One KV stream per sequence: a sequence attends over its own cells
+		// only, not over every cached sequence of the unified buffer (prefix
+		// reuse stays within a sequence, so nothing is shared across them).
+		NoKVUnified: opt.NParallel > 1,
+		Threads:     opt.Threads,
 	})
 	if err != nil {
 		m.Close()
