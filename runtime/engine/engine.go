@@ -424,3 +424,7 @@ func (e *Engine) Stats() Stats {
 		DecodeSteps: c.steps.Load(), DecodeSeconds: time.Duration(c.decodeNanos.Load()).Seconds(),
 	}
 }
+
+// Memory is what llama.cpp allocated for the serving context (weights, KV
+// cache, compute buffers), by its own accounting.
+func (e *Engine) Memory() (kernels.Memory, error) { return e.lctx.Memory() }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -289,6 +290,17 @@ func (r *Registry) load(ctx context.Context, base, path string) (*engine.Engine,
 	}
 	r.cfg.Logger.Info("model loaded", "model", base, "seconds", time.Since(start).Seconds(),
 		"parallel", e.Options().NParallel, "ctx_per_seq", e.CtxPerSeq())
+	// Check the estimate against what llama.cpp allocated; the scheduler
+	// learns the ratio for this model's next placement.
+	if res != nil {
+		if m, err := e.Memory(); err == nil && m.Total() > 0 {
+			est := res.Estimated()
+			actual := sched.Breakdown{Weights: m.Weights, KV: m.KV, Compute: m.Compute}
+			r.cfg.Sched.RecordActual(base, est, actual)
+			r.cfg.Logger.Info("memory estimate checked", "model", base, "estimated_bytes", est.Total(), "allocated_bytes", actual.Total(),
+				"error_percent", math.Round(1000*float64(est.Total()-actual.Total())/float64(actual.Total()))/10)
+		}
+	}
 	return e, res, nil
 }
 
@@ -324,7 +336,7 @@ func (r *Registry) reserve(ctx context.Context, base, path string, opt *engine.O
 		Owner:     sched.Owner{Kind: "model", ID: base},
 		Reason:    "serve " + base,
 		Model:     &facts,
-		Context:   sched.ContextParams{NCtx: opt.CtxPerSeq * opt.NParallel, NBatch: opt.NBatch, NSeq: opt.NParallel},
+		Context:   sched.ContextParams{NCtx: opt.CtxPerSeq * opt.NParallel, NBatch: opt.NBatch, NSeq: opt.NParallel, KVPerSeq: opt.NParallel > 1},
 		Evict:     func(ctx context.Context) error { return r.Unload(base) },
 		KeepAlive: max(r.cfg.KeepAlive, 0),
 	})

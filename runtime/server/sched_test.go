@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -40,7 +41,7 @@ func TestSchedulerEvictsAndQueues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	est, err := sched.EstimateModel(facts, sched.ContextParams{NCtx: 2048, NBatch: 256, NSeq: 2})
+	est, err := sched.EstimateModel(facts, sched.ContextParams{NCtx: 2048, NBatch: 256, NSeq: 2, KVPerSeq: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,4 +135,51 @@ func TestSchedulerEvictsAndQueues(t *testing.T) {
 func itoa(n int) string {
 	b, _ := json.Marshal(n)
 	return string(b)
+}
+
+// The scheduler's estimate is within 10% of what llama.cpp allocates, for
+// two real models at two context sizes (and one and four sequences).
+func TestEstimateMatchesLlamaCpp(t *testing.T) {
+	s, err := sched.New(sched.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, name := range []string{"stories260K.gguf", "llama-2-tiny-random.gguf"} {
+		path := modeltest.Path(t, name)
+		f, err := gguf.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes := make([]sched.TensorSize, len(f.Tensors))
+		for i, tt := range f.Tensors {
+			sizes[i] = sched.TensorSize{Name: tt.Name, Dims: tt.Dims, Bytes: tt.Size()}
+		}
+		facts, err := sched.FactsFromMetadata(name, f.Architecture(), f.Uint, sizes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ctxLen := range []int{256, 2048} {
+			for _, par := range []int{1, 4} {
+				est, err := s.Estimate(name, facts, sched.ContextParams{NCtx: ctxLen * par, NBatch: 512, NSeq: par, KVPerSeq: par > 1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				e, err := engine.Open(context.Background(), engine.Options{Path: path, CtxPerSeq: ctxLen, NParallel: par, NBatch: 512, Threads: 2})
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, err := e.Memory()
+				e.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				diff := math.Abs(float64(est.Total.Total()-m.Total())) / float64(m.Total())
+				if diff > 0.10 {
+					t.Errorf("%s ctx %d x %d: estimated %d bytes (%v), llama.cpp allocated %d (%+v): %.1f%% off",
+						name, ctxLen, par, est.Total.Total(), est.Total, m.Total(), m, 100*diff)
+				}
+			}
+		}
+	}
 }

@@ -1,0 +1,17 @@
+// memory.h: llama.cpp's own accounting of a context's memory.
+#pragma once
+#include <stddef.h>
+#include "llama.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Sums over every buffer type the bytes llama.cpp allocated for the
+// model's weights, the context (KV cache) and compute buffers. Returns 0,
+// or -1 on failure.
+int llmrt_ctx_memory(const struct llama_context * ctx, size_t * model, size_t * context, size_t * compute);
+
+#ifdef __cplusplus
+}
+#endif
