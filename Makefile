@@ -37,7 +37,7 @@ export LLMRT_TEST_MODELS ?= $(abspath testdata/models)
 NEED_TEST_MODELS := 1
 endif
 
-.PHONY: all build default-model test fuzz test-race test-models apitest-deps bench vet fmt lint clean env demo
+.PHONY: all build default-model test fuzz test-race test-models apitest-deps bench vet fmt lint clean env demo backends cuda
 # `make` builds the binary and puts the default model into the store (from
 # ../shared/models when present, else from Hugging Face), so that
 # `./bin/llmrt serve` answers right away.
@@ -61,7 +61,7 @@ RACE_PKGS ?= ./runtime/...
 # One package at a time (-p 1): every test that runs llama.cpp uses both
 # cores, and two such binaries at once make ggml's spinning thread
 # barriers collapse (tests slow down tenfold, not twofold).
-test: test-models apitest-deps vet
+test: test-models apitest-deps backends vet
 	$(GO) test -p 1 -count=1 -timeout 30m ./...
 	$(GO) test -p 1 -count=1 -race -timeout 30m $(RACE_PKGS)
 	$(MAKE) fuzz
@@ -97,7 +97,32 @@ bench:
 	$(GO) run ./scripts/bench
 
 clean:
-	rm -rf bin lib
+	rm -rf bin lib build
+
+# GPU backends are shared libraries built with CMake from the dependency's
+# own ggml source (ollama's CMakeLists, GGML_BACKEND_DL) and loaded at start
+# from LLMRT_LIB_PATH (default lib/ beside the binary) with
+# ggml_backend_load_all_from_path.
+CUDA_ARCHS ?= 86;89;90
+cuda:
+	@command -v nvcc >/dev/null || { echo "make cuda: nvcc not found. Install the CUDA toolkit (12.x) and put nvcc on PATH; without a GPU, llmrt runs on the CPU and needs nothing more." >&2; exit 1; }
+	@command -v cmake >/dev/null || { echo "make cuda: cmake not found (apt-get install cmake)." >&2; exit 1; }
+	cmake -S $(OLLAMA_DIR) -B build/cuda -DCMAKE_BUILD_TYPE=Release -DGGML_CCACHE=OFF -DCMAKE_CUDA_ARCHITECTURES="$(CUDA_ARCHS)"
+	cmake --build build/cuda --target ggml-cuda -j
+	@mkdir -p lib
+	cp -a build/cuda/lib/ollama/libggml-base.so* build/cuda/lib/ollama/libggml-cuda.so lib/
+	@echo "CUDA backend in lib/ (architectures $(CUDA_ARCHS)); llmrt loads it at start."
+
+# The same path with the CPU backend, for testing dynamic loading on
+# machines without a GPU (kernels' TestLoadBackendsFromLibDir).
+backends:
+	@command -v cmake >/dev/null || { echo "make backends: cmake not found (apt-get install cmake; .ci/run does)." >&2; exit 1; }
+	@test -f lib/test-backends/libggml-cpu-x64.so || { mkdir -p build && \
+		{ cmake -S $(OLLAMA_DIR) -B build/backends -DCMAKE_BUILD_TYPE=Release -DGGML_CCACHE=OFF && \
+		  cmake --build build/backends --target ggml-cpu-x64 -j 2; } > build/backends.log 2>&1 || \
+		{ tail -30 build/backends.log; echo "make backends failed: see build/backends.log" >&2; exit 1; }; \
+		mkdir -p lib/test-backends && \
+		cp -a build/backends/lib/ollama/libggml-base.so* build/backends/lib/ollama/libggml-cpu-x64.so lib/test-backends/; }
 
 # `eval "$$(make -s env)"` gives a shell the same cgo flags (and cache hits).
 env:

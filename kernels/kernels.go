@@ -111,25 +111,32 @@ func SystemInfo() string {
 	return C.GoString(C.llama_print_system_info())
 }
 
-// LoadBackends loads ggml backend libraries (libggml-cuda.so and friends)
-// from dir with ggml_backend_load_all_from_path. A missing directory is not
-// an error: the statically linked CPU backend is always present.
-func LoadBackends(dir string) error {
+// LoadBackends loads ggml backend libraries (libggml-cuda.so and friends,
+// as `make cuda` or `make backends` build them) from dir with
+// ggml_backend_load_all_from_path and returns the names of the backends it
+// registered. A missing directory is not an error: the statically linked
+// CPU backend is always present.
+func LoadBackends(dir string) ([]string, error) {
 	Init()
 	st, err := os.Stat(dir)
 	if err != nil {
 		if os.IsNotExist(err) {
-			return nil
+			return nil, nil
 		}
-		return fmt.Errorf("load backends from %s: %w", dir, err)
+		return nil, fmt.Errorf("load backends from %s: %w", dir, err)
 	}
 	if !st.IsDir() {
-		return fmt.Errorf("load backends from %s: not a directory", dir)
+		return nil, fmt.Errorf("load backends from %s: not a directory", dir)
 	}
+	before := int(C.ggml_backend_reg_count())
 	cdir := C.CString(dir)
 	defer C.free(unsafe.Pointer(cdir))
 	C.ggml_backend_load_all_from_path(cdir)
-	return nil
+	var loaded []string
+	for i := before; i < int(C.ggml_backend_reg_count()); i++ {
+		loaded = append(loaded, C.GoString(C.ggml_backend_reg_name(C.ggml_backend_reg_get(C.size_t(i)))))
+	}
+	return loaded, nil
 }
 
 // DeviceType is the kind of a ggml backend device.

@@ -123,8 +123,11 @@ func (a *app) setup() error {
 		}
 	}
 	if libDir != "" {
-		if err := kernels.LoadBackends(libDir); err != nil {
+		loaded, err := kernels.LoadBackends(libDir)
+		if err != nil {
 			a.log.Warn("GPU backends not loaded", "dir", libDir, "err", err)
+		} else if len(loaded) > 0 {
+			a.log.Debug("backends loaded", "dir", libDir, "backends", loaded)
 		}
 	}
 	return nil
