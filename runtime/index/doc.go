@@ -26,4 +26,9 @@
 //     on it, and re-ranks the final candidates with the float32 vectors.
 //   - Below Options.ExactBelow live items a search scans every item exactly.
 //   - WriteTo and Read save and load a complete, checksummed snapshot.
+//   - Store keeps an index durable in a directory: every Add and Delete is
+//     appended to a checksummed log and fsynced before it returns, snapshots
+//     are taken every StoreOptions.SnapshotEvery operations, and Open
+//     replays the log after the newest good snapshot, cutting a torn tail
+//     and reporting (never loading) a corrupt record (see durable.go).
 package index
