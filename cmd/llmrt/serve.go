@@ -33,7 +33,7 @@ var serveFlagEnv = map[string]string{
 	"parallel": "LLMRT_PARALLEL", "ctx": "LLMRT_CTX", "threads": "LLMRT_THREADS",
 	"keep-alive": "LLMRT_KEEP_ALIVE", "queue": "LLMRT_QUEUE", "timeout": "LLMRT_TIMEOUT",
 	"api-key": "LLMRT_API_KEYS", "cors": "LLMRT_CORS_ORIGINS", "gpu-layers": "LLMRT_GPU_LAYERS",
-	"max-body": "LLMRT_MAX_BODY", "grace": "LLMRT_SHUTDOWN_GRACE", "embed-model": "LLMRT_EMBED_MODEL",
+	"max-body": "LLMRT_MAX_BODY", "grace": "LLMRT_SHUTDOWN_GRACE", "embed-model": "LLMRT_EMBED_MODEL", "stream-interval": "LLMRT_STREAM_INTERVAL",
 }
 
 func (a *app) serveCmd() *cobra.Command {
@@ -45,6 +45,7 @@ func (a *app) serveCmd() *cobra.Command {
 		parallel, ctxLen, threads  int
 		queue, gpuLayers, batch    int
 		keepAlive, timeout, grace  time.Duration
+		streamInterval             time.Duration
 		noAuth                     bool
 		maxBody                    int64
 	)
@@ -137,7 +138,7 @@ server retrieves passages for the last user turn from the collection
 			defer coll.Close()
 			srv := server.New(server.Config{
 				DefaultModel: defModel, APIKeys: apiKeys, CORSOrigins: cors, MaxBodyBytes: maxBody,
-				RequestTimeout: timeout, ShutdownGrace: grace, Logger: a.log,
+				RequestTimeout: timeout, ShutdownGrace: grace, Logger: a.log, StreamInterval: streamInterval,
 				Retriever: rag.Retriever{Store: coll, Options: rag.SearchOptions{Mode: rag.Hybrid}},
 			}, reg)
 			(&rag.API{Store: coll, AllowPaths: ragPaths}).Register(srv)
@@ -173,6 +174,7 @@ server retrieves passages for the last user turn from the collection
 	fl.StringVar(&addr, "addr", "127.0.0.1:8080", "listen address")
 	fl.StringArrayVarP(&preload, "model", "m", nil, "model to load at start and keep loaded (repeatable)")
 	fl.StringVar(&defModel, "default-model", "", "model for requests that name none (default: the first -m, else "+defaultModel+")")
+	fl.DurationVar(&streamInterval, "stream-interval", 40*time.Millisecond, "shortest time between two flushes of a stream (tokens arrive in small bursts; 0: every token at once)")
 	fl.StringVar(&embedModel, "embed-model", "", "model that embeds collections for RAG (default: the default model)")
 	fl.BoolVar(&ragPaths, "rag-allow-paths", false, "let POST /v1/collections/{name}/documents ingest files and folders the server can read")
 	fl.IntVar(&parallel, "parallel", 4, "sequences decoded together per model")

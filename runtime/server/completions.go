@@ -100,7 +100,8 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return mapEngineError(err, "prompt")
 		}
-		sse := newSSE(w)
+		sse := newSSE(w, s.cfg.StreamInterval)
+		defer sse.close()
 		if req.Echo {
 			for i := range reqs {
 				c := base

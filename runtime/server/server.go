@@ -41,6 +41,9 @@ type Config struct {
 	MaxBodyBytes int64
 	// RequestTimeout bounds one request (0: none).
 	RequestTimeout time.Duration
+	// StreamInterval is the shortest time between two flushes of a
+	// stream (0: flush every event). Events are never held longer.
+	StreamInterval time.Duration
 	// ShutdownGrace is how long in-flight requests may finish on shutdown.
 	ShutdownGrace time.Duration
 	// Retriever enables the "rag" extension of chat completions.

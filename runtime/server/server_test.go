@@ -499,3 +499,60 @@ func TestAdapterIDsAndBase(t *testing.T) {
 		t.Fatalf("deleted adapter still served: %d", resp.StatusCode)
 	}
 }
+
+// With a stream interval, events are flushed in bursts (fewer reads than
+// tokens) and the stream still carries every token and ends properly.
+func TestStreamIntervalCoalescesFlushes(t *testing.T) {
+	ts := startServer(t, Config{StreamInterval: 40 * time.Millisecond}, engine.Options{NParallel: 1})
+	body := map[string]any{"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 60, "temperature": 0, "ignore_eos": true}
+	_, plain := ts.post(t, "/v1/completions", body)
+	var whole struct{ Choices []struct{ Text string } }
+	json.Unmarshal(plain, &whole)
+
+	body["stream"] = true
+	js, _ := json.Marshal(body)
+	resp, err := http.Post(ts.url+"/v1/completions", "application/json", bytes.NewReader(js))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var text strings.Builder
+	events, reads := 0, 0
+	done := false
+	buf := make([]byte, 1<<16)
+	var pending string
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			reads++
+			pending += string(buf[:n])
+			for {
+				i := strings.Index(pending, "\n\n")
+				if i < 0 {
+					break
+				}
+				ev := strings.TrimPrefix(pending[:i], "data: ")
+				pending = pending[i+2:]
+				if ev == "[DONE]" {
+					done = true
+					continue
+				}
+				events++
+				var c struct{ Choices []struct{ Text string } }
+				json.Unmarshal([]byte(ev), &c)
+				for _, ch := range c.Choices {
+					text.WriteString(ch.Text)
+				}
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	if !done || text.String() != whole.Choices[0].Text {
+		t.Fatalf("streamed %q (done %v), want %q", text.String(), done, whole.Choices[0].Text)
+	}
+	if events < 60 || reads >= events/2 {
+		t.Fatalf("%d events arrived in %d reads: flushes were not coalesced", events, reads)
+	}
+}
