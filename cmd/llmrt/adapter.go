@@ -73,6 +73,29 @@ func (a *app) adapterListCmd() *cobra.Command {
 	}
 }
 
+// adapterAndBase checks --out, reads the adapter (a path or a name) and
+// fills model with the base the adapter records when -m is not given.
+func (a *app) adapterAndBase(name, out string, model *string) (string, *lora.Adapter, error) {
+	if out == "" {
+		return "", nil, usageError{errors.New("--out is required")}
+	}
+	p, err := a.resolveAdapter(name)
+	if err != nil {
+		return "", nil, err
+	}
+	ad, err := lora.ReadAdapter(p)
+	if err != nil {
+		return "", nil, err
+	}
+	if *model == "" {
+		*model = ad.Meta["llmrt.base"]
+	}
+	if *model == "" {
+		return "", nil, usageError{errors.New("the adapter does not name its base: pass -m BASE")}
+	}
+	return p, ad, nil
+}
+
 // baseHeads reads the head counts of the base (needed for llama's Q/K
 // row order).
 func (a *app) baseHeads(cmd *cobra.Command, model string) (string, lora.Heads, error) {
@@ -96,22 +119,9 @@ func (a *app) adapterExportCmd() *cobra.Command {
 		Example: `  llmrt adapter export support --out ./support-peft -m qwen2.5-0.5b`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if out == "" {
-				return usageError{errors.New("--out is required")}
-			}
-			p, err := a.resolveAdapter(args[0])
+			p, ad, err := a.adapterAndBase(args[0], out, &model)
 			if err != nil {
 				return err
-			}
-			ad, err := lora.ReadAdapter(p)
-			if err != nil {
-				return err
-			}
-			if model == "" {
-				model = ad.Meta["llmrt.base"]
-			}
-			if model == "" {
-				return usageError{errors.New("the adapter does not name its base: pass -m BASE")}
 			}
 			arch, heads, err := a.baseHeads(cmd, model)
 			if err != nil {
@@ -180,19 +190,9 @@ one adapter only. An OUTPUT without a slash or .gguf suffix is a store name.`,
 		Example: `  llmrt adapter merge support -m qwen2.5-0.5b --out qwen2.5-0.5b-support`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if out == "" {
-				return usageError{errors.New("--out is required")}
-			}
-			p, err := a.resolveAdapter(args[0])
+			p, ad, err := a.adapterAndBase(args[0], out, &model)
 			if err != nil {
 				return err
-			}
-			ad, err := lora.ReadAdapter(p)
-			if err != nil {
-				return err
-			}
-			if model == "" {
-				model = ad.Meta["llmrt.base"]
 			}
 			basePath, err := a.resolveModel(cmd.Context(), model)
 			if err != nil {
