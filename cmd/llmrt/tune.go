@@ -124,6 +124,18 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 	if err != nil {
 		return err
 	}
+	// Book the run's memory with the scheduler first: a job that can never
+	// fit this machine fails now, saying what it needs and what there is.
+	sc, err := a.newScheduler()
+	if err != nil {
+		return err
+	}
+	defer sc.Close()
+	release, err := reserveTraining(ctx, sc, "tune", spec.BaseName, spec.BasePath)
+	if err != nil {
+		return fmt.Errorf("tune %s: %w", spec.BaseName, err)
+	}
+	defer release()
 	loadBar := newProgress(a.stderr, a.log, "load "+displayName(spec.BasePath), "bytes", st.Size())
 	var bar *progress
 	sum, err := finetune.Train(ctx, spec, finetune.Hooks{
