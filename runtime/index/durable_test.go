@@ -604,14 +604,21 @@ func TestStoreConcurrent(t *testing.T) {
 	}
 }
 
-// TestHelperIngest is the child process of TestKill9Recovery: it adds
-// batches of 25 forever, deleting the first id of each batch after it, and
-// prints every acknowledged operation.
-func TestHelperIngest(t *testing.T) {
-	dir := os.Getenv("LLMRT_INDEX_CHILD")
-	if dir == "" {
-		t.Skip("child process of TestKill9Recovery")
+// TestMain runs the package's tests, or, when TestKill9Recovery starts
+// this binary as its child (LLMRT_INDEX_CHILD set), the child's ingest
+// loop instead.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("LLMRT_INDEX_CHILD"); dir != "" {
+		ingestChild(dir)
+		return
 	}
+	os.Exit(m.Run())
+}
+
+// ingestChild is the child process of TestKill9Recovery: it adds batches
+// of 25 forever, deleting the first id of each batch after it, and prints
+// every acknowledged operation.
+func ingestChild(dir string) {
 	start, _ := strconv.Atoi(os.Getenv("LLMRT_INDEX_START"))
 	every, _ := strconv.Atoi(os.Getenv("LLMRT_INDEX_SNAPSHOT_EVERY"))
 	s, rec, err := Open(dir, StoreOptions{Options: Options{Dim: 16, Metric: L2}, SnapshotEvery: every})
@@ -664,7 +671,7 @@ func TestKill9Recovery(t *testing.T) {
 	}
 	for round := 0; round < rounds; round++ {
 		every := []int{300, 1, 40}[round%3]
-		cmd := exec.Command(exe, "-test.run=^TestHelperIngest$", "-test.count=1")
+		cmd := exec.Command(exe)
 		cmd.Env = append(os.Environ(), "LLMRT_INDEX_CHILD="+dir,
 			"LLMRT_INDEX_START="+strconv.Itoa(next), "LLMRT_INDEX_SNAPSHOT_EVERY="+strconv.Itoa(every))
 		out, err := cmd.StdoutPipe()

@@ -180,7 +180,7 @@ func TestTargets(t *testing.T) {
 // ground truth.
 func TestEndToEnd(t *testing.T) {
 	if _, err := exec.LookPath("cc"); err != nil {
-		t.Skip("skipping: no C compiler (cc) on PATH to build gen_data.c")
+		t.Fatalf("a C compiler (cc) is needed to build gen_data.c (the cgo build needs one too): %v", err)
 	}
 	dir := t.TempDir()
 	spec := genSpec{NB: 2000, NQ: 50, Dim: 32, Clusters: 10, Sigma: 1.0, Seed: 42, KGT: 10}
@@ -263,7 +263,7 @@ func TestEndToEnd(t *testing.T) {
 func TestDataDirInsideRepoRefused(t *testing.T) {
 	root := repoRoot()
 	if root == "" {
-		t.Skip("no go.mod found")
+		t.Fatal("no go.mod above the test's directory")
 	}
 	err := prepareData(filepath.Join(root, "scripts", "hnswbench", "testdata-never"), "x.c", benchSpec, new(bytes.Buffer))
 	if err == nil || !strings.Contains(err.Error(), "inside the repository") {
