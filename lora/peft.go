@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/llmrt/llmrt/models/gguf"
@@ -329,14 +328,4 @@ func ImportPEFT(dir, arch string, heads Heads) (*Adapter, error) {
 // Write saves the adapter as a llama.cpp GGUF adapter.
 func (a *Adapter) Write(path string) error {
 	return WriteAdapter(path, a.Arch, a.Alpha, a.Pairs, a.Meta)
-}
-
-// LayerOf is the block index of a base tensor name ("blk.3.attn_q.weight": 3).
-func LayerOf(base string) int {
-	m := ggufName.FindStringSubmatch(base)
-	if m == nil {
-		return -1
-	}
-	n, _ := strconv.Atoi(m[1])
-	return n
 }

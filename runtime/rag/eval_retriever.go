@@ -16,13 +16,7 @@ var _ eval.Retriever = EvalRetriever{}
 
 // Retrieve searches a collection for query.
 func (r EvalRetriever) Retrieve(ctx context.Context, collection, query string, k int) ([]eval.Passage, error) {
-	c, err := r.Store.Get(ctx, collection)
-	if err != nil {
-		return nil, err
-	}
-	opt := r.Options
-	opt.K = k
-	hits, err := c.Search(ctx, query, opt)
+	hits, err := r.Store.search(ctx, collection, query, k, r.Options)
 	if err != nil {
 		return nil, err
 	}

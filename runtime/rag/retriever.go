@@ -20,16 +20,10 @@ var _ server.Retriever = Retriever{}
 // Retrieve searches a collection; unknown collections give an error that
 // matches server.ErrNoCollection.
 func (r Retriever) Retrieve(ctx context.Context, collection, query string, k int) ([]server.Passage, error) {
-	c, err := r.Store.Get(ctx, collection)
+	hits, err := r.Store.search(ctx, collection, query, k, r.Options)
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("%w: %w", server.ErrNoCollection, err)
 	}
-	if err != nil {
-		return nil, err
-	}
-	opt := r.Options
-	opt.K = k
-	hits, err := c.Search(ctx, query, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -38,4 +32,14 @@ func (r Retriever) Retrieve(ctx context.Context, collection, query string, k int
 		out[i] = server.Passage{Source: h.Chunk.Source, Title: h.Chunk.Title, Start: h.Chunk.Start, End: h.Chunk.End, Score: h.Score, Text: h.Chunk.Text}
 	}
 	return out, nil
+}
+
+// search opens a collection and searches it for the k best hits.
+func (s *Store) search(ctx context.Context, collection, query string, k int, opt SearchOptions) ([]Hit, error) {
+	c, err := s.Get(ctx, collection)
+	if err != nil {
+		return nil, err
+	}
+	opt.K = k
+	return c.Search(ctx, query, opt)
 }
