@@ -10,6 +10,8 @@ import (
 	"io"
 	"math"
 	"os"
+
+	"github.com/llmrt/llmrt/internal/atomicfile"
 )
 
 // runState is where a run is: enough to continue it exactly.
@@ -45,7 +47,7 @@ func saveCheckpoint(path string, b Backend, st runState, rows int, cfg Config) e
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, func(f *os.File) error {
+	return atomicfile.Write(path, func(f *os.File) error {
 		crc := crc32.New(castagnoli)
 		w := bufio.NewWriterSize(io.MultiWriter(f, crc), 1<<20)
 		w.WriteString(ckptMagic)

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/llmrt/llmrt/internal/atomicfile"
 	"github.com/llmrt/llmrt/models/gguf"
 )
 
@@ -235,7 +236,7 @@ func ExportPEFT(a *Adapter, heads Heads, baseName, dir string) error {
 	if err := writeSafetensors(filepath.Join(dir, "adapter_model.safetensors"), tensors, map[string]string{"format": "pt"}); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(dir, "adapter_config.json"), func(f *os.File) error {
+	return atomicfile.Write(filepath.Join(dir, "adapter_config.json"), func(f *os.File) error {
 		_, err := f.Write(append(cb, '\n'))
 		return err
 	})

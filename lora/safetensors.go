@@ -9,6 +9,8 @@ import (
 	"math"
 	"os"
 	"sort"
+
+	"github.com/llmrt/llmrt/internal/atomicfile"
 )
 
 // safetensors: an 8-byte little-endian header length, a JSON header
@@ -51,7 +53,7 @@ func writeSafetensors(path string, tensors map[string]stTensor, meta map[string]
 	for len(hb)%8 != 0 { // keep the data aligned, as the reference writer does
 		hb = append(hb, ' ')
 	}
-	return writeFileAtomic(path, func(f *os.File) error {
+	return atomicfile.Write(path, func(f *os.File) error {
 		var l [8]byte
 		binary.LittleEndian.PutUint64(l[:], uint64(len(hb)))
 		if _, err := f.Write(l[:]); err != nil {

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/llmrt/llmrt/internal/atomicfile"
 	"github.com/llmrt/llmrt/lora/dataset"
 )
 
@@ -332,7 +333,7 @@ func (m *metricsFile) add(l MetricLine) error {
 }
 
 func (m *metricsFile) writeSVG(path, title string) error {
-	return writeFileAtomic(path, func(f *os.File) error { return WriteLossSVG(f, m.lines, "loss: "+title) })
+	return atomicfile.Write(path, func(f *os.File) error { return WriteLossSVG(f, m.lines, "loss: "+title) })
 }
 
 func (m *metricsFile) Close() error { return m.f.Close() }
@@ -359,40 +360,4 @@ func readMetrics(path string, upto int) ([]MetricLine, error) {
 		}
 	}
 	return out, nil
-}
-
-// writeFileAtomic writes through a temporary file in the same directory,
-// syncs it, renames it into place and syncs the directory.
-func writeFileAtomic(path string, fill func(*os.File) error) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := fill(f); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	ok = true
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/llmrt/llmrt/internal/atomicfile"
 	"github.com/llmrt/llmrt/lora/dataset"
 )
 
@@ -101,7 +102,7 @@ func (q *quadBackend) SaveAdapter(path string, meta map[string]string) error {
 	}
 	q.saved = meta
 	b, _ := json.Marshal(q.w)
-	return writeFileAtomic(path, func(f *os.File) error { _, err := f.Write(b); return err })
+	return atomicfile.Write(path, func(f *os.File) error { _, err := f.Write(b); return err })
 }
 
 func rows(n int) []dataset.Row {

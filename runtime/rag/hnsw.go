@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 
+	"github.com/llmrt/llmrt/internal/atomicfile"
 	"github.com/llmrt/llmrt/runtime/index"
 )
 
@@ -99,28 +100,15 @@ func (x *hnswIndex) MemoryBytes() int64 { return x.h.MemoryBytes() }
 // frees the index.
 func (x *hnswIndex) Close() error {
 	defer x.h.Close()
-	tmp := x.path + ".tmp"
-	f, err := os.Create(tmp)
+	err := atomicfile.Write(x.path, func(f *os.File) error {
+		w := bufio.NewWriterSize(f, 1<<20)
+		if _, err := x.h.WriteTo(w); err != nil {
+			return err
+		}
+		return w.Flush()
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("save index snapshot: %w", err)
 	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	_, err = x.h.WriteTo(w)
-	if err == nil {
-		err = w.Flush()
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, x.path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("save index snapshot %s: %w", x.path, err)
-	}
-	return syncDir(x.path)
+	return nil
 }

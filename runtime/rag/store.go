@@ -11,6 +11,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/llmrt/llmrt/internal/atomicfile"
 )
 
 // Store is a directory of collections. Collections are opened on first use
@@ -125,7 +127,7 @@ func (s *Store) Create(ctx context.Context, name string, opt CreateOptions) (*Co
 	}
 	// The manifest is written last: a directory without one is not a
 	// collection (a crash during Create leaves nothing to open).
-	if err := writeFileAtomic(filepath.Join(dir, manifestFile), append(b, '\n')); err != nil {
+	if err := atomicfile.WriteBytes(filepath.Join(dir, manifestFile), append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("create %s: %w", name, err)
 	}
 	c, err := openCollection(ctx, dir, s.emb, s.openIndex)
