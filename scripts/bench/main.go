@@ -7,7 +7,9 @@
 // calls; the difference is the engine's overhead. Beside them it prints the
 // machine's limits, measured here: memory bandwidth (decode cannot beat
 // bandwidth / bytes read per token) and ggml's fp32 GEMM FLOP/s (prompt
-// processing cannot beat it at 2 FLOPs per parameter per token).
+// processing cannot beat it at 2 FLOPs per parameter per token). Last, it
+// measures batched decode (1, 4 and 8 sequences per step) with llmrt's
+// batched-decode matmul and with ggml's own.
 package main
 
 import (
@@ -18,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/llmrt/llmrt/kernels"
@@ -69,7 +72,6 @@ func main() {
 	// (other processes, clocks) falls on both alike.
 	e, err := engine.Open(ctx, engine.Options{Path: path, NParallel: 1, CtxPerSeq: *nPrompt + *nGen + 8, NBatch: *nPrompt, Threads: *threads})
 	check(err)
-	defer e.Close()
 	rng := rand.New(rand.NewPCG(7, 7))
 	var rawPP, rawTG, goPP, goTG []float64
 	for i := 0; i < *reps; i++ {
@@ -100,6 +102,60 @@ func main() {
 	fmt.Println("\nlimits: prompt = GEMM FLOP/s / (2 x parameters); decode = bandwidth / weight bytes read per token.")
 	fmt.Println("A Q8_0 model's prompt runs on int8 dot products, so the fp32 GEMM rate is not its ceiling; the Q8_0 GEMM rate is.")
 	fmt.Println("target: Go engine overhead under 3% of the C loop for both.")
+
+	e.Close()
+	batchedDecode(ctx, path, *threads, *nGen, tgLimit)
+}
+
+// batchedDecode measures decode with several sequences advancing in one
+// llama_decode per step (the server's continuous batching), with llmrt's
+// batched-decode matmul and with ggml's own (tinyBLAS) path. Prompts are 4
+// tokens, so the time is decode.
+func batchedDecode(ctx context.Context, path string, threads, nGen int, limit1 float64) {
+	e, err := engine.Open(ctx, engine.Options{Path: path, NParallel: 8, CtxPerSeq: nGen + 16, Threads: threads})
+	check(err)
+	defer e.Close()
+	defer kernels.EnableSmallGEMM(true)
+	fmt.Printf("\n== batched decode: N sequences, one llama_decode per step (%d tokens each, %d threads) ==\n", nGen, threads)
+	if !kernels.SmallGEMMAvailable() {
+		fmt.Println("(this build has no AVX-512 VNNI: the batched-decode kernel is not in it; both rows are ggml)")
+	}
+	fmt.Printf("%-24s %12s %12s %12s\n", "", "N=1", "N=4", "N=8")
+	for _, on := range []bool{true, false} {
+		kernels.EnableSmallGEMM(on)
+		name := "llmrt kernel tok/s"
+		if !on {
+			name = "ggml (tinyBLAS) tok/s"
+		}
+		var agg [3]float64
+		for i, n := range []int{1, 4, 8} {
+			agg[i] = aggregateDecode(ctx, e, n, nGen)
+		}
+		fmt.Printf("%-24s %12.1f %7.1f %4.2fx %7.1f %4.2fx\n", name, agg[0], agg[1], agg[1]/agg[0], agg[2], agg[2]/agg[0])
+	}
+	fmt.Printf("limit for N=1: %.1f tok/s (bandwidth / weight bytes); N sequences share each weight read.\n", limit1)
+	fmt.Println("target (serve issue): at 4 sequences, aggregate at least 2x a single sequence.")
+}
+
+// aggregateDecode runs n greedy generations at once and returns all their
+// tokens over the wall time.
+func aggregateDecode(ctx context.Context, e *engine.Engine, n, nGen int) float64 {
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			prompt := []int32{int32(1000 + i), int32(2000 + i), int32(3000 + i), int32(4000 + i)}
+			_, errs[i] = e.Generate(ctx, engine.Request{Prompt: prompt, MaxTokens: nGen, IgnoreEOS: true})
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		check(err)
+	}
+	return float64(n*nGen) / time.Since(t0).Seconds()
 }
 
 func median(v []float64) float64 {

@@ -1,0 +1,31 @@
+#pragma once
+#include <stdint.h>
+
+// The batched-decode matmul: a Q8_0 x Q8_0 product for 1..LLMRT_SG_MAX_N
+// columns (one token per sequence in a decode step), hooked in front of
+// llamafile's tinyBLAS at link time (see smallgemm.c).
+
+#define LLMRT_SG_MAX_N 16
+
+// Whether this build has the kernel (AVX-512 F/BW/VL + VNNI at compile time).
+int llmrt_small_gemm_available(void);
+
+// Routes matching matmuls to the kernel (on != 0) or leaves them to ggml
+// (on == 0). Process-wide; the default is on where available.
+void llmrt_small_gemm_enable(int on);
+
+// How many matmuls the kernel has run in this process.
+long long llmrt_small_gemm_calls(void);
+
+// Computes c (m x n floats, column j at c + j*ldc) = a (m rows of k Q8_0
+// blocks, row stride lda blocks) times b (n columns of k Q8_0 blocks,
+// column stride ldb blocks), single-threaded. For tests. Returns 0, or -1
+// when the kernel is not in this build or the shape is out of range.
+int llmrt_small_gemm_q8(int64_t m, int64_t n, int64_t k, const void * a, int64_t lda,
+                        const void * b, int64_t ldb, float * c, int64_t ldc);
+
+// ggml's own result for the same product, through ggml_mul_mat on the CPU
+// with `threads` threads (f32 activations quantized by ggml to Q8_0, as in
+// a decode step). Used by tests to compare the routed and unrouted paths.
+// Returns 0, or -1 on failure.
+int llmrt_mul_mat_q8(int m, int n, int k, const float * a, const float * b, float * c, int threads);

@@ -1,0 +1,40 @@
+package kernels
+
+import (
+	"fmt"
+	"testing"
+)
+
+// BenchmarkMulMatQ8 times ggml's Q8_0 matmul on decode-shaped products (a
+// 4864x896 weight, the 0.5B model's FFN up projection, by 1..32 columns:
+// one per sequence in a decode step) with the batched-decode kernel routed
+// in ("llmrt") and out ("ggml"), on 2 threads, and reports GFLOP/s and the
+// weight bytes streamed per second (best of each iteration's 20 runs).
+func BenchmarkMulMatQ8(b *testing.B) {
+	const m, k, threads, reps = 4864, 896, 2, 20
+	defer EnableSmallGEMM(true)
+	for _, n := range []int{1, 2, 4, 8, 12, 16, 24, 32} {
+		for _, on := range []bool{false, true} {
+			if on && !SmallGEMMAvailable() {
+				continue
+			}
+			name := fmt.Sprintf("n=%d/ggml", n)
+			if on {
+				name = fmt.Sprintf("n=%d/llmrt", n)
+			}
+			b.Run(name, func(b *testing.B) {
+				EnableSmallGEMM(on)
+				var best float64
+				for i := 0; i < b.N; i++ {
+					f, err := GEMMFlopsQ8(m, n, k, threads, reps)
+					if err != nil {
+						b.Fatal(err)
+					}
+					best = max(best, f)
+				}
+				b.ReportMetric(best/1e9, "GFLOP/s")
+				b.ReportMetric(best/(2*float64(n))*34/32/1e9, "weightGB/s")
+			})
+		}
+	}
+}

@@ -1,0 +1,120 @@
+package kernels
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+const typeQ8_0 = 8 // GGUF/ggml type id of Q8_0
+
+// refQ8 is the exact product the kernel must compute: both operands
+// quantized to Q8_0 by ggml and dequantized, then summed in float64.
+func refQ8(t *testing.T, a, b []float32, m, n, k int) (ref, mag []float64) {
+	t.Helper()
+	deq := func(x []float32, rows int) []float32 {
+		q, err := QuantizeRows(typeQ8_0, x, rows, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := Dequantize(typeQ8_0, q, rows*k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	da, db := deq(a, m), deq(b, n)
+	ref = make([]float64, m*n)
+	mag = make([]float64, m*n)
+	for j := 0; j < n; j++ {
+		for i := 0; i < m; i++ {
+			var s, g float64
+			for l := 0; l < k; l++ {
+				p := float64(da[i*k+l]) * float64(db[j*k+l])
+				s += p
+				g += math.Abs(p)
+			}
+			ref[j*m+i], mag[j*m+i] = s, g
+		}
+	}
+	return ref, mag
+}
+
+func randMat(r *rand.Rand, n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	return x
+}
+
+// checkClose fails when a result differs from the reference by more than
+// float32 rounding of its terms can explain.
+func checkClose(t *testing.T, what string, got []float32, ref, mag []float64) {
+	t.Helper()
+	for i := range got {
+		if d := math.Abs(float64(got[i]) - ref[i]); d > 1e-5*mag[i]+1e-6 {
+			t.Fatalf("%s: element %d = %g, want %g (|terms| %g)", what, i, got[i], ref[i], mag[i])
+		}
+	}
+}
+
+func TestSmallGEMMKernelMatchesReference(t *testing.T) {
+	if !SmallGEMMAvailable() {
+		t.Skip("this build has no AVX-512 VNNI: matmuls stay with ggml (covered by TestSmallGEMMRouting)")
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, sh := range []struct{ m, k int }{{1, 32}, {37, 64}, {130, 96}, {257, 4864}} {
+		for n := 1; n <= SmallGEMMMaxColumns; n++ {
+			a, b := randMat(r, sh.m*sh.k), randMat(r, n*sh.k)
+			aq, err := QuantizeRows(typeQ8_0, a, sh.m, sh.k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bq, err := QuantizeRows(typeQ8_0, b, n, sh.k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := smallGEMMQ8(aq, bq, sh.m, n, sh.k/32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, mag := refQ8(t, a, b, sh.m, n, sh.k)
+			checkClose(t, "kernel", got, ref, mag)
+		}
+	}
+}
+
+// TestSmallGEMMRouting runs ggml's matmul with the kernel routed in and out
+// on decode-shaped products (1..8 columns, odd block counts, 1-3 threads)
+// and one wider product that must stay with tinyBLAS: every result matches
+// the reference, and the kernel runs exactly for the shapes it takes.
+func TestSmallGEMMRouting(t *testing.T) {
+	defer EnableSmallGEMM(true)
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, sh := range []struct{ m, k int }{{37, 96}, {513, 896}} {
+		for _, n := range []int{1, 2, 3, 4, 8, 9, 16} {
+			a, b := randMat(r, sh.m*sh.k), randMat(r, n*sh.k)
+			ref, mag := refQ8(t, a, b, sh.m, n, sh.k)
+			for _, on := range []bool{false, true} {
+				EnableSmallGEMM(on)
+				for threads := 1; threads <= 3; threads++ {
+					before := SmallGEMMCalls()
+					got, err := mulMatQ8(a, b, sh.m, n, sh.k, threads)
+					if err != nil {
+						t.Fatal(err)
+					}
+					checkClose(t, "ggml mul_mat", got, ref, mag)
+					ran := SmallGEMMCalls() - before
+					want := int64(0)
+					if on && SmallGEMMAvailable() && n <= SmallGEMMMaxColumns {
+						want = 1
+					}
+					if ran != want {
+						t.Fatalf("%dx%d by %d columns, kernel on=%v, %d threads: kernel ran %d times, want %d", sh.m, sh.k, n, on, threads, ran, want)
+					}
+				}
+			}
+		}
+	}
+}
