@@ -402,6 +402,7 @@ type Stats struct {
 	GeneratedTokens int64   `json:"generated_tokens_total"`
 	Requests        int64   `json:"requests_total"`
 	AdapterSwitches int64   `json:"adapter_switches_total"`
+	SequenceMoves   int64   `json:"sequence_moves_total"`
 	DecodeSteps     int64   `json:"decode_steps_total"`
 	DecodeSeconds   float64 `json:"decode_seconds_total"`
 }
@@ -409,7 +410,7 @@ type Stats struct {
 type statsCounters struct {
 	active, queued, kvUsed                        atomic.Int64
 	prompt, cached, generated, requests, switches atomic.Int64
-	steps                                         atomic.Int64
+	steps, moves                                  atomic.Int64
 	decodeNanos                                   atomic.Int64
 }
 
@@ -420,7 +421,7 @@ func (e *Engine) Stats() Stats {
 		Active: int(c.active.Load()), Queued: int(c.queued.Load()),
 		KVCellsUsed: int(c.kvUsed.Load()), KVCells: e.opt.CtxPerSeq * e.opt.NParallel,
 		PromptTokens: c.prompt.Load(), CachedTokens: c.cached.Load(), GeneratedTokens: c.generated.Load(),
-		Requests: c.requests.Load(), AdapterSwitches: c.switches.Load(),
+		Requests: c.requests.Load(), AdapterSwitches: c.switches.Load(), SequenceMoves: c.moves.Load(),
 		DecodeSteps: c.steps.Load(), DecodeSeconds: time.Duration(c.decodeNanos.Load()).Seconds(),
 	}
 }

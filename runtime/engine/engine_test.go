@@ -163,6 +163,49 @@ func TestBatchedEqualsSequential(t *testing.T) {
 	}
 }
 
+// TestPackMovesRunningSequences lets the second of four sequences finish
+// first: the last one moves down into its id (one ubatch per step needs
+// consecutive ids) through a copy of its KV stream, and every sequence
+// still generates what it generates alone.
+func TestPackMovesRunningSequences(t *testing.T) {
+	e := openStories(t, Options{NParallel: 4})
+	reqs := []Request{
+		{Prompt: prompt(t, e, "Once upon a time"), MaxTokens: 40, IgnoreEOS: true},
+		{Prompt: prompt(t, e, "The cat"), MaxTokens: 3, IgnoreEOS: true},
+		{Prompt: prompt(t, e, "Tom and Sue went"), MaxTokens: 40, IgnoreEOS: true},
+		{Prompt: prompt(t, e, "One day, a little bird"), MaxTokens: 40, IgnoreEOS: true},
+	}
+	want := make([]string, len(reqs))
+	for i, r := range reqs {
+		res, err := e.Generate(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = res.Text
+	}
+	moves := e.Stats().SequenceMoves
+	streams := make([]*Stream, len(reqs))
+	for i, r := range reqs {
+		s, err := e.Submit(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams[i] = s
+	}
+	for i, s := range streams {
+		res, err := s.Collect(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Text != want[i] {
+			t.Errorf("request %d: %q together, %q alone", i, res.Text, want[i])
+		}
+	}
+	if got := e.Stats().SequenceMoves - moves; got < 1 {
+		t.Fatalf("no sequence moved after the second one finished (moves %d)", got)
+	}
+}
+
 func TestPrefixCacheReuse(t *testing.T) {
 	e := openStories(t, Options{NParallel: 2})
 	p1 := prompt(t, e, "Once upon a time, there was a little girl named Lily.")

@@ -155,37 +155,48 @@ func (e *Engine) loop() {
 			waiting = kept
 		}
 
-		// Build the step's batch: one token per generating sequence, then
-		// prompt chunks in the remaining room.
+		e.pack(slots)
+
+		// Build the step's batch: one token per generating sequence, and
+		// prompt chunks in the room left (at most PrefillChunk tokens while
+		// others generate, so they do not stall). Tokens go in sequence-id
+		// order: with one KV stream per sequence, llama.cpp puts a run of
+		// consecutive ids in one ubatch and starts a new ubatch (another
+		// pass over the weights) at every break in the order.
 		e.batch.Clear()
 		budget := e.batch.Cap()
-		var stepSlots []*slot
+		generating := 0
 		for _, sl := range slots {
-			if sl.s == nil || sl.prefill {
-				continue
+			if sl.s != nil && !sl.prefill {
+				generating++
 			}
-			idx, _ := e.batch.Add(sl.pending, sl.nPast, sl.id, true)
-			sl.outIdx = idx
-			stepSlots = append(stepSlots, sl)
-			budget--
 		}
-		if len(stepSlots) > 0 {
+		budget -= generating
+		if generating > 0 {
 			budget = min(budget, e.opt.PrefillChunk)
 		}
+		var stepSlots []*slot
 		for _, sl := range slots {
-			if sl.s == nil || !sl.prefill || budget <= 0 {
+			switch {
+			case sl.s == nil:
+				continue
+			case !sl.prefill:
+				idx, _ := e.batch.Add(sl.pending, sl.nPast, sl.id, true)
+				sl.outIdx = idx
+			case budget > 0:
+				rest := sl.prompt[sl.nPast:]
+				n := min(len(rest), budget)
+				last := n == len(rest)
+				idx, _ := e.batch.AddTokens(rest[:n], sl.nPast, sl.id, last)
+				sl.outIdx = -1
+				if last {
+					sl.outIdx = idx
+				}
+				sl.nPast += n
+				budget -= n
+			default:
 				continue
 			}
-			rest := sl.prompt[sl.nPast:]
-			n := min(len(rest), budget)
-			last := n == len(rest)
-			idx, _ := e.batch.AddTokens(rest[:n], sl.nPast, sl.id, last)
-			sl.outIdx = -1
-			if last {
-				sl.outIdx = idx
-			}
-			sl.nPast += n
-			budget -= n
 			stepSlots = append(stepSlots, sl)
 		}
 		e.stats.active.Store(int64(countStarted(slots)))
@@ -235,6 +246,43 @@ func (e *Engine) loop() {
 	}
 }
 
+// pack keeps the running sequences on the lowest sequence ids. With one KV
+// stream per sequence, llama.cpp splits a batch into one ubatch per run of
+// consecutive ids, and every ubatch reads all the weights again: running
+// sequences {0, 2, 3} cost two passes a step where {0, 1, 2} cost one. So a
+// running sequence above a free one moves down: its KV stream is copied
+// (llama.cpp copies the stream's buffers before the next decode) and the
+// two slots trade ids. The free slot's own prefix cache is lost.
+func (e *Engine) pack(slots []*slot) {
+	for {
+		free, run := -1, -1
+		for i, sl := range slots {
+			if sl.s == nil {
+				free = i
+				break
+			}
+		}
+		for i := len(slots) - 1; i >= 0; i-- {
+			if slots[i].s != nil {
+				run = i
+				break
+			}
+		}
+		if free < 0 || run < 0 || free > run {
+			return
+		}
+		e.lctx.SeqCopy(run, free, -1, -1)
+		// The cells left behind duplicate the moved sequence's: drop them
+		// (the buffer copy does not depend on them).
+		e.lctx.SeqRemove(run, -1, -1)
+		r, f := slots[run], slots[free]
+		f.cached = f.cached[:0]
+		r.id, f.id = free, run
+		slots[free], slots[run] = r, f
+		e.stats.moves.Add(1)
+	}
+}
+
 func countStarted(slots []*slot) int {
 	n := 0
 	for _, sl := range slots {
@@ -247,7 +295,8 @@ func countStarted(slots []*slot) int {
 
 // pickSlot chooses the free sequence whose cache shares the longest prefix
 // with the request's prompt under the same adapter set; among equals, the
-// least recently used.
+// lowest id (pack would move a higher one down), which is the least
+// recently used one when nothing is cached there.
 func (e *Engine) pickSlot(slots []*slot, s *Stream) *slot {
 	var best *slot
 	bestN := -1
@@ -259,7 +308,7 @@ func (e *Engine) pickSlot(slots []*slot, s *Stream) *slot {
 		if sl.key == s.key {
 			n = commonPrefix(sl.cached, s.req.Prompt)
 		}
-		if n > bestN || (n == bestN && sl.used.Before(best.used)) {
+		if n > bestN {
 			best, bestN = sl, n
 		}
 	}

@@ -58,6 +58,7 @@ var (
 	descKVUsed   = prometheus.NewDesc("llmrt_kv_cells_used", "KV-cache cells holding tokens (running and cached).", []string{"model"}, nil)
 	descKVTotal  = prometheus.NewDesc("llmrt_kv_cells", "KV-cache cells in the context.", []string{"model"}, nil)
 	descSwitches = prometheus.NewDesc("llmrt_adapter_switches_total", "Changes of the active adapter set.", []string{"model"}, nil)
+	descMoves    = prometheus.NewDesc("llmrt_sequence_moves_total", "Running sequences moved to a lower id to keep one ubatch per step.", []string{"model"}, nil)
 	descSteps    = prometheus.NewDesc("llmrt_decode_steps_total", "llama_decode calls of the generation loop.", []string{"model"}, nil)
 	descDecodeS  = prometheus.NewDesc("llmrt_decode_seconds_total", "Time spent in llama_decode.", []string{"model"}, nil)
 	descGen      = prometheus.NewDesc("llmrt_engine_generated_tokens_total", "Tokens sampled by the engine.", []string{"model"}, nil)
@@ -66,7 +67,7 @@ var (
 type engineCollector struct{ r *Registry }
 
 func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLoaded, descActive, descQueue, descKVUsed, descKVTotal, descSwitches, descSteps, descDecodeS, descGen} {
+	for _, d := range []*prometheus.Desc{descLoaded, descActive, descQueue, descKVUsed, descKVTotal, descSwitches, descMoves, descSteps, descDecodeS, descGen} {
 		ch <- d
 	}
 }
@@ -81,6 +82,7 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descKVUsed, prometheus.GaugeValue, float64(s.KVCellsUsed), m.Name)
 		ch <- prometheus.MustNewConstMetric(descKVTotal, prometheus.GaugeValue, float64(s.KVCells), m.Name)
 		ch <- prometheus.MustNewConstMetric(descSwitches, prometheus.CounterValue, float64(s.AdapterSwitches), m.Name)
+		ch <- prometheus.MustNewConstMetric(descMoves, prometheus.CounterValue, float64(s.SequenceMoves), m.Name)
 		ch <- prometheus.MustNewConstMetric(descSteps, prometheus.CounterValue, float64(s.DecodeSteps), m.Name)
 		ch <- prometheus.MustNewConstMetric(descDecodeS, prometheus.CounterValue, s.DecodeSeconds, m.Name)
 		ch <- prometheus.MustNewConstMetric(descGen, prometheus.CounterValue, float64(s.GeneratedTokens), m.Name)

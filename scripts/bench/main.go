@@ -9,7 +9,7 @@
 // bandwidth / bytes read per token) and ggml's fp32 GEMM FLOP/s (prompt
 // processing cannot beat it at 2 FLOPs per parameter per token). Last, it
 // measures batched decode (1, 4 and 8 sequences per step) with llmrt's
-// batched-decode matmul and with ggml's own.
+// Q8_0 matmul and with ggml's own.
 package main
 
 import (
@@ -109,20 +109,20 @@ func main() {
 
 // batchedDecode measures decode with several sequences advancing in one
 // llama_decode per step (the server's continuous batching), with llmrt's
-// batched-decode matmul and with ggml's own (tinyBLAS) path. Prompts are 4
+// Q8_0 matmul and with ggml's own (tinyBLAS) path. Prompts are 4
 // tokens, so the time is decode.
 func batchedDecode(ctx context.Context, path string, threads, nGen int, limit1 float64) {
 	e, err := engine.Open(ctx, engine.Options{Path: path, NParallel: 8, CtxPerSeq: nGen + 16, Threads: threads})
 	check(err)
 	defer e.Close()
-	defer kernels.EnableSmallGEMM(true)
+	defer kernels.EnableQ8GEMM(true)
 	fmt.Printf("\n== batched decode: N sequences, one llama_decode per step (%d tokens each, %d threads) ==\n", nGen, threads)
-	if !kernels.SmallGEMMAvailable() {
-		fmt.Println("(this build has no AVX-512 VNNI: the batched-decode kernel is not in it; both rows are ggml)")
+	if !kernels.Q8GEMMAvailable() {
+		fmt.Println("(this build has no AVX-512 VNNI: the Q8_0 kernel is not in it; both rows are ggml)")
 	}
 	fmt.Printf("%-24s %12s %12s %12s\n", "", "N=1", "N=4", "N=8")
 	for _, on := range []bool{true, false} {
-		kernels.EnableSmallGEMM(on)
+		kernels.EnableQ8GEMM(on)
 		name := "llmrt kernel tok/s"
 		if !on {
 			name = "ggml (tinyBLAS) tok/s"

@@ -7,15 +7,15 @@ import (
 
 // BenchmarkMulMatQ8 times ggml's Q8_0 matmul on decode-shaped products (a
 // 4864x896 weight, the 0.5B model's FFN up projection, by 1..32 columns:
-// one per sequence in a decode step) with the batched-decode kernel routed
+// one per sequence in a decode step) with the Q8_0 kernel routed
 // in ("llmrt") and out ("ggml"), on 2 threads, and reports GFLOP/s and the
 // weight bytes streamed per second (best of each iteration's 20 runs).
 func BenchmarkMulMatQ8(b *testing.B) {
 	const m, k, threads, reps = 4864, 896, 2, 20
-	defer EnableSmallGEMM(true)
-	for _, n := range []int{1, 2, 4, 8, 12, 16, 24, 32} {
+	defer EnableQ8GEMM(true)
+	for _, n := range []int{1, 2, 4, 8, 16, 64, 512} {
 		for _, on := range []bool{false, true} {
-			if on && !SmallGEMMAvailable() {
+			if on && !Q8GEMMAvailable() {
 				continue
 			}
 			name := fmt.Sprintf("n=%d/ggml", n)
@@ -23,7 +23,7 @@ func BenchmarkMulMatQ8(b *testing.B) {
 				name = fmt.Sprintf("n=%d/llmrt", n)
 			}
 			b.Run(name, func(b *testing.B) {
-				EnableSmallGEMM(on)
+				EnableQ8GEMM(on)
 				var best float64
 				for i := 0; i < b.N; i++ {
 					f, err := GEMMFlopsQ8(m, n, k, threads, reps)

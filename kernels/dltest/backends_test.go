@@ -1,4 +1,4 @@
-package kernels_test
+package dltest_test
 
 import (
 	"os"
@@ -16,7 +16,7 @@ import (
 func TestLoadBackendsFromLibDir(t *testing.T) {
 	dir := os.Getenv("LLMRT_TEST_BACKENDS")
 	if dir == "" {
-		dir, _ = filepath.Abs("../lib/test-backends")
+		dir, _ = filepath.Abs("../../lib/test-backends")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "libggml-cpu-x64.so")); err != nil {
 		t.Fatalf("no dynamically loadable backend in %s: run `make backends` (make test does): %v", dir, err)

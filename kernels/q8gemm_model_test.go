@@ -14,7 +14,7 @@ import (
 
 // decodeStep feeds four sequences a prompt each, then decodes one token per
 // sequence in a single batch (a decode step of 4), and returns that step's
-// logits per sequence and how many matmuls the batched-decode kernel ran in
+// logits per sequence and how many matmuls the Q8_0 kernel ran in
 // the step.
 func decodeStep(t *testing.T, m *kernels.Model) ([][]float32, int64) {
 	t.Helper()
@@ -49,11 +49,11 @@ func decodeStep(t *testing.T, m *kernels.Model) ([][]float32, int64) {
 			t.Fatal(err)
 		}
 	}
-	before := kernels.SmallGEMMCalls()
+	before := kernels.Q8GEMMCalls()
 	if err := c.Decode(context.Background(), b); err != nil {
 		t.Fatal(err)
 	}
-	ran := kernels.SmallGEMMCalls() - before
+	ran := kernels.Q8GEMMCalls() - before
 	out := make([][]float32, len(prompts))
 	for s := range prompts {
 		l, err := c.Logits(s)
@@ -65,10 +65,10 @@ func decodeStep(t *testing.T, m *kernels.Model) ([][]float32, int64) {
 	return out, ran
 }
 
-// TestSmallGEMMDecodeStep decodes four sequences at once on a Q8_0 model
-// with the batched-decode kernel routed in and out: the kernel runs for the
+// TestQ8GEMMDecodeStep decodes four sequences at once on a Q8_0 model
+// with the Q8_0 kernel routed in and out: the kernel runs for the
 // step's matmuls and the logits agree with ggml's to float rounding.
-func TestSmallGEMMDecodeStep(t *testing.T) {
+func TestQ8GEMMDecodeStep(t *testing.T) {
 	spec := testmodel.TinyLlama(modeltest.Dir())
 	spec.Type = gguf.TypeQ8_0
 	path := filepath.Join(t.TempDir(), "tiny-q8.gguf")
@@ -80,16 +80,16 @@ func TestSmallGEMMDecodeStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	defer kernels.EnableSmallGEMM(true)
+	defer kernels.EnableQ8GEMM(true)
 
-	kernels.EnableSmallGEMM(false)
+	kernels.EnableQ8GEMM(false)
 	want, ran := decodeStep(t, m)
 	if ran != 0 {
 		t.Fatalf("kernel switched off but ran %d times", ran)
 	}
-	kernels.EnableSmallGEMM(true)
+	kernels.EnableQ8GEMM(true)
 	got, ran := decodeStep(t, m)
-	if kernels.SmallGEMMAvailable() {
+	if kernels.Q8GEMMAvailable() {
 		// 7 weight matmuls per layer (q, k, v, o, gate, up, down) and the
 		// output head.
 		if wantRan := int64(7*spec.NLayer + 1); ran != wantRan {

@@ -59,13 +59,13 @@ func checkClose(t *testing.T, what string, got []float32, ref, mag []float64) {
 	}
 }
 
-func TestSmallGEMMKernelMatchesReference(t *testing.T) {
-	if !SmallGEMMAvailable() {
-		t.Skip("this build has no AVX-512 VNNI: matmuls stay with ggml (covered by TestSmallGEMMRouting)")
+func TestQ8GEMMKernelMatchesReference(t *testing.T) {
+	if !Q8GEMMAvailable() {
+		t.Skip("this build has no AVX-512 VNNI: matmuls stay with ggml (covered by TestQ8GEMMRouting)")
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, sh := range []struct{ m, k int }{{1, 32}, {37, 64}, {130, 96}, {257, 4864}} {
-		for n := 1; n <= SmallGEMMMaxColumns; n++ {
+		for _, n := range []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17, 40} {
 			a, b := randMat(r, sh.m*sh.k), randMat(r, n*sh.k)
 			aq, err := QuantizeRows(typeQ8_0, a, sh.m, sh.k)
 			if err != nil {
@@ -75,7 +75,7 @@ func TestSmallGEMMKernelMatchesReference(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := smallGEMMQ8(aq, bq, sh.m, n, sh.k/32)
+			got, err := q8GEMM(aq, bq, sh.m, n, sh.k/32)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -85,29 +85,29 @@ func TestSmallGEMMKernelMatchesReference(t *testing.T) {
 	}
 }
 
-// TestSmallGEMMRouting runs ggml's matmul with the kernel routed in and out
+// TestQ8GEMMRouting runs ggml's matmul with the kernel routed in and out
 // on decode-shaped products (1..8 columns, odd block counts, 1-3 threads)
 // and one wider product that must stay with tinyBLAS: every result matches
 // the reference, and the kernel runs exactly for the shapes it takes.
-func TestSmallGEMMRouting(t *testing.T) {
-	defer EnableSmallGEMM(true)
+func TestQ8GEMMRouting(t *testing.T) {
+	defer EnableQ8GEMM(true)
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, sh := range []struct{ m, k int }{{37, 96}, {513, 896}} {
-		for _, n := range []int{1, 2, 3, 4, 8, 9, 16} {
+		for _, n := range []int{1, 2, 3, 4, 8, 9, 16, 33} {
 			a, b := randMat(r, sh.m*sh.k), randMat(r, n*sh.k)
 			ref, mag := refQ8(t, a, b, sh.m, n, sh.k)
 			for _, on := range []bool{false, true} {
-				EnableSmallGEMM(on)
+				EnableQ8GEMM(on)
 				for threads := 1; threads <= 3; threads++ {
-					before := SmallGEMMCalls()
+					before := Q8GEMMCalls()
 					got, err := mulMatQ8(a, b, sh.m, n, sh.k, threads)
 					if err != nil {
 						t.Fatal(err)
 					}
 					checkClose(t, "ggml mul_mat", got, ref, mag)
-					ran := SmallGEMMCalls() - before
+					ran := Q8GEMMCalls() - before
 					want := int64(0)
-					if on && SmallGEMMAvailable() && n <= SmallGEMMMaxColumns {
+					if on && Q8GEMMAvailable() && n <= Q8GEMMMaxColumns {
 						want = 1
 					}
 					if ran != want {

@@ -1,4 +1,4 @@
-// smallgemm.c: the batched-decode matmul.
+// q8gemm.c: llmrt's Q8_0 matmul for ggml's CPU backend.
 //
 // When several sequences decode together, every weight matmul of the step
 // has one column per sequence. ggml hands any Q8_0 matmul with more than one
@@ -7,22 +7,24 @@
 // dot product on CPUs with AVX-512 VNNI: decoding 4 sequences cost about 3.5
 // single-sequence steps, so batching bought almost nothing.
 //
-// This file puts a kernel in front of tinyBLAS for Q8_0 x Q8_0 products with
-// at most LLMRT_SG_MAX_N columns. The hook is the linker's symbol wrapping
-// (-Wl,--wrap=llamafile_sgemm in kernels.go): ggml's call to
-// llamafile_sgemm lands in __wrap_llamafile_sgemm below, which either runs
-// the kernel or calls the original, __real_llamafile_sgemm. ggml itself is
-// not modified; everything else (prompt processing, other types) keeps
-// going to tinyBLAS.
+// This file puts a kernel in front of tinyBLAS for Q8_0 x Q8_0 products of
+// up to LLMRT_Q8_GEMM_MAX_N columns, which covers every ubatch: it beats
+// tinyBLAS on prompt-sized products too (about 1.9x at 512 columns here).
+// The hook is the linker's symbol wrapping (-Wl,--wrap=llamafile_sgemm in
+// q8gemm.go): ggml's call to llamafile_sgemm lands in
+// __wrap_llamafile_sgemm below, which either runs the kernel or calls the
+// original, __real_llamafile_sgemm. ggml itself is not modified; other
+// weight types keep going to tinyBLAS.
 //
-// The kernel streams each weight row once for all columns. Per pair of
-// 32-element blocks it loads 64 weight bytes and, for each column, does one
-// 512-bit VNNI dot product (vpdpbusd), a convert and a fused multiply-add.
+// The kernel streams each weight row once per block of up to 16 columns,
+// whose accumulators stay in registers. Per pair of 32-element blocks it
+// loads 64 weight bytes and, for each column, does one 512-bit VNNI dot
+// product (vpdpbusd), a convert, a scale multiply and a fused multiply-add.
 // vpdpbusd multiplies unsigned by signed bytes, so the activations are
-// shifted to unsigned (x + 128, an xor with 0x80) once per call, and the
-// accumulator starts at -128 * sum(w), which the same instruction computes
-// once per weight pair for all columns: sum((x + 128) * w) - 128 * sum(w)
-// is exactly sum(x * w).
+// shifted to unsigned (x + 128, an xor with 0x80) when a column block is
+// packed, and the accumulator starts at -128 * sum(w), which the same
+// instruction computes once per weight pair for all columns:
+// sum((x + 128) * w) - 128 * sum(w) is exactly sum(x * w).
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -36,29 +38,33 @@
 #define GGML_COMMON_DECL_C
 #include "ggml-common.h"
 
-#include "smallgemm.h"
+#include "q8gemm.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__) && defined(__F16C__)
-#define SG_HAVE 1
+#define QG_HAVE 1
 #include <immintrin.h>
 #else
-#define SG_HAVE 0
+#define QG_HAVE 0
 #endif
 
+// Columns computed per pass over the rows: the accumulators of one row for
+// all of them stay in registers.
+#define QG_BLOCK_N 16
+
 // Longest row the kernel takes, in blocks (32768 elements): the per-thread
-// scratch holds LLMRT_SG_MAX_N columns of it.
-#define SG_MAX_K 1024
+// scratch holds QG_BLOCK_N columns of it.
+#define QG_MAX_K 1024
 
-static atomic_int sg_enabled = 1;
-static atomic_llong sg_calls;
+static atomic_int qg_enabled = 1;
+static atomic_llong qg_calls;
 
-int llmrt_small_gemm_available(void) { return SG_HAVE; }
+int llmrt_q8_gemm_available(void) { return QG_HAVE; }
 
-long long llmrt_small_gemm_calls(void) { return atomic_load(&sg_calls); }
+long long llmrt_q8_gemm_calls(void) { return atomic_load(&qg_calls); }
 
-void llmrt_small_gemm_enable(int on) { atomic_store(&sg_enabled, on != 0); }
+void llmrt_q8_gemm_enable(int on) { atomic_store(&qg_enabled, on != 0); }
 
-#if SG_HAVE
+#if QG_HAVE
 
 // Per-thread scratch: the activations repacked for the kernel. One buffer
 // per ggml worker thread, grown on demand and freed when the thread exits.
@@ -66,31 +72,31 @@ typedef struct {
     uint8_t * xu;  // [pair][column][64]: x + 128, two blocks per 64 bytes
     float * dx;    // [pair][column][16]: each block's scale, 8 lanes per block
     size_t pairs_cols; // capacity in (pair, column) cells
-} sg_scratch;
+} qg_scratch;
 
-static pthread_key_t sg_key;
-static pthread_once_t sg_once = PTHREAD_ONCE_INIT;
-static int sg_key_ok;
+static pthread_key_t qg_key;
+static pthread_once_t qg_once = PTHREAD_ONCE_INIT;
+static int qg_key_ok;
 
-static void sg_scratch_free(void * p) {
-    sg_scratch * s = (sg_scratch *) p;
+static void qg_scratch_free(void * p) {
+    qg_scratch * s = (qg_scratch *) p;
     if (s == NULL) return;
     free(s->xu);
     free(s->dx);
     free(s);
 }
 
-static void sg_key_init(void) { sg_key_ok = pthread_key_create(&sg_key, sg_scratch_free) == 0; }
+static void qg_key_init(void) { qg_key_ok = pthread_key_create(&qg_key, qg_scratch_free) == 0; }
 
 // Returns this thread's scratch with room for `cells` (pair, column) cells,
 // or NULL when memory is short (the caller then leaves the work to ggml).
-static sg_scratch * sg_get_scratch(size_t cells) {
-    if (pthread_once(&sg_once, sg_key_init) != 0 || !sg_key_ok) return NULL;
-    sg_scratch * s = (sg_scratch *) pthread_getspecific(sg_key);
+static qg_scratch * qg_get_scratch(size_t cells) {
+    if (pthread_once(&qg_once, qg_key_init) != 0 || !qg_key_ok) return NULL;
+    qg_scratch * s = (qg_scratch *) pthread_getspecific(qg_key);
     if (s == NULL) {
-        s = (sg_scratch *) calloc(1, sizeof(*s));
+        s = (qg_scratch *) calloc(1, sizeof(*s));
         if (s == NULL) return NULL;
-        if (pthread_setspecific(sg_key, s) != 0) { free(s); return NULL; }
+        if (pthread_setspecific(qg_key, s) != 0) { free(s); return NULL; }
     }
     if (s->pairs_cols < cells) {
         uint8_t * xu = (uint8_t *) aligned_alloc(64, cells * 64);
@@ -107,7 +113,7 @@ static sg_scratch * sg_get_scratch(size_t cells) {
 
 // Repacks n columns of k blocks into the scratch layout. An odd k is padded
 // with a block of scale 0, which contributes nothing.
-static void sg_pack(const block_q8_0 * b, int64_t ldb, int n, int64_t k, uint8_t * xu, float * dx) {
+static void qg_pack(const block_q8_0 * b, int64_t ldb, int n, int64_t k, uint8_t * xu, float * dx) {
     const int64_t pairs = (k + 1) / 2;
     const __m256i flip = _mm256_set1_epi8((char) 0x80);
     for (int64_t p = 0; p < pairs; p++) {
@@ -132,8 +138,8 @@ static void sg_pack(const block_q8_0 * b, int64_t ldb, int n, int64_t k, uint8_t
 
 // Computes rows [i0, i1) of c for n columns from the packed activations.
 // N is a compile-time column count so the accumulators stay in registers.
-#define SG_ROWS(N)                                                                              \
-    static void sg_rows_##N(const block_q8_0 * a, int64_t lda, int64_t k, const uint8_t * xu, \
+#define QG_ROWS(N)                                                                              \
+    static void qg_rows_##N(const block_q8_0 * a, int64_t lda, int64_t k, const uint8_t * xu, \
                             const float * dx, float * c, int64_t ldc, int64_t i0, int64_t i1) {  \
         const int64_t pairs = (k + 1) / 2;                                                      \
         const __m512i bias = _mm512_set1_epi8((char) 0x80);                                     \
@@ -171,35 +177,35 @@ static void sg_pack(const block_q8_0 * b, int64_t ldb, int n, int64_t k, uint8_t
         }                                                                                       \
     }
 
-SG_ROWS(1)
-SG_ROWS(2)
-SG_ROWS(3)
-SG_ROWS(4)
-SG_ROWS(5)
-SG_ROWS(6)
-SG_ROWS(7)
-SG_ROWS(8)
-SG_ROWS(9)
-SG_ROWS(10)
-SG_ROWS(11)
-SG_ROWS(12)
-SG_ROWS(13)
-SG_ROWS(14)
-SG_ROWS(15)
-SG_ROWS(16)
+QG_ROWS(1)
+QG_ROWS(2)
+QG_ROWS(3)
+QG_ROWS(4)
+QG_ROWS(5)
+QG_ROWS(6)
+QG_ROWS(7)
+QG_ROWS(8)
+QG_ROWS(9)
+QG_ROWS(10)
+QG_ROWS(11)
+QG_ROWS(12)
+QG_ROWS(13)
+QG_ROWS(14)
+QG_ROWS(15)
+QG_ROWS(16)
 
-typedef void (*sg_rows_fn)(const block_q8_0 *, int64_t, int64_t, const uint8_t *, const float *, float *,
+typedef void (*qg_rows_fn)(const block_q8_0 *, int64_t, int64_t, const uint8_t *, const float *, float *,
                            int64_t, int64_t, int64_t);
 
-static const sg_rows_fn sg_rows[LLMRT_SG_MAX_N + 1] = {
-    NULL,       sg_rows_1,  sg_rows_2,  sg_rows_3,  sg_rows_4,  sg_rows_5,  sg_rows_6,  sg_rows_7, sg_rows_8,
-    sg_rows_9, sg_rows_10, sg_rows_11, sg_rows_12, sg_rows_13, sg_rows_14, sg_rows_15, sg_rows_16,
+static const qg_rows_fn qg_rows[QG_BLOCK_N + 1] = {
+    NULL,       qg_rows_1,  qg_rows_2,  qg_rows_3,  qg_rows_4,  qg_rows_5,  qg_rows_6,  qg_rows_7, qg_rows_8,
+    qg_rows_9, qg_rows_10, qg_rows_11, qg_rows_12, qg_rows_13, qg_rows_14, qg_rows_15, qg_rows_16,
 };
 
 // A plain loop over rows [i0, i1): used only when a thread cannot get its
 // scratch, because the other threads of the matmul have already taken the
 // kernel's branch and the work split must stay the same.
-static void sg_rows_plain(const block_q8_0 * a, int64_t lda, int n, int64_t k, const block_q8_0 * b, int64_t ldb,
+static void qg_rows_plain(const block_q8_0 * a, int64_t lda, int n, int64_t k, const block_q8_0 * b, int64_t ldb,
                           float * c, int64_t ldc, int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
         for (int j = 0; j < n; j++) {
@@ -217,21 +223,29 @@ static void sg_rows_plain(const block_q8_0 * a, int64_t lda, int n, int64_t k, c
 }
 
 // Runs this thread's share: rows split evenly over nth threads.
-static void sg_run(int ith, int nth, int64_t m, int n, int64_t k, const void * a, int64_t lda, const void * b,
+static void qg_run(int ith, int nth, int64_t m, int64_t n, int64_t k, const void * a, int64_t lda, const void * b,
                    int64_t ldb, float * c, int64_t ldc) {
     const int64_t i0 = m * ith / nth;
     const int64_t i1 = m * (ith + 1) / nth;
     const int64_t pairs = (k + 1) / 2;
-    sg_scratch * s = sg_get_scratch((size_t) (pairs * n));
-    if (s == NULL) {
-        sg_rows_plain((const block_q8_0 *) a, lda, n, k, (const block_q8_0 *) b, ldb, c, ldc, i0, i1);
-        return;
+    const int64_t width = n < QG_BLOCK_N ? n : QG_BLOCK_N;
+    qg_scratch * s = qg_get_scratch((size_t) (pairs * width));
+    // Columns in blocks of up to QG_BLOCK_N: each block is packed once and
+    // the thread's rows stream past it.
+    for (int64_t j0 = 0; j0 < n; j0 += QG_BLOCK_N) {
+        const int nb = (int) (n - j0 < QG_BLOCK_N ? n - j0 : QG_BLOCK_N);
+        const block_q8_0 * bj = (const block_q8_0 *) b + j0 * ldb;
+        float * cj = c + j0 * ldc;
+        if (s == NULL) {
+            qg_rows_plain((const block_q8_0 *) a, lda, nb, k, bj, ldb, cj, ldc, i0, i1);
+            continue;
+        }
+        qg_pack(bj, ldb, nb, k, s->xu, s->dx);
+        qg_rows[nb]((const block_q8_0 *) a, lda, k, s->xu, s->dx, cj, ldc, i0, i1);
     }
-    sg_pack((const block_q8_0 *) b, ldb, n, k, s->xu, s->dx);
-    sg_rows[n]((const block_q8_0 *) a, lda, k, s->xu, s->dx, c, ldc, i0, i1);
 }
 
-#endif // SG_HAVE
+#endif // QG_HAVE
 
 bool __real_llamafile_sgemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,
                             const void * A, int64_t lda, const void * B, int64_t ldb, void * C,
@@ -248,22 +262,22 @@ bool __wrap_llamafile_sgemm(const struct ggml_compute_params * params, int64_t m
 bool __wrap_llamafile_sgemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,
                             const void * A, int64_t lda, const void * B, int64_t ldb, void * C,
                             int64_t ldc, int Atype, int Btype, int Ctype) {
-#if SG_HAVE
+#if QG_HAVE
     if (Atype == GGML_TYPE_Q8_0 && Btype == GGML_TYPE_Q8_0 && Ctype == GGML_TYPE_F32 && n >= 1 &&
-        n <= LLMRT_SG_MAX_N && k >= 1 && k <= SG_MAX_K && atomic_load_explicit(&sg_enabled, memory_order_relaxed)) {
-        if (params->ith == 0) atomic_fetch_add_explicit(&sg_calls, 1, memory_order_relaxed);
-        sg_run(params->ith, params->nth, m, (int) n, k, A, lda, B, ldb, (float *) C, ldc);
+        n <= LLMRT_Q8_GEMM_MAX_N && k >= 1 && k <= QG_MAX_K && atomic_load_explicit(&qg_enabled, memory_order_relaxed)) {
+        if (params->ith == 0) atomic_fetch_add_explicit(&qg_calls, 1, memory_order_relaxed);
+        qg_run(params->ith, params->nth, m, n, k, A, lda, B, ldb, (float *) C, ldc);
         return true;
     }
 #endif
     return __real_llamafile_sgemm(params, m, n, k, A, lda, B, ldb, C, ldc, Atype, Btype, Ctype);
 }
 
-int llmrt_small_gemm_q8(int64_t m, int64_t n, int64_t k, const void * a, int64_t lda, const void * b, int64_t ldb,
+int llmrt_q8_gemm(int64_t m, int64_t n, int64_t k, const void * a, int64_t lda, const void * b, int64_t ldb,
                         float * c, int64_t ldc) {
-#if SG_HAVE
-    if (m < 0 || n < 1 || n > LLMRT_SG_MAX_N || k < 1 || k > SG_MAX_K || lda < k || ldb < k || ldc < m) return -1;
-    sg_run(0, 1, m, (int) n, k, a, lda, b, ldb, c, ldc);
+#if QG_HAVE
+    if (m < 0 || n < 1 || n > LLMRT_Q8_GEMM_MAX_N || k < 1 || k > QG_MAX_K || lda < k || ldb < k || ldc < m) return -1;
+    qg_run(0, 1, m, n, k, a, lda, b, ldb, c, ldc);
     return 0;
 #else
     (void) m; (void) n; (void) k; (void) a; (void) lda; (void) b; (void) ldb; (void) c; (void) ldc;

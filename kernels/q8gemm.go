@@ -1,0 +1,72 @@
+package kernels
+
+/*
+#cgo linux LDFLAGS: -Wl,--wrap=llamafile_sgemm
+#include "q8gemm.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"unsafe"
+)
+
+// Q8GEMMAvailable reports whether this build has llmrt's Q8_0 matmul
+// (q8gemm.c), which ggml's CPU backend then uses for Q8_0 weights in
+// place of llamafile's tinyBLAS: decode steps of several sequences and
+// prompt chunks alike. It needs AVX-512 with VNNI at compile time (the
+// default -march=native build on such CPUs; not PORTABLE=1).
+func Q8GEMMAvailable() bool { return C.llmrt_q8_gemm_available() != 0 }
+
+// Q8GEMMMaxColumns is the widest matmul (tokens per ubatch) the kernel
+// takes; wider ones go to ggml.
+const Q8GEMMMaxColumns = C.LLMRT_Q8_GEMM_MAX_N
+
+// EnableQ8GEMM routes Q8_0 matmuls of up to Q8GEMMMaxColumns columns
+// to llmrt's kernel (the default where available) or leaves them to ggml. It is process-wide, like ggml's own CPU feature choice, and
+// exists for benchmarks and tests that compare the two paths.
+func EnableQ8GEMM(on bool) {
+	v := C.int(0)
+	if on {
+		v = 1
+	}
+	C.llmrt_q8_gemm_enable(v)
+}
+
+// Q8GEMMCalls is how many matmuls llmrt's kernel has run in this
+// process.
+func Q8GEMMCalls() int64 { return int64(C.llmrt_q8_gemm_calls()) }
+
+// mulMatQ8 computes a (m×k, quantized to Q8_0 as a model stores it) times
+// b (n columns of k floats) through ggml's CPU matmul on threads threads,
+// returning n columns of m floats. Tests use it to run the routed and
+// unrouted paths on the same product.
+func mulMatQ8(a, b []float32, m, n, k, threads int) ([]float32, error) {
+	if len(a) != m*k || len(b) != n*k {
+		return nil, fmt.Errorf("mul_mat q8: %d and %d values for %dx%d by %dx%d", len(a), len(b), m, k, k, n)
+	}
+	Init()
+	c := make([]float32, m*n)
+	rc := C.llmrt_mul_mat_q8(C.int(m), C.int(n), C.int(k), (*C.float)(unsafe.Pointer(&a[0])),
+		(*C.float)(unsafe.Pointer(&b[0])), (*C.float)(unsafe.Pointer(&c[0])), C.int(threads))
+	if rc != 0 {
+		return nil, fmt.Errorf("mul_mat q8: ggml failed on %dx%d by %dx%d", m, k, k, n)
+	}
+	return c, nil
+}
+
+// q8GEMM runs the kernel alone, on one thread, over Q8_0 rows: a holds
+// m rows and b n columns of k blocks each. It returns n columns of m floats.
+func q8GEMM(a, b []byte, m, n, kBlocks int) ([]float32, error) {
+	const blockBytes = 34 // ggml's block_q8_0: an f16 scale and 32 int8
+	if len(a) != m*kBlocks*blockBytes || len(b) != n*kBlocks*blockBytes {
+		return nil, fmt.Errorf("q8 gemm: %d and %d bytes for %d and %d rows of %d Q8_0 blocks", len(a), len(b), m, n, kBlocks)
+	}
+	c := make([]float32, m*n)
+	rc := C.llmrt_q8_gemm(C.int64_t(m), C.int64_t(n), C.int64_t(kBlocks), unsafe.Pointer(&a[0]), C.int64_t(kBlocks),
+		unsafe.Pointer(&b[0]), C.int64_t(kBlocks), (*C.float)(unsafe.Pointer(&c[0])), C.int64_t(m))
+	if rc != 0 {
+		return nil, fmt.Errorf("q8 gemm: not in this build or shape out of range (%d x %d x %d blocks)", m, n, kBlocks)
+	}
+	return c, nil
+}
