@@ -9,7 +9,8 @@
 // bandwidth / bytes read per token) and ggml's fp32 GEMM FLOP/s (prompt
 // processing cannot beat it at 2 FLOPs per parameter per token). Last, it
 // measures batched decode (1, 4 and 8 sequences per step) with llmrt's
-// Q8_0 matmul and with ggml's own.
+// Q8_0 matmul and with ggml's own, and single-stream decode through the
+// HTTP server against the engine called directly, in turn.
 package main
 
 import (
@@ -35,6 +36,7 @@ func main() {
 	nPrompt := flag.Int("prompt", 512, "prompt tokens")
 	nGen := flag.Int("gen", 128, "generated tokens")
 	reps := flag.Int("reps", 5, "repetitions (the median is reported)")
+	serveReps := flag.Int("serve-reps", 6, "rounds of the serving-overhead comparison")
 	cache := flag.String("cache", testmodel.CacheDir(), "where the generated model is kept (env LLMRT_BENCH_DIR)")
 	flag.Parse()
 	kernels.SetLogger(nil)
@@ -105,6 +107,7 @@ func main() {
 
 	e.Close()
 	batchedDecode(ctx, path, *threads, *nGen, tgLimit)
+	serveOverhead(ctx, path, *threads, 256, *nGen, *serveReps)
 }
 
 // batchedDecode measures decode with several sequences advancing in one
