@@ -40,7 +40,9 @@
 
 #include "q8gemm.h"
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__) && defined(__F16C__)
+// The hook needs GNU ld's --wrap (linux builds); the kernel needs AVX-512.
+#if defined(__linux__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512VNNI__) && defined(__F16C__)
 #define QG_HAVE 1
 #include <immintrin.h>
 #else
@@ -247,6 +249,7 @@ static void qg_run(int ith, int nth, int64_t m, int64_t n, int64_t k, const void
 
 #endif // QG_HAVE
 
+#if defined(__linux__)
 bool __real_llamafile_sgemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,
                             const void * A, int64_t lda, const void * B, int64_t ldb, void * C,
                             int64_t ldc, int Atype, int Btype, int Ctype);
@@ -272,6 +275,7 @@ bool __wrap_llamafile_sgemm(const struct ggml_compute_params * params, int64_t m
 #endif
     return __real_llamafile_sgemm(params, m, n, k, A, lda, B, ldb, C, ldc, Atype, Btype, Ctype);
 }
+#endif // __linux__
 
 int llmrt_q8_gemm(int64_t m, int64_t n, int64_t k, const void * a, int64_t lda, const void * b, int64_t ldb,
                         float * c, int64_t ldc) {
