@@ -22,8 +22,9 @@ import (
 
 // serveOverhead compares single-stream decode through the HTTP server
 // (streamed completions, as a client sees them) with the same engine
-// called directly, request by request in turn, so that the machine's
-// drift (on a shared 2-core VM, ±15% between runs) falls on both alike.
+// called directly, request by request in turn (alternating which goes
+// first), so that the machine's drift (on a shared 2-core VM, ±15% between
+// runs) falls on both alike.
 // The server runs in this process with the serve command's defaults.
 func serveOverhead(ctx context.Context, path string, threads, nPrompt, nGen, reps int) {
 	dir, err := os.MkdirTemp("", "llmrt-bench-serve-")
@@ -50,19 +51,22 @@ func serveOverhead(ctx context.Context, path string, threads, nPrompt, nGen, rep
 	rng := rand.New(rand.NewPCG(11, 11))
 	var direct, viaHTTP []float64
 	for i := 0; i < reps; i++ {
-		prompt := make([]int32, nPrompt)
-		for j := range prompt {
-			prompt[j] = int32(rng.IntN(50000))
+		// Odd rounds run HTTP first, so neither path always follows the other.
+		for k := 0; k < 2; k++ {
+			prompt := make([]int32, nPrompt)
+			for j := range prompt {
+				prompt[j] = int32(rng.IntN(50000))
+			}
+			if (k == 0) == (i%2 == 0) {
+				res, err := lease.Engine.Generate(ctx, engine.Request{Prompt: prompt, MaxTokens: nGen, IgnoreEOS: true})
+				check(err)
+				direct = append(direct, float64(res.CompletionTokens-1)/(res.Duration-res.TimeToFirstToken).Seconds())
+			} else {
+				r, err := streamRate(ctx, url, prompt, nGen)
+				check(err)
+				viaHTTP = append(viaHTTP, r)
+			}
 		}
-		res, err := lease.Engine.Generate(ctx, engine.Request{Prompt: prompt, MaxTokens: nGen, IgnoreEOS: true})
-		check(err)
-		direct = append(direct, float64(res.CompletionTokens-1)/(res.Duration-res.TimeToFirstToken).Seconds())
-		for j := range prompt {
-			prompt[j] = int32(rng.IntN(50000))
-		}
-		r, err := streamRate(ctx, url, prompt, nGen)
-		check(err)
-		viaHTTP = append(viaHTTP, r)
 	}
 	d, h := median(direct), median(viaHTTP)
 	fmt.Printf("%-22s %s\n%-22s %s\n", "engine tok/s", rounds(direct), "HTTP stream tok/s", rounds(viaHTTP))
@@ -131,3 +135,4 @@ func streamRate(ctx context.Context, url string, prompt []int32, nGen int) (floa
 	}
 	return float64(tokens-1) / last.Sub(first).Seconds(), nil
 }
+
