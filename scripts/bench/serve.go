@@ -135,4 +135,3 @@ func streamRate(ctx context.Context, url string, prompt []int32, nGen int) (floa
 	}
 	return float64(tokens-1) / last.Sub(first).Seconds(), nil
 }
-
