@@ -55,16 +55,18 @@ func mulMatQ8(a, b []float32, m, n, k, threads int) ([]float32, error) {
 	return c, nil
 }
 
-// q8GEMM runs the kernel alone, on one thread, over Q8_0 rows: a holds
-// m rows and b n columns of k blocks each. It returns n columns of m floats.
-func q8GEMM(a, b []byte, m, n, kBlocks int) ([]float32, error) {
+// q8GEMM runs the kernel alone, on one thread, over Q8_0 rows: a holds m
+// rows of lda blocks and b n columns of ldb blocks, of which the first
+// kBlocks take part (strides above kBlocks are views into wider rows). It
+// returns n columns of m floats.
+func q8GEMM(a, b []byte, m, n, kBlocks, lda, ldb int) ([]float32, error) {
 	const blockBytes = 34 // ggml's block_q8_0: an f16 scale and 32 int8
-	if len(a) != m*kBlocks*blockBytes || len(b) != n*kBlocks*blockBytes {
-		return nil, fmt.Errorf("q8 gemm: %d and %d bytes for %d and %d rows of %d Q8_0 blocks", len(a), len(b), m, n, kBlocks)
+	if len(a) != m*lda*blockBytes || len(b) != n*ldb*blockBytes || lda < kBlocks || ldb < kBlocks {
+		return nil, fmt.Errorf("q8 gemm: %d and %d bytes for %d and %d rows of %d/%d Q8_0 blocks", len(a), len(b), m, n, lda, ldb)
 	}
 	c := make([]float32, m*n)
-	rc := C.llmrt_q8_gemm(C.int64_t(m), C.int64_t(n), C.int64_t(kBlocks), unsafe.Pointer(&a[0]), C.int64_t(kBlocks),
-		unsafe.Pointer(&b[0]), C.int64_t(kBlocks), (*C.float)(unsafe.Pointer(&c[0])), C.int64_t(m))
+	rc := C.llmrt_q8_gemm(C.int64_t(m), C.int64_t(n), C.int64_t(kBlocks), unsafe.Pointer(&a[0]), C.int64_t(lda),
+		unsafe.Pointer(&b[0]), C.int64_t(ldb), (*C.float)(unsafe.Pointer(&c[0])), C.int64_t(m))
 	if rc != 0 {
 		return nil, fmt.Errorf("q8 gemm: not in this build or shape out of range (%d x %d x %d blocks)", m, n, kBlocks)
 	}

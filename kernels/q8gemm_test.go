@@ -75,7 +75,7 @@ func TestQ8GEMMKernelMatchesReference(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := q8GEMM(aq, bq, sh.m, n, sh.k/32)
+			got, err := q8GEMM(aq, bq, sh.m, n, sh.k/32, sh.k/32, sh.k/32)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -83,6 +83,41 @@ func TestQ8GEMMKernelMatchesReference(t *testing.T) {
 			checkClose(t, "kernel", got, ref, mag)
 		}
 	}
+}
+
+// TestQ8GEMMStridedViews runs the kernel on views: the first blocks of
+// wider weight rows and activation columns (ggml passes row strides, and a
+// view of a fused weight has a stride above its length).
+func TestQ8GEMMStridedViews(t *testing.T) {
+	if !Q8GEMMAvailable() {
+		t.Skip("this build has no AVX-512 VNNI: matmuls stay with ggml (covered by TestQ8GEMMRouting)")
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	const m, n, k, kA, kB = 45, 5, 96, 160, 128 // elements; the rows are wider
+	a, b := randMat(r, m*kA), randMat(r, n*kB)
+	aq, err := QuantizeRows(typeQ8_0, a, m, kA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bq, err := QuantizeRows(typeQ8_0, b, n, kB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := q8GEMM(aq, bq, m, n, k/32, kA/32, kB/32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Q8_0 blocks are quantized alone, so the reference is the product of
+	// the first k elements of every row.
+	slice := func(x []float32, rows, width int) []float32 {
+		out := make([]float32, 0, rows*k)
+		for i := 0; i < rows; i++ {
+			out = append(out, x[i*width:i*width+k]...)
+		}
+		return out
+	}
+	ref, mag := refQ8(t, slice(a, m, kA), slice(b, n, kB), m, n, k)
+	checkClose(t, "strided kernel", got, ref, mag)
 }
 
 // TestQ8GEMMRouting runs ggml's matmul with the kernel routed in and out
