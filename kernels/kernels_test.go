@@ -170,18 +170,26 @@ func TestLoadProgress(t *testing.T) {
 	}
 }
 
-func TestDecodeAndLogits(t *testing.T) {
-	m := load(t, "stories260K.gguf")
-	c, err := m.NewContext(kernels.ContextParams{NCtx: 128, NSeqMax: 2, Threads: 2})
+// contextAndBatch makes a context on m and a 64-token batch, both closed
+// when the test ends.
+func contextAndBatch(t *testing.T, m *kernels.Model, p kernels.ContextParams) (*kernels.Context, *kernels.Batch) {
+	t.Helper()
+	c, err := m.NewContext(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	b, err := kernels.NewBatch(64, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
+	t.Cleanup(func() { b.Close() })
+	return c, b
+}
+
+func TestDecodeAndLogits(t *testing.T) {
+	m := load(t, "stories260K.gguf")
+	c, b := contextAndBatch(t, m, kernels.ContextParams{NCtx: 128, NSeqMax: 2, Threads: 2})
 	toks, _ := m.Tokenize("Once upon a time", true, false)
 	idx, _ := b.AddTokens(toks, 0, 0, true)
 	if err := c.Decode(context.Background(), b); err != nil {

@@ -18,16 +18,7 @@ import (
 // the step.
 func decodeStep(t *testing.T, m *kernels.Model) ([][]float32, int64) {
 	t.Helper()
-	c, err := m.NewContext(kernels.ContextParams{NCtx: 256, NSeqMax: 4, Threads: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	b, err := kernels.NewBatch(64, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	c, b := contextAndBatch(t, m, kernels.ContextParams{NCtx: 256, NSeqMax: 4, Threads: 2})
 	prompts := []string{"Once upon a time", "The cat sat on", "Tom and Sue went to", "A big dog"}
 	pos := make([]int, len(prompts))
 	for s, p := range prompts {
