@@ -17,7 +17,6 @@ type slot struct {
 	s      *Stream // nil when idle
 	cached []int32 // tokens whose KV cells the sequence holds
 	key    string  // adapter set the cells were computed under
-	used   time.Time
 
 	// While running:
 	prompt  []int32 // full prompt
@@ -295,8 +294,7 @@ func countStarted(slots []*slot) int {
 
 // pickSlot chooses the free sequence whose cache shares the longest prefix
 // with the request's prompt under the same adapter set; among equals, the
-// lowest id (pack would move a higher one down), which is the least
-// recently used one when nothing is cached there.
+// lowest id (pack would move a higher one down).
 func (e *Engine) pickSlot(slots []*slot, s *Stream) *slot {
 	var best *slot
 	bestN := -1
@@ -472,7 +470,6 @@ func (e *Engine) endSlot(sl *slot, res Result, err error, drop bool) {
 		// Keep exactly the cells that were decoded.
 		sl.cached = sl.cached[:min(len(sl.cached), sl.nPast)]
 	}
-	sl.used = time.Now()
 	sl.s.finish(res, err)
 	sl.s = nil
 	sl.prompt = nil
