@@ -3,7 +3,6 @@ package kernels
 /*
 #include <stdlib.h>
 #include "bridge.h"
-#include "decoder.h"
 */
 import "C"
 
@@ -11,10 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"sync/atomic"
-	"syscall"
 	"unsafe"
 )
 
@@ -51,8 +47,6 @@ type Context struct {
 	model   *Model
 	c       *C.struct_llama_context
 	abort   *C.llmrt_abort_t
-	dec     *C.llmrt_decoder // runs llama_decode on its own thread (decoder.h)
-	decDone *os.File         // the decoder's eventfd, read through Go's netpoller
 	nVocab  int
 	nEmbd   int
 	params  ContextParams
@@ -131,13 +125,7 @@ func (m *Model) NewContext(p ContextParams) (*Context, error) {
 	if p.NCtx <= 0 {
 		p.NCtx = int(C.llama_n_ctx(c))
 	}
-	dec, done, err := newDecoder(c)
-	if err != nil {
-		C.llama_free(c)
-		C.free(unsafe.Pointer(abort))
-		return nil, fmt.Errorf("new context on %s: %w", m.path, err)
-	}
-	return &Context{model: m, c: c, abort: abort, dec: dec, decDone: done, nVocab: m.info.Vocab, nEmbd: m.info.Embd, params: p, lastEmb: p.Embeddings}, nil
+	return &Context{model: m, c: c, abort: abort, nVocab: m.info.Vocab, nEmbd: m.info.Embd, params: p, lastEmb: p.Embeddings}, nil
 }
 
 // Close frees the context.
@@ -145,8 +133,6 @@ func (c *Context) Close() error {
 	if c == nil || !c.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	C.llmrt_decoder_free(c.dec)
-	c.decDone.Close()
 	C.llama_free(c.c)
 	C.free(unsafe.Pointer(c.abort))
 	c.c = nil
@@ -181,38 +167,6 @@ var ErrKVFull = errors.New("decode: no KV cache slot for the batch (context full
 
 // ErrAborted is returned by Decode when ctx was cancelled during compute.
 var ErrAborted = errors.New("decode: aborted")
-
-// newDecoder starts a context's decode thread and wraps its eventfd (a
-// duplicate, which the File owns) for Go's netpoller.
-func newDecoder(c *C.struct_llama_context) (*C.llmrt_decoder, *os.File, error) {
-	dec := C.llmrt_decoder_new(c)
-	if dec == nil {
-		return nil, nil, errors.New("start the decode thread: out of threads or file descriptors")
-	}
-	fd, err := syscall.Dup(int(C.llmrt_decoder_fd(dec)))
-	if err != nil {
-		C.llmrt_decoder_free(dec)
-		return nil, nil, fmt.Errorf("start the decode thread: dup eventfd: %w", err)
-	}
-	// The duplicate shares the non-blocking flag, so NewFile makes a
-	// pollable File.
-	return dec, os.NewFile(uintptr(fd), "llmrt-decoder"), nil
-}
-
-// runDecode runs llama_decode on the decode thread and waits for it as a
-// parked goroutine, not inside a cgo call: a cgo call as long as a decode
-// step sets Go's sysmon polling every 20 us, and on a machine whose cores
-// all run ggml each of its wake-ups preempts a worker thread.
-func (c *Context) runDecode(b *Batch) (C.int, error) {
-	C.llmrt_decoder_submit(c.dec, b.c)
-	var buf [8]byte
-	if _, err := io.ReadFull(c.decDone, buf[:]); err != nil {
-		// Only a closed file fails here; the decode may still run, and
-		// Close joins the thread before freeing anything.
-		return 0, fmt.Errorf("decode: wait for the decode thread: %w", err)
-	}
-	return C.llmrt_decoder_result(c.dec), nil
-}
 
 // Decode runs the model on a batch. Cancelling ctx aborts the computation
 // between graph nodes (CPU backend) and returns ErrAborted wrapped with the
@@ -252,10 +206,7 @@ func (c *Context) Decode(ctx context.Context, b *Batch) error {
 	}
 	c.rebuild = false
 	c.lastEmb = emb
-	rc, err := c.runDecode(b)
-	if err != nil {
-		return err
-	}
+	rc := C.llama_decode(c.c, b.c)
 	if emb != c.params.Embeddings {
 		C.llama_set_embeddings(c.c, C.bool(c.params.Embeddings))
 	}
