@@ -91,7 +91,7 @@ static void qg_scratch_free(void * p) {
 static void qg_key_init(void) { qg_key_ok = pthread_key_create(&qg_key, qg_scratch_free) == 0; }
 
 // Returns this thread's scratch with room for `cells` (pair, column) cells,
-// or NULL when memory is short (the caller then leaves the work to ggml).
+// or NULL when memory is short (the caller then runs the plain loop).
 static qg_scratch * qg_get_scratch(size_t cells) {
     if (pthread_once(&qg_once, qg_key_init) != 0 || !qg_key_ok) return NULL;
     qg_scratch * s = (qg_scratch *) pthread_getspecific(qg_key);
