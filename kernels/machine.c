@@ -65,27 +65,39 @@ double llmrt_mem_bandwidth(size_t bytes, int threads, int reps) {
 
 // --- fp32 GEMM through ggml's own CPU matmul ---
 
+// mul_mat_graph builds c = a x b on ggml's CPU in a fresh context: a is m
+// rows of k floats, stored as wtype (F32, or Q8_0 quantized as a model
+// stores it), b is n columns of k floats. NULL a or b get a fixed pattern.
+// Returns the context (the caller frees it), or NULL.
+static struct ggml_context * mul_mat_graph(int m, int n, int k, int wtype, const float * a, const float * b,
+                                           struct ggml_cgraph ** gf, struct ggml_tensor ** out) {
+    size_t mem = ((size_t) 2 * m * k + (size_t) n * k + (size_t) m * n) * sizeof(float) + 64 * ggml_tensor_overhead() + ggml_graph_overhead() + (1 << 20);
+    struct ggml_init_params ip = { mem, NULL, false };
+    struct ggml_context * ctx = ggml_init(ip);
+    if (!ctx) return NULL;
+    struct ggml_tensor * a32 = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
+    struct ggml_tensor * b32 = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, n);
+    for (int64_t i = 0; i < ggml_nelements(a32); i++) ((float *) a32->data)[i] = a ? a[i] : (float) ((i % 13) - 6) * 0.01f;
+    for (int64_t i = 0; i < ggml_nelements(b32); i++) ((float *) b32->data)[i] = b ? b[i] : (float) ((i % 7) - 3) * 0.01f;
+    struct ggml_tensor * wa = a32;
+    if (wtype == GGML_TYPE_Q8_0) {
+        wa = ggml_new_tensor_2d(ctx, GGML_TYPE_Q8_0, k, m);
+        ggml_quantize_chunk(GGML_TYPE_Q8_0, (const float *) a32->data, wa->data, 0, m, k, NULL);
+    }
+    *out = ggml_mul_mat(ctx, wa, b32);
+    *gf = ggml_new_graph(ctx);
+    ggml_build_forward_expand(*gf, *out);
+    return ctx;
+}
+
 double llmrt_gemm_flops(int m, int n, int k, int threads, int reps, int wtype) {
     if (m < 1 || n < 1 || k < 1 || threads < 1 || reps < 1) return -1;
     if (wtype != GGML_TYPE_F32 && wtype != GGML_TYPE_Q8_0) return -1;
     if (wtype == GGML_TYPE_Q8_0 && k % 32 != 0) return -1;
-    size_t mem = ((size_t) 2 * m * k + (size_t) n * k + (size_t) m * n) * sizeof(float) + 64 * ggml_tensor_overhead() + ggml_graph_overhead() + (1 << 20);
-    struct ggml_init_params ip = { mem, NULL, false };
-    struct ggml_context * ctx = ggml_init(ip);
+    struct ggml_cgraph * gf;
+    struct ggml_tensor * c;
+    struct ggml_context * ctx = mul_mat_graph(m, n, k, wtype, NULL, NULL, &gf, &c);
     if (!ctx) return -1;
-    struct ggml_tensor * a32 = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
-    struct ggml_tensor * b = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, n);
-    for (int64_t i = 0; i < ggml_nelements(a32); i++) ((float *) a32->data)[i] = (float) ((i % 13) - 6) * 0.01f;
-    for (int64_t i = 0; i < ggml_nelements(b); i++) ((float *) b->data)[i] = (float) ((i % 7) - 3) * 0.01f;
-    struct ggml_tensor * a = a32;
-    if (wtype == GGML_TYPE_Q8_0) {
-        // The weights as a quantized model stores them.
-        a = ggml_new_tensor_2d(ctx, GGML_TYPE_Q8_0, k, m);
-        ggml_quantize_chunk(GGML_TYPE_Q8_0, (const float *) a32->data, a->data, 0, m, k, NULL);
-    }
-    struct ggml_tensor * c = ggml_mul_mat(ctx, a, b);
-    struct ggml_cgraph * gf = ggml_new_graph(ctx);
-    ggml_build_forward_expand(gf, c);
     double best = 0;
     for (int r = 0; r < reps; r++) {
         double t0 = now_s();
@@ -95,6 +107,18 @@ double llmrt_gemm_flops(int m, int n, int k, int threads, int reps, int wtype) {
     }
     ggml_free(ctx);
     return best;
+}
+
+int llmrt_mul_mat_q8(int m, int n, int k, const float * a, const float * b, float * c, int threads) {
+    if (m < 1 || n < 1 || k < 1 || k % 32 != 0 || threads < 1) return -1;
+    struct ggml_cgraph * gf;
+    struct ggml_tensor * out;
+    struct ggml_context * ctx = mul_mat_graph(m, n, k, GGML_TYPE_Q8_0, a, b, &gf, &out);
+    if (!ctx) return -1;
+    int rc = ggml_graph_compute_with_ctx(ctx, gf, threads) == GGML_STATUS_SUCCESS ? 0 : -1;
+    if (rc == 0) memcpy(c, out->data, (size_t) m * n * sizeof(float));
+    ggml_free(ctx);
+    return rc;
 }
 
 // --- the raw llama.cpp loop ---

@@ -30,7 +30,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "ggml.h"
 #include "ggml-cpu.h"
@@ -287,24 +286,4 @@ int llmrt_q8_gemm(int64_t m, int64_t n, int64_t k, const void * a, int64_t lda, 
     (void) m; (void) n; (void) k; (void) a; (void) lda; (void) b; (void) ldb; (void) c; (void) ldc;
     return -1;
 #endif
-}
-
-int llmrt_mul_mat_q8(int m, int n, int k, const float * a, const float * b, float * c, int threads) {
-    if (m < 1 || n < 1 || k < 1 || k % 32 != 0 || threads < 1) return -1;
-    const size_t mem = ((size_t) m * k + (size_t) n * k + (size_t) m * n) * sizeof(float) +
-                       16 * ggml_tensor_overhead() + ggml_graph_overhead() + (1 << 20);
-    struct ggml_init_params ip = { mem, NULL, false };
-    struct ggml_context * ctx = ggml_init(ip);
-    if (ctx == NULL) return -1;
-    struct ggml_tensor * wa = ggml_new_tensor_2d(ctx, GGML_TYPE_Q8_0, k, m);
-    struct ggml_tensor * xb = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, n);
-    ggml_quantize_chunk(GGML_TYPE_Q8_0, a, wa->data, 0, m, k, NULL);
-    memcpy(xb->data, b, (size_t) n * k * sizeof(float));
-    struct ggml_tensor * out = ggml_mul_mat(ctx, wa, xb);
-    struct ggml_cgraph * gf = ggml_new_graph(ctx);
-    ggml_build_forward_expand(gf, out);
-    int rc = ggml_graph_compute_with_ctx(ctx, gf, threads) == GGML_STATUS_SUCCESS ? 0 : -1;
-    if (rc == 0) memcpy(c, out->data, (size_t) m * n * sizeof(float));
-    ggml_free(ctx);
-    return rc;
 }

@@ -2,6 +2,7 @@ package kernels
 
 /*
 #cgo linux LDFLAGS: -Wl,--wrap=llamafile_sgemm
+#include "machine.h"
 #include "q8gemm.h"
 */
 import "C"

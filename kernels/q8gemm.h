@@ -23,9 +23,3 @@ long long llmrt_q8_gemm_calls(void);
 // when the kernel is not in this build or the shape is out of range.
 int llmrt_q8_gemm(int64_t m, int64_t n, int64_t k, const void * a, int64_t lda,
                         const void * b, int64_t ldb, float * c, int64_t ldc);
-
-// ggml's own result for the same product, through ggml_mul_mat on the CPU
-// with `threads` threads (f32 activations quantized by ggml to Q8_0, as in
-// a decode step). Used by tests to compare the routed and unrouted paths.
-// Returns 0, or -1 on failure.
-int llmrt_mul_mat_q8(int m, int n, int k, const float * a, const float * b, float * c, int threads);

@@ -59,10 +59,18 @@ func checkClose(t *testing.T, what string, got []float32, ref, mag []float64) {
 	}
 }
 
-func TestQ8GEMMKernelMatchesReference(t *testing.T) {
+// needQ8Kernel skips a test of the kernel alone in builds without it
+// (PORTABLE=1, or a CPU without AVX-512 VNNI): there ggml's own path runs,
+// which TestQ8GEMMRouting and TestQ8GEMMDecodeStep still check.
+func needQ8Kernel(t *testing.T) {
+	t.Helper()
 	if !Q8GEMMAvailable() {
-		t.Skip("this build has no AVX-512 VNNI: matmuls stay with ggml (covered by TestQ8GEMMRouting)")
+		t.Skip("this build has no AVX-512 VNNI kernel: Q8_0 matmuls stay with ggml")
 	}
+}
+
+func TestQ8GEMMKernelMatchesReference(t *testing.T) {
+	needQ8Kernel(t)
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, sh := range []struct{ m, k int }{{1, 32}, {37, 64}, {130, 96}, {257, 4864}} {
 		for _, n := range []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17, 40} {
@@ -89,9 +97,7 @@ func TestQ8GEMMKernelMatchesReference(t *testing.T) {
 // wider weight rows and activation columns (ggml passes row strides, and a
 // view of a fused weight has a stride above its length).
 func TestQ8GEMMStridedViews(t *testing.T) {
-	if !Q8GEMMAvailable() {
-		t.Skip("this build has no AVX-512 VNNI: matmuls stay with ggml (covered by TestQ8GEMMRouting)")
-	}
+	needQ8Kernel(t)
 	r := rand.New(rand.NewPCG(7, 8))
 	const m, n, k, kA, kB = 45, 5, 96, 160, 128 // elements; the rows are wider
 	a, b := randMat(r, m*kA), randMat(r, n*kB)
