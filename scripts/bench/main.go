@@ -2,9 +2,11 @@
 // limits (make bench).
 //
 // On a generated model of Qwen2.5-0.5B's shape in Q8_0 it measures prompt
-// processing (one 512-token prompt) and decode (128 tokens) twice: through
-// llmrt's Go engine and through a minimal C loop over the same llama.cpp
-// calls; the difference is the engine's overhead. Beside them it prints the
+// processing (one 512-token prompt) and decode (128 tokens) three ways:
+// through llmrt's Go engine, through a minimal C loop over the same
+// llama.cpp calls, and through that loop's calls made from Go via the
+// kernels binding; the differences are the engine's and the binding's
+// overhead. Beside them it prints the
 // machine's limits, measured here: memory bandwidth (decode cannot beat
 // bandwidth / bytes read per token) and ggml's fp32 GEMM FLOP/s (prompt
 // processing cannot beat it at 2 FLOPs per parameter per token). Last, it
@@ -75,36 +77,51 @@ func main() {
 	e, err := engine.Open(ctx, engine.Options{Path: path, NParallel: 1, CtxPerSeq: *nPrompt + *nGen + 8, NBatch: *nPrompt, Threads: *threads})
 	check(err)
 	rng := rand.New(rand.NewPCG(7, 7))
-	var rawPP, rawTG, goPP, goTG []float64
+	var rawPP, rawTG, goPP, goTG, bPP, bTG []float64
+	nCtx := *nPrompt + *nGen + 8
 	for i := 0; i < *reps; i++ {
-		r, err := kernels.RawBench(path, *nPrompt, *nGen, *threads, *nPrompt+*nGen+8)
-		check(err)
-		rawPP = append(rawPP, float64(*nPrompt)/r.Prompt.Seconds())
-		rawTG = append(rawTG, float64(*nGen)/r.Generation.Seconds())
-
 		prompt := make([]int32, *nPrompt)
 		for j := range prompt {
 			prompt[j] = int32(rng.IntN(50000)) // a fresh prompt each time: no prefix reuse
 		}
-		res, err := e.Generate(ctx, engine.Request{Prompt: prompt, MaxTokens: *nGen + 1, IgnoreEOS: true})
-		check(err)
-		goPP = append(goPP, float64(*nPrompt)/res.TimeToFirstToken.Seconds())
-		goTG = append(goTG, float64(*nGen)/(res.Duration-res.TimeToFirstToken).Seconds())
+		// The three take turns, and which goes first rotates, so that
+		// no path always follows the same one.
+		for k := 0; k < 3; k++ {
+			switch (i + k) % 3 {
+			case 0:
+				r, err := kernels.RawBench(path, *nPrompt, *nGen, *threads, nCtx)
+				check(err)
+				rawPP = append(rawPP, float64(*nPrompt)/r.Prompt.Seconds())
+				rawTG = append(rawTG, float64(*nGen)/r.Generation.Seconds())
+			case 1:
+				res, err := e.Generate(ctx, engine.Request{Prompt: prompt, MaxTokens: *nGen + 1, IgnoreEOS: true})
+				check(err)
+				goPP = append(goPP, float64(*nPrompt)/res.TimeToFirstToken.Seconds())
+				goTG = append(goTG, float64(*nGen)/(res.Duration-res.TimeToFirstToken).Seconds())
+			case 2:
+				p, g, err := bindingLoop(ctx, path, prompt, *nGen, *threads, nCtx)
+				check(err)
+				bPP = append(bPP, float64(*nPrompt)/p.Seconds())
+				bTG = append(bTG, float64(*nGen)/g.Seconds())
+			}
+		}
 	}
-	pp, tg := median(goPP), median(goTG)
-	rpp, rtg := median(rawPP), median(rawTG)
-	// The overhead is the median of each repetition's own difference: the
-	// two take turns, so a pair shares the machine's state of the moment.
-	ovPP, ovTG := pairedOverhead(goPP, rawPP), pairedOverhead(goTG, rawTG)
+	// The overhead is the median of each repetition's own difference: a
+	// repetition's runs share the machine's state of the moment.
 	ppLimit := flops / (2 * float64(params))
 	ppLimitQ8 := flopsQ8 / (2 * float64(params))
 	tgLimit := bw / float64(weightBytes)
-	fmt.Printf("\n== results (median of %d, %d threads; overhead: median of the paired differences) ==\n", *reps, *threads)
-	fmt.Printf("%-28s %10s %10s %9s %12s %9s\n", "", "Go engine", "C loop", "overhead", "machine limit", "of limit")
-	fmt.Printf("%-28s %10.1f %10.1f %8.1f%% %12.1f %8.1f%%\n", fmt.Sprintf("prompt processing (%d) tok/s", *nPrompt), pp, rpp, ovPP, ppLimit, 100*pp/ppLimit)
-	fmt.Printf("%-28s %10.1f %10.1f %8.1f%% %12.1f %8.1f%%\n", fmt.Sprintf("decode (%d) tok/s", *nGen), tg, rtg, ovTG, tgLimit, 100*tg/tgLimit)
-	fmt.Printf("%-28s %10s %10s %9s %12.1f %8.1f%%\n", "  (vs the Q8_0 GEMM limit)", "", "", "", ppLimitQ8, 100*pp/ppLimitQ8)
-	fmt.Println("\nlimits: prompt = GEMM FLOP/s / (2 x parameters); decode = bandwidth / weight bytes read per token.")
+	fmt.Printf("\n== results (median of %d, %d threads; overhead against the C loop: median of the paired differences) ==\n", *reps, *threads)
+	fmt.Printf("%-28s %10s %10s %10s %9s %9s %12s %9s\n", "", "Go engine", "Go binding", "C loop", "engine", "binding", "machine limit", "of limit")
+	row := func(name string, eng, bind, raw []float64, limit float64) {
+		fmt.Printf("%-28s %10.1f %10.1f %10.1f %8.1f%% %8.1f%% %12.1f %8.1f%%\n", name, median(eng), median(bind), median(raw),
+			pairedOverhead(eng, raw), pairedOverhead(bind, raw), limit, 100*median(eng)/limit)
+	}
+	row(fmt.Sprintf("prompt processing (%d) tok/s", *nPrompt), goPP, bPP, rawPP, ppLimit)
+	row(fmt.Sprintf("decode (%d) tok/s", *nGen), goTG, bTG, rawTG, tgLimit)
+	fmt.Printf("%-28s %10s %10s %10s %9s %9s %12.1f %8.1f%%\n", "  (vs the Q8_0 GEMM limit)", "", "", "", "", "", ppLimitQ8, 100*median(goPP)/ppLimitQ8)
+	fmt.Println("\nGo binding: the C loop's calls made from Go through llmrt's kernels package, with no engine around them.")
+	fmt.Println("limits: prompt = GEMM FLOP/s / (2 x parameters); decode = bandwidth / weight bytes read per token.")
 	fmt.Println("A Q8_0 model's prompt runs on int8 dot products, so the fp32 GEMM rate is not its ceiling; the Q8_0 GEMM rate is.")
 	fmt.Println("target: Go engine overhead under 3% of the C loop for both.")
 
@@ -164,8 +181,62 @@ func aggregateDecode(ctx context.Context, e *engine.Engine, n, nGen int) float64
 	return float64(n*nGen) / time.Since(t0).Seconds()
 }
 
+// bindingLoop runs the C loop's steps from Go through the kernels package:
+// a fresh model and context, one untimed pass over the prompt (as the C
+// loop's warm-up), then the timed prompt and nGen greedy single-token
+// decodes. It separates the binding's cost from the engine's.
+func bindingLoop(ctx context.Context, path string, prompt []int32, nGen, threads, nCtx int) (pp, tg time.Duration, err error) {
+	m, err := kernels.LoadModel(ctx, path, kernels.ModelParams{})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer m.Close()
+	c, err := m.NewContext(kernels.ContextParams{NCtx: nCtx, NBatch: len(prompt), Threads: threads})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Close()
+	b, err := kernels.NewBatch(len(prompt), 1)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer b.Close()
+	smp, err := m.NewSampler(kernels.SamplerParams{})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer smp.Close()
+	idx, err := b.AddTokens(prompt, 0, 0, true)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := c.Decode(ctx, b); err != nil {
+		return 0, 0, fmt.Errorf("warm-up: %w", err)
+	}
+	c.SeqRemove(0, -1, -1)
+	t0 := time.Now()
+	if err := c.Decode(ctx, b); err != nil {
+		return 0, 0, fmt.Errorf("prompt: %w", err)
+	}
+	t1 := time.Now()
+	for i := 0; i < nGen; i++ {
+		tok, err := smp.Sample(c, idx)
+		if err != nil {
+			return 0, 0, err
+		}
+		b.Clear()
+		if idx, err = b.Add(tok, len(prompt)+i, 0, true); err != nil {
+			return 0, 0, err
+		}
+		if err := c.Decode(ctx, b); err != nil {
+			return 0, 0, fmt.Errorf("decode step %d: %w", i, err)
+		}
+	}
+	return t1.Sub(t0), time.Since(t1), nil
+}
+
 // pairedOverhead is the median over repetitions of how much slower (in
-// percent) the engine was than the C loop in the same repetition.
+// percent) a path was than the C loop in the same repetition.
 func pairedOverhead(engine, raw []float64) float64 {
 	d := make([]float64, len(engine))
 	for i := range engine {
