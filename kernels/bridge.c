@@ -1,5 +1,6 @@
 #include "bridge.h"
 #include "_cgo_export.h"
+#include "ggml-cpu.h"
 
 bool llmrt_abort_cb(void * data) {
     llmrt_abort_t * a = (llmrt_abort_t *) data;
@@ -49,4 +50,39 @@ int32_t llmrt_argmax(const float * v, int32_t n) {
         if (v[i] > v[best]) best = i;
     }
     return best;
+}
+
+int llmrt_pools_attach(struct llama_context * ctx, int n_threads, int n_threads_batch, llmrt_pools * p) {
+    p->decode = NULL;
+    p->batch = NULL;
+    p->n_decode = p->n_batch = 0;
+    if (ctx == NULL || n_threads < 1 || n_threads_batch < 1) return -1;
+    struct ggml_threadpool_params tpp = ggml_threadpool_params_default(n_threads);
+    tpp.poll = LLMRT_POOL_POLL;
+    p->decode = ggml_threadpool_new(&tpp);
+    if (p->decode == NULL) return -1;
+    p->batch = p->decode;
+    if (n_threads_batch != n_threads) {
+        struct ggml_threadpool_params tpb = ggml_threadpool_params_default(n_threads_batch);
+        tpb.poll = LLMRT_POOL_POLL;
+        p->batch = ggml_threadpool_new(&tpb);
+        if (p->batch == NULL) {
+            ggml_threadpool_free(p->decode);
+            p->decode = NULL;
+            return -1;
+        }
+    }
+    llama_attach_threadpool(ctx, p->decode, p->batch);
+    p->n_decode = n_threads;
+    p->n_batch = n_threads_batch;
+    return 0;
+}
+
+void llmrt_pools_free(struct llama_context * ctx, llmrt_pools * p) {
+    if (ctx != NULL && p->decode != NULL) llama_detach_threadpool(ctx);
+    if (p->batch != NULL && p->batch != p->decode) ggml_threadpool_free(p->batch);
+    if (p->decode != NULL) ggml_threadpool_free(p->decode);
+    p->decode = NULL;
+    p->batch = NULL;
+    p->n_decode = p->n_batch = 0;
 }

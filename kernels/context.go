@@ -47,6 +47,7 @@ type Context struct {
 	model   *Model
 	c       *C.struct_llama_context
 	abort   *C.llmrt_abort_t
+	pools   C.llmrt_pools // worker threads kept across decodes (bridge.h)
 	nVocab  int
 	nEmbd   int
 	params  ContextParams
@@ -67,7 +68,8 @@ type Context struct {
 	lastEmb bool
 }
 
-// NewContext creates a context on m.
+// NewContext creates a context on m, with worker pools of its own that
+// stay across decodes (see Pooled).
 func (m *Model) NewContext(p ContextParams) (*Context, error) {
 	if m == nil || m.c == nil {
 		return nil, errors.New("new context: model is closed")
@@ -125,7 +127,11 @@ func (m *Model) NewContext(p ContextParams) (*Context, error) {
 	if p.NCtx <= 0 {
 		p.NCtx = int(C.llama_n_ctx(c))
 	}
-	return &Context{model: m, c: c, abort: abort, nVocab: m.info.Vocab, nEmbd: m.info.Embd, params: p, lastEmb: p.Embeddings}, nil
+	ctx := &Context{model: m, c: c, abort: abort, nVocab: m.info.Vocab, nEmbd: m.info.Embd, params: p, lastEmb: p.Embeddings}
+	// Without pools llama.cpp still decodes, starting its workers anew
+	// each time, so a failure here costs speed only.
+	C.llmrt_pools_attach(c, C.llama_n_threads(c), C.llama_n_threads_batch(c), &ctx.pools)
+	return ctx, nil
 }
 
 // Close frees the context.
@@ -134,6 +140,7 @@ func (c *Context) Close() error {
 		return nil
 	}
 	C.llama_free(c.c)
+	C.llmrt_pools_free(nil, &c.pools)
 	C.free(unsafe.Pointer(c.abort))
 	c.c = nil
 	return nil
@@ -157,9 +164,22 @@ func (c *Context) NSeqMax() int { return int(C.llama_n_seq_max(c.c)) }
 // Params returns the parameters the context was made with.
 func (c *Context) Params() ContextParams { return c.params }
 
-// SetThreads changes the thread counts for decode and batch processing.
+// SetThreads changes the thread counts for decode and batch processing
+// (values below 1 count as 1); the worker pools are remade to match.
 func (c *Context) SetThreads(decode, batch int) {
+	decode, batch = max(decode, 1), max(batch, 1)
+	C.llmrt_pools_free(c.c, &c.pools)
 	C.llama_set_n_threads(c.c, C.int32_t(decode), C.int32_t(batch))
+	C.llmrt_pools_attach(c.c, C.int(decode), C.int(batch), &c.pools)
+}
+
+// Pooled reports whether the context decodes on worker pools of its own
+// (bridge.h) and their sizes in threads, for single tokens and for batches.
+func (c *Context) Pooled() (decode, batch int, ok bool) {
+	if c.pools.decode == nil {
+		return 0, 0, false
+	}
+	return int(c.pools.n_decode), int(c.pools.n_batch), true
 }
 
 // ErrKVFull is returned by Decode when no KV slot is free for the batch.

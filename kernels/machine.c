@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 #include "machine.h"
+#include "bridge.h"
 #include "ggml-cpu.h"
 
 static double now_s(void) {
@@ -139,6 +140,10 @@ int llmrt_raw_bench(const char * path, int n_prompt, int n_gen, int threads, int
     cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
     struct llama_context * ctx = llama_init_from_model(model, cp);
     if (!ctx) { llama_model_free(model); return 3; }
+    // The same worker pools as the engine's contexts (bridge.h), so that
+    // the two loops make the same llama.cpp calls.
+    llmrt_pools pools;
+    if (llmrt_pools_attach(ctx, threads, threads, &pools) != 0) { llama_free(ctx); llama_model_free(model); return 7; }
     const struct llama_vocab * vocab = llama_model_get_vocab(model);
     const int n_vocab = llama_vocab_n_tokens(vocab);
     struct llama_batch batch = llama_batch_init(n_prompt, 0, 1);
@@ -182,6 +187,7 @@ int llmrt_raw_bench(const char * path, int n_prompt, int n_gen, int threads, int
 done:
     llama_batch_free(batch);
     llama_free(ctx);
+    llmrt_pools_free(NULL, &pools);
     llama_model_free(model);
     return rc;
 }

@@ -25,5 +25,5 @@ typedef struct {
 
 // Loads the model and runs the minimal generation loop. Returns 0 on success,
 // 1 bad arguments, 2 load failed, 3 context failed, 4 prompt decode failed,
-// 5 sampler failed, 6 generation decode failed.
+// 5 sampler failed, 6 generation decode failed, 7 worker pools failed.
 int llmrt_raw_bench(const char * path, int n_prompt, int n_gen, int threads, int n_ctx, llmrt_raw_result * out);
