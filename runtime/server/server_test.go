@@ -511,6 +511,7 @@ func TestStreamIntervalCoalescesFlushes(t *testing.T) {
 
 	body["stream"] = true
 	js, _ := json.Marshal(body)
+	start := time.Now()
 	resp, err := http.Post(ts.url+"/v1/completions", "application/json", bytes.NewReader(js))
 	if err != nil {
 		t.Fatal(err)
@@ -552,7 +553,11 @@ func TestStreamIntervalCoalescesFlushes(t *testing.T) {
 	if !done || text.String() != whole.Choices[0].Text {
 		t.Fatalf("streamed %q (done %v), want %q", text.String(), done, whole.Choices[0].Text)
 	}
-	if events < 60 || reads >= events/2 {
-		t.Fatalf("%d events arrived in %d reads: flushes were not coalesced", events, reads)
+	// The engine itself merges tokens its reader has not taken yet, so a
+	// fast model sends fewer events than tokens; what the interval bounds
+	// is the flushes: at most one at once and one per 40 ms after it.
+	elapsed := time.Since(start)
+	if max := int(elapsed/(40*time.Millisecond)) + 2; events < 5 || reads >= events || reads > max {
+		t.Fatalf("%d events arrived in %d reads over %v (at most %d flushes): flushes were not coalesced", events, reads, elapsed, max)
 	}
 }
