@@ -1,7 +1,6 @@
 package kernels_test
 
 import (
-	"context"
 	"math"
 	"path/filepath"
 	"testing"
@@ -44,14 +43,7 @@ func TestAdapterChangesAndRestoresLogits(t *testing.T) {
 		c.ClearMemory(true)
 		b.Clear()
 		idx, _ := b.AddTokens(toks, 0, 0, true)
-		if err := c.Decode(context.Background(), b); err != nil {
-			t.Fatal(err)
-		}
-		l, err := c.Logits(idx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return append([]float32(nil), l...)
+		return decodeLogits(t, c, b, idx)
 	}
 	maxDiff := func(x, y []float32) float64 {
 		d := 0.0

@@ -187,6 +187,20 @@ func contextAndBatch(t *testing.T, m *kernels.Model, p kernels.ContextParams) (*
 	return c, b
 }
 
+// decodeLogits decodes b on c and returns a copy of the logits of batch
+// position idx.
+func decodeLogits(t *testing.T, c *kernels.Context, b *kernels.Batch, idx int) []float32 {
+	t.Helper()
+	if err := c.Decode(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	l, err := c.Logits(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append([]float32(nil), l...)
+}
+
 func TestDecodeAndLogits(t *testing.T) {
 	m := load(t, "stories260K.gguf")
 	c, b := contextAndBatch(t, m, kernels.ContextParams{NCtx: 128, NSeqMax: 2, Threads: 2})

@@ -1,7 +1,6 @@
 package kernels_test
 
 import (
-	"context"
 	"testing"
 
 	"github.com/llmrt/llmrt/kernels"
@@ -26,14 +25,7 @@ func TestContextWorkerPools(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Decode(context.Background(), b); err != nil {
-			t.Fatal(err)
-		}
-		l, err := c.Logits(idx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return append([]float32(nil), l...)
+		return decodeLogits(t, c, b, idx)
 	}
 	step := func(c *kernels.Context, b *kernels.Batch) []float32 {
 		t.Helper()
@@ -42,14 +34,7 @@ func TestContextWorkerPools(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Decode(context.Background(), b); err != nil {
-			t.Fatal(err)
-		}
-		l, err := c.Logits(idx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return append([]float32(nil), l...)
+		return decodeLogits(t, c, b, idx)
 	}
 	one, b1 := contextAndBatch(t, m, kernels.ContextParams{NCtx: 128, Threads: 1})
 	ref := logits(one, b1)
