@@ -6,8 +6,7 @@
 // through llmrt's Go engine, through a minimal C loop over the same
 // llama.cpp calls, and through that loop's calls made from Go via the
 // kernels binding; the differences are the engine's and the binding's
-// overhead. Beside them it prints the
-// machine's limits, measured here: memory bandwidth (decode cannot beat
+// overhead. Beside them it prints the machine's limits, measured here: memory bandwidth (decode cannot beat
 // bandwidth / bytes read per token) and ggml's fp32 GEMM FLOP/s (prompt
 // processing cannot beat it at 2 FLOPs per parameter per token). Last, it
 // measures batched decode (1, 4 and 8 sequences per step) with llmrt's
@@ -237,10 +236,10 @@ func bindingLoop(ctx context.Context, path string, prompt []int32, nGen, threads
 
 // pairedOverhead is the median over repetitions of how much slower (in
 // percent) a path was than the C loop in the same repetition.
-func pairedOverhead(engine, raw []float64) float64 {
-	d := make([]float64, len(engine))
-	for i := range engine {
-		d[i] = 100 * (raw[i] - engine[i]) / raw[i]
+func pairedOverhead(rate, raw []float64) float64 {
+	d := make([]float64, len(rate))
+	for i := range rate {
+		d[i] = 100 * (raw[i] - rate[i]) / raw[i]
 	}
 	return median(d)
 }
