@@ -6,9 +6,10 @@
 // through llmrt's Go engine, through a minimal C loop over the same
 // llama.cpp calls, and through that loop's calls made from Go via the
 // kernels binding; the differences are the engine's and the binding's
-// overhead. Beside them it prints the machine's limits, measured here: memory bandwidth (decode cannot beat
-// bandwidth / bytes read per token) and ggml's fp32 GEMM FLOP/s (prompt
-// processing cannot beat it at 2 FLOPs per parameter per token). Last, it
+// overhead. Beside them it prints the machine's limits, measured here:
+// memory bandwidth (decode cannot beat bandwidth / bytes read per token)
+// and ggml's fp32 GEMM FLOP/s (prompt processing cannot beat it at 2 FLOPs
+// per parameter per token). Last, it
 // measures batched decode (1, 4 and 8 sequences per step) with llmrt's
 // Q8_0 matmul and with ggml's own, and single-stream decode through the
 // HTTP server against the engine called directly, in turn.
