@@ -128,6 +128,45 @@ func TestStreamChunksJoinToResult(t *testing.T) {
 	}
 }
 
+// Collect, started mid-stream, still returns the whole generation, and
+// from then on the stream keeps no chunks for a reader that never comes.
+func TestCollectKeepsNoChunks(t *testing.T) {
+	e := openStories(t, Options{NParallel: 1})
+	ctx := context.Background()
+	s, err := e.Submit(ctx, Request{Prompt: prompt(t, e, "Once upon a time"), MaxTokens: 40, IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Collect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(r.Text, lily) || !strings.HasPrefix(r.Text, first.Text) || r.CompletionTokens != 40 || len(r.Tokens) != 40 {
+		t.Fatalf("collected %q (%d tokens, %d kept) after a first chunk %q; want 40 tokens starting %q", r.Text, r.CompletionTokens, len(r.Tokens), first.Text, lily)
+	}
+	s.mu.Lock()
+	left := len(s.pending)
+	s.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d chunks kept after Collect", left)
+	}
+
+	// A cancelled wait returns the context's error.
+	s, err = e.Submit(ctx, Request{Prompt: prompt(t, e, "Once upon a time"), MaxTokens: 200, IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := s.Collect(cctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Collect with a cancelled context: %v", err)
+	}
+}
+
 // Concurrent greedy requests decoded together give the same text as the
 // same requests one at a time.
 func TestBatchedEqualsSequential(t *testing.T) {

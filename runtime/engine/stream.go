@@ -67,6 +67,11 @@ type Stream struct {
 	// Guarded by mu: written by the engine loop, read by the consumer.
 	mu      sync.Mutex
 	pending []Chunk
+	// quiet is set by Collect: the consumer wants only the result, so the
+	// loop keeps no chunks and wakes the consumer once, at the end,
+	// instead of once per token. On a machine with as many cores as
+	// decode threads, every wake-up takes a core from llama.cpp's workers.
+	quiet bool
 	done    bool
 	err     error
 	result  Result
@@ -122,16 +127,30 @@ func (s *Stream) Result() Result {
 	return s.result
 }
 
-// Collect reads the stream to its end and returns the result.
+// Collect waits for the generation to end and returns its result. It is
+// for consumers that do not stream: from the call on, the stream keeps no
+// chunks and wakes the caller only when the generation ends. Next must not
+// be used after it.
 func (s *Stream) Collect(ctx context.Context) (Result, error) {
 	defer s.Close()
+	s.mu.Lock()
+	s.quiet = true
+	s.pending = nil
+	s.mu.Unlock()
 	for {
-		_, err := s.Next(ctx)
-		if err == io.EOF {
-			return s.Result(), nil
+		s.mu.Lock()
+		done, err, res := s.done, s.err, s.result
+		s.mu.Unlock()
+		if done {
+			if err != nil {
+				return Result{}, err
+			}
+			return res, nil
 		}
-		if err != nil {
-			return Result{}, err
+		select {
+		case <-s.notify:
+		case <-ctx.Done():
+			return Result{}, ctx.Err()
 		}
 	}
 }
@@ -145,6 +164,10 @@ func (s *Stream) push(c Chunk) {
 		return
 	}
 	s.mu.Lock()
+	if s.quiet {
+		s.mu.Unlock()
+		return
+	}
 	if n := len(s.pending); n > 0 {
 		// Coalesce with an unread chunk: the reader is behind.
 		last := &s.pending[n-1]

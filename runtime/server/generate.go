@@ -139,9 +139,9 @@ type choiceEvent struct {
 	err   error
 }
 
-// runChoices submits one request per choice and merges their chunks into
-// one channel, in arrival order. Every stream is closed when ctx ends.
-func runChoices(ctx context.Context, e *engine.Engine, reqs []engine.Request) (<-chan choiceEvent, error) {
+// submitAll submits one request per choice; if one is refused, the
+// streams already submitted are closed.
+func submitAll(ctx context.Context, e *engine.Engine, reqs []engine.Request) ([]*engine.Stream, error) {
 	streams := make([]*engine.Stream, len(reqs))
 	for i, rq := range reqs {
 		s, err := e.Submit(ctx, rq)
@@ -152,6 +152,16 @@ func runChoices(ctx context.Context, e *engine.Engine, reqs []engine.Request) (<
 			return nil, err
 		}
 		streams[i] = s
+	}
+	return streams, nil
+}
+
+// runChoices submits one request per choice and merges their chunks into
+// one channel, in arrival order. Every stream is closed when ctx ends.
+func runChoices(ctx context.Context, e *engine.Engine, reqs []engine.Request) (<-chan choiceEvent, error) {
+	streams, err := submitAll(ctx, e, reqs)
+	if err != nil {
+		return nil, err
 	}
 	out := make(chan choiceEvent, 16)
 	var wg sync.WaitGroup
@@ -188,24 +198,28 @@ func runChoices(ctx context.Context, e *engine.Engine, reqs []engine.Request) (<
 	return out, nil
 }
 
-// collectChoices runs the requests to completion.
+// collectChoices runs the requests to completion. It does not read their
+// chunks: each stream wakes its collector once, when it ends.
 func collectChoices(ctx context.Context, e *engine.Engine, reqs []engine.Request) ([]engine.Result, error) {
-	ch, err := runChoices(ctx, e, reqs)
+	streams, err := submitAll(ctx, e, reqs)
 	if err != nil {
 		return nil, err
 	}
 	res := make([]engine.Result, len(reqs))
-	var firstErr error
-	for ev := range ch {
-		if ev.done {
-			if ev.err != nil && firstErr == nil {
-				firstErr = ev.err
-			}
-			res[ev.index] = ev.res
-		}
+	errs := make([]error, len(reqs))
+	var wg sync.WaitGroup
+	for i, s := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i], errs[i] = s.Collect(ctx)
+		}()
 	}
-	if firstErr != nil {
-		return nil, firstErr
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
