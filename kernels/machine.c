@@ -138,6 +138,12 @@ int llmrt_raw_bench(const char * path, int n_prompt, int n_gen, int threads, int
     cp.n_threads = threads;
     cp.n_threads_batch = threads;
     cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    // The rest as kernels.NewContext sets them for the engine's context:
+    // one KV buffer, perf counters kept, an abort flag polled per node.
+    cp.kv_unified = true;
+    cp.no_perf = false;
+    llmrt_abort_t abort_flag = {0};
+    llmrt_ctx_params_set_abort(&cp, &abort_flag);
     struct llama_context * ctx = llama_init_from_model(model, cp);
     if (!ctx) { llama_model_free(model); return 3; }
     // The same worker pools as the engine's contexts (bridge.h), so that
@@ -168,8 +174,14 @@ int llmrt_raw_bench(const char * path, int n_prompt, int n_gen, int threads, int
     if (llama_decode(ctx, batch) != 0) { rc = 4; goto done; }
     double t1 = now_s();
     out->prompt_seconds = t1 - t0;
-    struct llama_sampler * smpl = llama_sampler_init_greedy();
+    // A chain holding greedy, as kernels.NewSampler builds for greedy.
+    struct llama_sampler_chain_params sp = llama_sampler_chain_default_params();
+    sp.no_perf = true;
+    struct llama_sampler * smpl = llama_sampler_chain_init(sp);
     if (!smpl) { rc = 5; goto done; }
+    struct llama_sampler * greedy = llama_sampler_init_greedy();
+    if (!greedy) { llama_sampler_free(smpl); rc = 5; goto done; }
+    llama_sampler_chain_add(smpl, greedy); // the chain owns it now
     int idx = n_prompt - 1;
     for (int i = 0; i < n_gen; i++) {
         llama_token tok = llama_sampler_sample(smpl, ctx, idx);
