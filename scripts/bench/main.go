@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,7 +38,7 @@ func main() {
 	threads := flag.Int("threads", 2, "threads for every measurement")
 	nPrompt := flag.Int("prompt", 512, "prompt tokens")
 	nGen := flag.Int("gen", 128, "generated tokens")
-	reps := flag.Int("reps", 7, "repetitions (the median is reported)")
+	reps := flag.Int("reps", 12, "repetitions (the median is reported; a multiple of 6 runs every order of the three paths equally often)")
 	serveReps := flag.Int("serve-reps", 6, "rounds of the serving-overhead comparison")
 	cache := flag.String("cache", testmodel.CacheDir(), "where the generated model is kept (env LLMRT_BENCH_DIR)")
 	flag.Parse()
@@ -84,10 +85,12 @@ func main() {
 		for j := range prompt {
 			prompt[j] = int32(rng.IntN(50000)) // a fresh prompt each time: no prefix reuse
 		}
-		// The three take turns, and which goes first rotates, so that
-		// no path always follows the same one.
-		for k := 0; k < 3; k++ {
-			switch (i + k) % 3 {
+		// The three take turns in each of their six orders in turn, so
+		// that each path goes first, and follows each other path, equally
+		// often: a path may run faster or slower for what ran before it
+		// (memory just freed, caches).
+		for _, which := range orders[i%len(orders)] {
+			switch which {
 			case 0:
 				r, err := kernels.RawBench(path, *nPrompt, *nGen, *threads, nCtx)
 				check(err)
@@ -120,6 +123,7 @@ func main() {
 	row(fmt.Sprintf("prompt processing (%d) tok/s", *nPrompt), goPP, bPP, rawPP, ppLimit)
 	row(fmt.Sprintf("decode (%d) tok/s", *nGen), goTG, bTG, rawTG, tgLimit)
 	fmt.Printf("%-28s %10s %10s %10s %9s %9s %12.1f %8.1f%%\n", "  (vs the Q8_0 GEMM limit)", "", "", "", "", "", ppLimitQ8, 100*median(goPP)/ppLimitQ8)
+	fmt.Printf("decode overhead per repetition, sorted: engine %s; binding %s\n", spread(goTG, rawTG), spread(bTG, rawTG))
 	fmt.Println("\nGo binding: the C loop's calls made from Go through llmrt's kernels package, with no engine around them.")
 	fmt.Println("limits: prompt = GEMM FLOP/s / (2 x parameters); decode = bandwidth / weight bytes read per token.")
 	fmt.Println("A Q8_0 model's prompt runs on int8 dot products, so the fp32 GEMM rate is not its ceiling; the Q8_0 GEMM rate is.")
@@ -235,14 +239,34 @@ func bindingLoop(ctx context.Context, path string, prompt []int32, nGen, threads
 	return t1.Sub(t0), time.Since(t1), nil
 }
 
+// orders are the six orders of the three paths (0: C loop, 1: engine,
+// 2: binding).
+var orders = [][3]int{{0, 1, 2}, {2, 1, 0}, {1, 2, 0}, {0, 2, 1}, {2, 0, 1}, {1, 0, 2}}
+
 // pairedOverhead is the median over repetitions of how much slower (in
 // percent) a path was than the C loop in the same repetition.
-func pairedOverhead(rate, raw []float64) float64 {
+func pairedOverhead(rate, raw []float64) float64 { return median(overheads(rate, raw)) }
+
+// overheads is, per repetition, how much slower (in percent) a path was
+// than the C loop.
+func overheads(rate, raw []float64) []float64 {
 	d := make([]float64, len(rate))
 	for i := range rate {
 		d[i] = 100 * (raw[i] - rate[i]) / raw[i]
 	}
-	return median(d)
+	return d
+}
+
+// spread lists each repetition's overhead against the C loop, sorted: the
+// noise the median is taken from.
+func spread(rate, raw []float64) string {
+	d := overheads(rate, raw)
+	sort.Float64s(d)
+	parts := make([]string, len(d))
+	for i, v := range d {
+		parts[i] = fmt.Sprintf("%.1f", v)
+	}
+	return strings.Join(parts, " ") + " %"
 }
 
 func median(v []float64) float64 {
