@@ -244,15 +244,16 @@ func bindingLoop(ctx context.Context, path string, prompt []int32, nGen, threads
 var orders = [][3]int{{0, 1, 2}, {2, 1, 0}, {1, 2, 0}, {0, 2, 1}, {2, 0, 1}, {1, 0, 2}}
 
 // pairedOverhead is the median over repetitions of how much slower (in
-// percent) a path was than the C loop in the same repetition.
-func pairedOverhead(rate, raw []float64) float64 { return median(overheads(rate, raw)) }
+// percent) a path was than the reference (the C loop) in the same
+// repetition.
+func pairedOverhead(rate, ref []float64) float64 { return median(overheads(rate, ref)) }
 
 // overheads is, per repetition, how much slower (in percent) a path was
-// than the C loop.
-func overheads(rate, raw []float64) []float64 {
+// than the reference.
+func overheads(rate, ref []float64) []float64 {
 	d := make([]float64, len(rate))
 	for i := range rate {
-		d[i] = 100 * (raw[i] - rate[i]) / raw[i]
+		d[i] = 100 * (ref[i] - rate[i]) / ref[i]
 	}
 	return d
 }
