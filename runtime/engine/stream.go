@@ -71,11 +71,11 @@ type Stream struct {
 	// loop keeps no chunks and wakes the consumer once, at the end,
 	// instead of once per token. On a machine with as many cores as
 	// decode threads, every wake-up takes a core from llama.cpp's workers.
-	quiet bool
-	done    bool
-	err     error
-	result  Result
-	notify  chan struct{}
+	quiet  bool
+	done   bool
+	err    error
+	result Result
+	notify chan struct{}
 
 	// Loop-owned state.
 	start     time.Time
