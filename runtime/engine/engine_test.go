@@ -167,6 +167,43 @@ func TestCollectKeepsNoChunks(t *testing.T) {
 	}
 }
 
+// With a wake interval longer than the generation, the reader is woken for
+// the first chunk and then only at the end, which brings every later token
+// in one merged chunk; nothing is lost.
+func TestWakeIntervalMergesChunks(t *testing.T) {
+	e := openStories(t, Options{NParallel: 1})
+	ctx := context.Background()
+	s, err := e.Submit(ctx, Request{Prompt: prompt(t, e, "Once upon a time"), MaxTokens: 40, IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetWakeInterval(time.Hour)
+	var chunks []Chunk
+	for {
+		c, err := s.Next(ctx)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		chunks = append(chunks, c)
+	}
+	r := s.Result()
+	var text strings.Builder
+	ntok := 0
+	for _, c := range chunks {
+		text.WriteString(c.Text)
+		ntok += len(c.Tokens)
+	}
+	// (The first chunk may hold several tokens: this model makes one in
+	// well under the time the reader takes to wake.)
+	if len(chunks) != 2 || ntok != 40 || text.String() != r.Text || !strings.HasPrefix(r.Text, lily) {
+		t.Fatalf("%d chunks, %d tokens in all, text %q; want 2 chunks, 40 tokens, the result's text %q",
+			len(chunks), ntok, text.String(), r.Text)
+	}
+}
+
 // Concurrent greedy requests decoded together give the same text as the
 // same requests one at a time.
 func TestBatchedEqualsSequential(t *testing.T) {

@@ -211,7 +211,7 @@ func (s *Server) planChat(r *http.Request, req *ChatRequest, lease *Lease) (*cha
 }
 
 func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, lease *Lease, plan *chatPlan, id string, created int64, model string) error {
-	ch, err := runChoices(r.Context(), lease.Engine, plan.reqs)
+	ch, err := runChoices(r.Context(), lease.Engine, plan.reqs, s.cfg.StreamInterval)
 	if err != nil {
 		return mapEngineError(err, "messages")
 	}

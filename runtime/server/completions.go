@@ -96,7 +96,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 	created := time.Now().Unix()
 	base := CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: model, SystemFingerprint: s.fingerprint}
 	if req.Stream {
-		ch, err := runChoices(r.Context(), e, reqs)
+		ch, err := runChoices(r.Context(), e, reqs, s.cfg.StreamInterval)
 		if err != nil {
 			return mapEngineError(err, "prompt")
 		}

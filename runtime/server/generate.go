@@ -10,6 +10,7 @@ import (
 	"math"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/runtime/engine"
@@ -161,11 +162,16 @@ func submitAll(ctx context.Context, e *engine.Engine, reqs []engine.Request) ([]
 // arrival order. A single choice is read straight from its stream; several
 // are merged through a goroutine each (one more wake-up per token, which
 // on a machine with as many cores as decode threads costs decode speed).
-// Every stream is closed when ctx ends or the caller stops early.
-func runChoices(ctx context.Context, e *engine.Engine, reqs []engine.Request) (iter.Seq[choiceEvent], error) {
+// Every stream is closed when ctx ends or the caller stops early. The
+// streams wake their reader at most once per wake (the server's stream
+// interval: it flushes no more often than that anyway).
+func runChoices(ctx context.Context, e *engine.Engine, reqs []engine.Request, wake time.Duration) (iter.Seq[choiceEvent], error) {
 	streams, err := submitAll(ctx, e, reqs)
 	if err != nil {
 		return nil, err
+	}
+	for _, s := range streams {
+		s.SetWakeInterval(wake)
 	}
 	if len(streams) == 1 {
 		s := streams[0]

@@ -82,8 +82,10 @@ func rounds(v []float64) string {
 }
 
 // streamRate sends one streamed completion and returns its decode rate as
-// the client sees it: tokens after the first over the time from the first
-// to the last.
+// the client sees it: the tokens after the first (by the usage event's
+// count; an event may carry several) over the time from the first event to
+// the last. The first event carries one token: the stream wakes the server
+// for it at once, long before the next is decoded.
 func streamRate(ctx context.Context, url string, prompt []int32, nGen int) (float64, error) {
 	body, _ := json.Marshal(map[string]any{"model": "q", "prompt": prompt, "max_tokens": nGen, "stream": true,
 		"ignore_eos": true, "temperature": 0, "stream_options": map[string]any{"include_usage": true}})
@@ -111,9 +113,15 @@ func streamRate(ctx context.Context, url string, prompt []int32, nGen int) (floa
 		}
 		var ev struct {
 			Choices []struct{} `json:"choices"`
+			Usage   *struct {
+				CompletionTokens int `json:"completion_tokens"`
+			} `json:"usage"`
 		}
 		if err := json.Unmarshal([]byte(line), &ev); err != nil {
 			return 0, fmt.Errorf("completion stream: %w", err)
+		}
+		if ev.Usage != nil {
+			tokens = ev.Usage.CompletionTokens
 		}
 		if len(ev.Choices) == 0 {
 			continue // the usage event
@@ -123,13 +131,10 @@ func streamRate(ctx context.Context, url string, prompt []int32, nGen int) (floa
 			first = now
 		}
 		last = now
-		tokens++
 	}
 	if err := sc.Err(); err != nil {
 		return 0, err
 	}
-	// The last choice event carries the finish reason, not a token.
-	tokens--
 	if tokens < 2 || !last.After(first) {
 		return 0, fmt.Errorf("completion stream: %d tokens", tokens)
 	}
