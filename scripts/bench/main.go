@@ -260,8 +260,8 @@ func overheads(rate, ref []float64) []float64 {
 
 // spread lists each repetition's overhead against the C loop, sorted: the
 // noise the median is taken from.
-func spread(rate, raw []float64) string {
-	d := overheads(rate, raw)
+func spread(rate, ref []float64) string {
+	d := overheads(rate, ref)
 	sort.Float64s(d)
 	parts := make([]string, len(d))
 	for i, v := range d {
