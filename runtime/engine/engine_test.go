@@ -173,11 +173,10 @@ func TestCollectKeepsNoChunks(t *testing.T) {
 func TestWakeIntervalMergesChunks(t *testing.T) {
 	e := openStories(t, Options{NParallel: 1})
 	ctx := context.Background()
-	s, err := e.Submit(ctx, Request{Prompt: prompt(t, e, "Once upon a time"), MaxTokens: 40, IgnoreEOS: true})
+	s, err := e.Submit(ctx, Request{Prompt: prompt(t, e, "Once upon a time"), MaxTokens: 40, IgnoreEOS: true, WakeInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.SetWakeInterval(time.Hour)
 	var chunks []Chunk
 	for {
 		c, err := s.Next(ctx)

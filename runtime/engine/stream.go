@@ -71,13 +71,11 @@ type Stream struct {
 	// loop keeps no chunks and wakes the consumer once, at the end,
 	// instead of once per token. On a machine with as many cores as
 	// decode threads, every wake-up takes a core from llama.cpp's workers.
-	quiet bool
-	// wakeEvery, when set, spaces the consumer's wake-ups (SetWakeInterval).
-	wakeEvery time.Duration
-	done      bool
-	err       error
-	result    Result
-	notify    chan struct{}
+	quiet  bool
+	done   bool
+	err    error
+	result Result
+	notify chan struct{}
 
 	// Loop-owned state.
 	lastWake  time.Time // when push last woke the consumer
@@ -179,9 +177,8 @@ func (s *Stream) push(c Chunk) {
 	} else {
 		s.pending = append(s.pending, c)
 	}
-	every := s.wakeEvery
 	s.mu.Unlock()
-	if every > 0 {
+	if every := s.req.WakeInterval; every > 0 {
 		now := time.Now()
 		if !s.lastWake.IsZero() && now.Sub(s.lastWake) < every {
 			return // the chunk waits, merged with the next, for a later wake-up
@@ -189,20 +186,6 @@ func (s *Stream) push(c Chunk) {
 		s.lastWake = now
 	}
 	s.signal()
-}
-
-// SetWakeInterval makes the stream wake its reader at most once per d
-// while tokens keep coming, instead of once per token: a chunk that comes
-// sooner waits, merged with the ones after it, until the first token at
-// least d after the last wake-up (or the end, which always wakes). The
-// first chunk wakes the reader at once. Readers that pass on text in
-// bursts anyway (the server flushes a stream at most once per interval)
-// lose nothing by it, and each wake-up saved leaves the cores to
-// llama.cpp's workers. 0 (the default) wakes the reader for every chunk.
-func (s *Stream) SetWakeInterval(d time.Duration) {
-	s.mu.Lock()
-	s.wakeEvery = d
-	s.mu.Unlock()
 }
 
 func (s *Stream) signal() {

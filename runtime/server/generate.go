@@ -166,12 +166,12 @@ func submitAll(ctx context.Context, e *engine.Engine, reqs []engine.Request) ([]
 // streams wake their reader at most once per wake (the server's stream
 // interval: it flushes no more often than that anyway).
 func runChoices(ctx context.Context, e *engine.Engine, reqs []engine.Request, wake time.Duration) (iter.Seq[choiceEvent], error) {
+	for i := range reqs {
+		reqs[i].WakeInterval = wake
+	}
 	streams, err := submitAll(ctx, e, reqs)
 	if err != nil {
 		return nil, err
-	}
-	for _, s := range streams {
-		s.SetWakeInterval(wake)
 	}
 	if len(streams) == 1 {
 		s := streams[0]
