@@ -310,11 +310,12 @@ type Request struct {
 	// WakeInterval > 0 wakes the stream's reader at most once per interval
 	// while tokens keep coming, instead of once per token: a chunk that
 	// comes sooner waits, merged with the ones after it, until the first
-	// token at least the interval after the last wake-up. The first chunk
-	// and the end wake the reader at once. Readers that pass text on in
-	// bursts anyway (the server flushes a stream at most once per
-	// interval) lose nothing by it, and each wake-up saved leaves the
-	// cores to llama.cpp's workers.
+	// token at least the interval after the last wake-up, and Next hands
+	// chunks out only at those wake-ups, even to a reader that comes back
+	// sooner. The first chunk and the end wake the reader at once. Readers
+	// that pass text on in bursts anyway (the server flushes a stream at
+	// most once per interval) lose nothing by it, and each wake-up saved
+	// leaves the cores to llama.cpp's workers.
 	WakeInterval time.Duration
 }
 

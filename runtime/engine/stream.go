@@ -71,7 +71,11 @@ type Stream struct {
 	// loop keeps no chunks and wakes the consumer once, at the end,
 	// instead of once per token. On a machine with as many cores as
 	// decode threads, every wake-up takes a core from llama.cpp's workers.
-	quiet  bool
+	quiet bool
+	// ready: the pending chunks may be handed out. Every push sets it,
+	// except those a WakeInterval holds back: those chunks wait for the
+	// next wake-up even if the reader comes back for them sooner.
+	ready  bool
 	done   bool
 	err    error
 	result Result
@@ -98,9 +102,10 @@ func newStream(ctx context.Context, req Request, smp *kernels.Sampler, set []ker
 func (s *Stream) Next(ctx context.Context) (Chunk, error) {
 	for {
 		s.mu.Lock()
-		if len(s.pending) > 0 {
+		if len(s.pending) > 0 && (s.ready || s.done) {
 			c := s.pending[0]
 			s.pending = s.pending[1:]
+			s.ready = len(s.pending) > 0
 			s.mu.Unlock()
 			return c, nil
 		}
@@ -164,6 +169,15 @@ func (s *Stream) push(c Chunk) {
 	if c.Text == "" && len(c.Tokens) == 0 {
 		return
 	}
+	wake := true
+	if every := s.req.WakeInterval; every > 0 {
+		now := time.Now()
+		if !s.lastWake.IsZero() && now.Sub(s.lastWake) < every {
+			wake = false // the chunk waits, merged with the next, for a later wake-up
+		} else {
+			s.lastWake = now
+		}
+	}
 	s.mu.Lock()
 	if s.quiet {
 		s.mu.Unlock()
@@ -177,15 +191,13 @@ func (s *Stream) push(c Chunk) {
 	} else {
 		s.pending = append(s.pending, c)
 	}
-	s.mu.Unlock()
-	if every := s.req.WakeInterval; every > 0 {
-		now := time.Now()
-		if !s.lastWake.IsZero() && now.Sub(s.lastWake) < every {
-			return // the chunk waits, merged with the next, for a later wake-up
-		}
-		s.lastWake = now
+	if wake {
+		s.ready = true
 	}
-	s.signal()
+	s.mu.Unlock()
+	if wake {
+		s.signal()
+	}
 }
 
 func (s *Stream) signal() {

@@ -554,11 +554,11 @@ func TestStreamIntervalCoalescesFlushes(t *testing.T) {
 	if !done || text.String() != whole.Choices[0].Text {
 		t.Fatalf("streamed %q (done %v), want %q", text.String(), done, whole.Choices[0].Text)
 	}
-	// The stream wakes the handler at most once per 40 ms (the first chunk
-	// at once), and the handler flushes at most as often: whatever the
-	// model's speed, events and flushes are bounded by the elapsed time.
-	// An event per token would break the bound: this model makes 60 in
-	// a few milliseconds.
+	// The stream hands the handler chunks at most once per 40 ms (the first
+	// at once, the rest at the end), and the handler flushes at most as
+	// often: whatever the model's speed, events (chunks and the finish) and
+	// flushes are bounded by the elapsed time. An event per token would
+	// break the bound: this model makes 60 in a few milliseconds.
 	elapsed := time.Since(start)
 	intervals := int(elapsed / (40 * time.Millisecond))
 	if events < 2 || events > intervals+3 || reads > intervals+2 {
