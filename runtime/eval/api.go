@@ -138,8 +138,11 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 		j.Done, j.Total = done, total
 		s.mu.Unlock()
 	}
+	// The job runs at once and its progress writes j under s.mu: answer
+	// with a copy taken under the lock.
 	s.mu.Lock()
 	s.jobs[j.ID] = j
+	created := *j
 	s.mu.Unlock()
 	go func() {
 		defer lease.Release()
@@ -159,7 +162,7 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 		}
 		s.save(j)
 	}()
-	return server.WriteJSON(w, http.StatusOK, j)
+	return server.WriteJSON(w, http.StatusOK, &created)
 }
 
 // save keeps a finished evaluation (best effort: the report is also in
