@@ -52,20 +52,23 @@ int32_t llmrt_argmax(const float * v, int32_t n) {
     return best;
 }
 
+// A pool of n threads that polls at LLMRT_POOL_POLL before it sleeps.
+static struct ggml_threadpool * llmrt_pool_new(int n) {
+    struct ggml_threadpool_params tpp = ggml_threadpool_params_default(n);
+    tpp.poll = LLMRT_POOL_POLL;
+    return ggml_threadpool_new(&tpp);
+}
+
 int llmrt_pools_attach(struct llama_context * ctx, int n_threads, int n_threads_batch, llmrt_pools * p) {
     p->decode = NULL;
     p->batch = NULL;
     p->n_decode = p->n_batch = 0;
     if (ctx == NULL || n_threads < 1 || n_threads_batch < 1) return -1;
-    struct ggml_threadpool_params tpp = ggml_threadpool_params_default(n_threads);
-    tpp.poll = LLMRT_POOL_POLL;
-    p->decode = ggml_threadpool_new(&tpp);
+    p->decode = llmrt_pool_new(n_threads);
     if (p->decode == NULL) return -1;
     p->batch = p->decode;
     if (n_threads_batch != n_threads) {
-        struct ggml_threadpool_params tpb = ggml_threadpool_params_default(n_threads_batch);
-        tpb.poll = LLMRT_POOL_POLL;
-        p->batch = ggml_threadpool_new(&tpb);
+        p->batch = llmrt_pool_new(n_threads_batch);
         if (p->batch == NULL) {
             ggml_threadpool_free(p->decode);
             p->decode = NULL;

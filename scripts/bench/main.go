@@ -75,11 +75,11 @@ func main() {
 
 	// The C loop and the Go engine take turns, so drift in the machine
 	// (other processes, clocks) falls on both alike.
-	e, err := engine.Open(ctx, engine.Options{Path: path, NParallel: 1, CtxPerSeq: *nPrompt + *nGen + 8, NBatch: *nPrompt, Threads: *threads})
+	nCtx := *nPrompt + *nGen + 8
+	e, err := engine.Open(ctx, engine.Options{Path: path, NParallel: 1, CtxPerSeq: nCtx, NBatch: *nPrompt, Threads: *threads})
 	check(err)
 	rng := rand.New(rand.NewPCG(7, 7))
 	var rawPP, rawTG, goPP, goTG, bPP, bTG []float64
-	nCtx := *nPrompt + *nGen + 8
 	for i := 0; i < *reps; i++ {
 		prompt := make([]int32, *nPrompt)
 		for j := range prompt {
