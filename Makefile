@@ -20,6 +20,13 @@ ARCH_FLAGS := -mavx2 -mfma -mf16c
 else
 ARCH_FLAGS := -march=native
 endif
+# ggml-cpu calls its AMX buffer type when the compiler targets AMX, but that
+# code lives in ggml-cpu/amx/, which the cgo package does not compile: on a
+# CPU with AMX, -march=native alone links a binary that dies at its first
+# matmul with "undefined symbol: ggml_backend_amx_buffer_type".
+ifeq ($(shell uname -m),x86_64)
+ARCH_FLAGS += -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+endif
 
 export CGO_ENABLED  := 1
 export LLMRT_LLAMA_LOG ?= error
