@@ -73,13 +73,16 @@ test: test-models apitest-deps backends vet
 	$(GO) test -p 1 -count=1 -race -timeout 30m $(RACE_PKGS)
 	$(MAKE) fuzz
 
-# Bounded fuzzing of the request decoders and the GGUF parser. Minimizing
+# Bounded fuzzing of the request decoders, of a live server with a real
+# model (FuzzCompletionsLive: any 5xx or process death fails), and of the
+# GGUF parser. Minimizing
 # each new input gets at most 2 s (Go's default is 60 s, and with it both
 # fuzzers spent 25 of their 30 s minimizing instead of running inputs).
 FUZZTIME ?= 30s
 FUZZMIN ?= 2s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRequests -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./runtime/server
+	$(GO) test -run '^$$' -fuzz FuzzCompletionsLive -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./runtime/server
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./models/gguf
 
 # The official OpenAI Node client used by the API compatibility tests.

@@ -3,6 +3,7 @@ package kernels
 /*
 #include <stdlib.h>
 #include "bridge.h"
+#include "guard.h"
 */
 import "C"
 
@@ -32,9 +33,13 @@ func (m *Model) LoadAdapter(path string) (*Adapter, error) {
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
 	takeLastLog()
-	c := C.llama_adapter_lora_init(m.c, cpath)
+	var ge guardErr
+	c := C.llmrt_adapter_lora_init(m.c, cpath, ge.p())
 	if c == nil {
 		reason := takeLastLog()
+		if ge.caught() {
+			reason = ge.message()
+		}
 		if reason == "" {
 			reason = "llama.cpp could not load the adapter"
 		}
@@ -104,9 +109,14 @@ func (c *Context) SetAdapters(set []AdapterScale) error {
 		if as.Adapter.model != c.model {
 			return fmt.Errorf("set adapters: %s was loaded for another model", as.Adapter.path)
 		}
-		if rc := C.llama_set_adapter_lora(c.c, as.Adapter.c, C.float(as.Scale)); rc != 0 {
+		var rc C.int32_t
+		threw := C.llmrt_set_adapter_lora(c.c, as.Adapter.c, C.float(as.Scale), &rc, c.ge.p()) != 0
+		if threw || rc != 0 {
 			C.llama_clear_adapter_lora(c.c)
 			c.adapter = nil
+			if threw {
+				return c.ge.err("set adapters: " + as.Adapter.path)
+			}
 			return fmt.Errorf("set adapters: llama_set_adapter_lora(%s) returned %d", as.Adapter.path, int(rc))
 		}
 	}

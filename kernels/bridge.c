@@ -11,12 +11,13 @@ static bool llmrt_progress_cb(float progress, void * user) {
     return goLoadProgress((uintptr_t) user, progress);
 }
 
-struct llama_model * llmrt_load_model(const char * path, struct llama_model_params params, uintptr_t handle, bool with_progress) {
+struct llama_model * llmrt_load_model(const char * path, struct llama_model_params params, uintptr_t handle, bool with_progress,
+                                      llmrt_err * err) {
     if (with_progress) {
         params.progress_callback = llmrt_progress_cb;
         params.progress_callback_user_data = (void *) handle;
     }
-    return llama_model_load_from_file(path, params);
+    return llmrt_model_load(path, params, err);
 }
 
 static void llmrt_log_cb(enum ggml_log_level level, const char * text, void * user) {
@@ -33,15 +34,6 @@ void llmrt_ctx_params_set_abort(struct llama_context_params * p, llmrt_abort_t *
 
 float * llmrt_alloc_split(void) {
     return (float *) calloc(llama_max_devices(), sizeof(float));
-}
-
-uint32_t llmrt_quantize(const char * in, const char * out, int32_t ftype, int32_t nthread, bool allow_requantize, bool pure) {
-    llama_model_quantize_params p = llama_model_quantize_default_params();
-    p.ftype = (enum llama_ftype) ftype;
-    p.nthread = nthread;
-    p.allow_requantize = allow_requantize;
-    p.pure = pure;
-    return llama_model_quantize(in, out, &p);
 }
 
 int32_t llmrt_argmax(const float * v, int32_t n) {

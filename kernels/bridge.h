@@ -9,6 +9,7 @@
 #include "llama.h"
 #include "ggml.h"
 #include "ggml-backend.h"
+#include "guard.h"
 
 // Abort flag shared between Go and the decode loop: llama_decode polls it
 // through llmrt_abort_cb and stops when it is non-zero.
@@ -16,8 +17,10 @@ typedef struct { volatile int32_t flag; } llmrt_abort_t;
 bool llmrt_abort_cb(void * data);
 
 // Model loading with a progress callback that reaches Go through a cgo handle.
-// Returns NULL on failure (llama.cpp logs why; the Go side adds context).
-struct llama_model * llmrt_load_model(const char * path, struct llama_model_params params, uintptr_t handle, bool with_progress);
+// Returns NULL on failure (llama.cpp logs why, err holds a caught C++
+// exception's message; the Go side adds context).
+struct llama_model * llmrt_load_model(const char * path, struct llama_model_params params, uintptr_t handle, bool with_progress,
+                                      llmrt_err * err);
 
 // Route llama.cpp/ggml logs to Go.
 void llmrt_set_log(void);
@@ -27,9 +30,6 @@ void llmrt_ctx_params_set_abort(struct llama_context_params * p, llmrt_abort_t *
 
 // Tensor-split array of size llama_max_devices(), owned by the caller.
 float * llmrt_alloc_split(void);
-
-// Model quantization wrapper (keeps the params struct on the C side).
-uint32_t llmrt_quantize(const char * in, const char * out, int32_t ftype, int32_t nthread, bool allow_requantize, bool pure);
 
 // Greedy argmax over n floats (used by the raw-loop benchmark and tests).
 int32_t llmrt_argmax(const float * v, int32_t n);

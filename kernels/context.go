@@ -3,6 +3,7 @@ package kernels
 /*
 #include <stdlib.h>
 #include "bridge.h"
+#include "guard.h"
 */
 import "C"
 
@@ -10,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"unsafe"
 )
@@ -66,6 +68,9 @@ type Context struct {
 	rebuild bool
 	// lastEmb is the embeddings flag the previous Decode ran with.
 	lastEmb bool
+	// ge receives a C++ exception caught by a guard.h wrapper (kept here
+	// so that a decode allocates nothing for it).
+	ge guardErr
 }
 
 // NewContext creates a context on m, with worker pools of its own that
@@ -115,10 +120,14 @@ func (m *Model) NewContext(p ContextParams) (*Context, error) {
 	}
 	C.llmrt_ctx_params_set_abort(&cp, abort)
 	takeLastLog()
-	c := C.llama_init_from_model(m.c, cp)
+	var ge guardErr
+	c := C.llmrt_init_from_model(m.c, cp, ge.p())
 	if c == nil {
 		C.free(unsafe.Pointer(abort))
 		reason := takeLastLog()
+		if ge.caught() {
+			reason = ge.message()
+		}
 		if reason == "" {
 			reason = "llama.cpp could not create the context"
 		}
@@ -226,11 +235,14 @@ func (c *Context) Decode(ctx context.Context, b *Batch) error {
 	}
 	c.rebuild = false
 	c.lastEmb = emb
-	rc := C.llama_decode(c.c, b.c)
+	var rc C.int32_t
+	threw := C.llmrt_decode(c.c, b.c, &rc, c.ge.p()) != 0
 	if emb != c.params.Embeddings {
 		C.llama_set_embeddings(c.c, C.bool(c.params.Embeddings))
 	}
 	switch {
+	case threw:
+		return c.ge.err(fmt.Sprintf("decode %d tokens", b.c.n_tokens))
 	case rc == 0:
 		flags := unsafe.Slice(b.c.logits, b.cap)[:b.c.n_tokens]
 		for _, f := range flags {
@@ -317,24 +329,35 @@ func (c *Context) SetCausalAttention(on bool) { C.llama_set_causal_attn(c.c, C.b
 
 // SeqRemove removes the cells of seq in positions [p0, p1) (p1 < 0: to the
 // end; seq < 0: every sequence). It reports false when the cache cannot
-// remove part of a sequence (recurrent models).
+// remove part of a sequence (recurrent models) or llama.cpp failed.
 func (c *Context) SeqRemove(seq, p0, p1 int) bool {
-	return bool(C.llama_memory_seq_rm(C.llama_get_memory(c.c), C.llama_seq_id(seq), C.llama_pos(p0), C.llama_pos(p1)))
+	var ok C.bool
+	if C.llmrt_memory_seq_rm(c.c, C.llama_seq_id(seq), C.llama_pos(p0), C.llama_pos(p1), &ok, c.ge.p()) != 0 {
+		c.logCaught("remove KV cells")
+		return false
+	}
+	return bool(ok)
 }
 
 // SeqCopy shares the cells of src in [p0, p1) with dst.
 func (c *Context) SeqCopy(src, dst, p0, p1 int) {
-	C.llama_memory_seq_cp(C.llama_get_memory(c.c), C.llama_seq_id(src), C.llama_seq_id(dst), C.llama_pos(p0), C.llama_pos(p1))
+	if C.llmrt_memory_seq_cp(c.c, C.llama_seq_id(src), C.llama_seq_id(dst), C.llama_pos(p0), C.llama_pos(p1), c.ge.p()) != 0 {
+		c.logCaught("copy KV cells")
+	}
 }
 
 // SeqKeep removes every sequence but seq.
 func (c *Context) SeqKeep(seq int) {
-	C.llama_memory_seq_keep(C.llama_get_memory(c.c), C.llama_seq_id(seq))
+	if C.llmrt_memory_seq_keep(c.c, C.llama_seq_id(seq), c.ge.p()) != 0 {
+		c.logCaught("keep KV cells")
+	}
 }
 
 // SeqShift adds delta to the positions of seq in [p0, p1).
 func (c *Context) SeqShift(seq, p0, p1, delta int) {
-	C.llama_memory_seq_add(C.llama_get_memory(c.c), C.llama_seq_id(seq), C.llama_pos(p0), C.llama_pos(p1), C.llama_pos(delta))
+	if C.llmrt_memory_seq_add(c.c, C.llama_seq_id(seq), C.llama_pos(p0), C.llama_pos(p1), C.llama_pos(delta), c.ge.p()) != 0 {
+		c.logCaught("shift KV cells")
+	}
 }
 
 // SeqPosMax is the largest position held for seq, or -1 when it is empty.
@@ -349,7 +372,19 @@ func (c *Context) SeqPosMin(seq int) int {
 
 // ClearMemory empties the KV cache (data too when clearData).
 func (c *Context) ClearMemory(clearData bool) {
-	C.llama_memory_clear(C.llama_get_memory(c.c), C.bool(clearData))
+	if C.llmrt_memory_clear(c.c, C.bool(clearData), c.ge.p()) != 0 {
+		c.logCaught("clear the KV cache")
+	}
+}
+
+// logCaught reports an exception caught during a KV-cache edit, which has
+// no error to return; the next Decode fails if the cache is unusable.
+func (c *Context) logCaught(what string) {
+	if l := logger.Load(); l != nil {
+		l.Error("llama.cpp failed", "op", what, "err", c.ge.message())
+		return
+	}
+	fmt.Fprintf(os.Stderr, "llmrt: %s: llama.cpp failed: %s\n", what, c.ge.message())
 }
 
 // --- Batches ---

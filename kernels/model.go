@@ -3,6 +3,7 @@ package kernels
 /*
 #include <stdlib.h>
 #include "bridge.h"
+#include "guard.h"
 */
 import "C"
 
@@ -112,12 +113,16 @@ func LoadModel(ctx context.Context, path string, p ModelParams) (*Model, error) 
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
 	takeLastLog()
-	m := C.llmrt_load_model(cpath, params, C.uintptr_t(h), C.bool(true))
+	var ge guardErr
+	m := C.llmrt_load_model(cpath, params, C.uintptr_t(h), C.bool(true), ge.p())
 	if m == nil {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("load %s: %w", path, err)
 		}
 		reason := takeLastLog()
+		if ge.caught() {
+			reason = ge.message()
+		}
 		if reason == "" {
 			reason = "llama.cpp could not load the model"
 		}
@@ -145,7 +150,7 @@ func checkGGUFFile(path string) error {
 		return fmt.Errorf("load %s: %w", path, err)
 	}
 	if string(hdr[:4]) != "GGUF" {
-		return fmt.Errorf("load %s: not a GGUF file (magic %q, want \"GGUF\")", path, hdr[:4])
+		return fmt.Errorf("load %s: not a GGUF file (it does not start with the GGUF magic)", path)
 	}
 	v := uint32(hdr[4]) | uint32(hdr[5])<<8 | uint32(hdr[6])<<16 | uint32(hdr[7])<<24
 	if v < 2 || v > 3 {
@@ -296,7 +301,11 @@ func (m *Model) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, e
 		if n > 0 {
 			ptr = (*C.llama_token)(unsafe.Pointer(&toks[0]))
 		}
-		got := C.llama_tokenize(m.vocab, ctext, C.int32_t(len(text)), ptr, C.int32_t(n), C.bool(addSpecial), C.bool(parseSpecial))
+		var got C.int32_t
+		var ge guardErr
+		if C.llmrt_tokenize(m.vocab, ctext, C.int32_t(len(text)), ptr, C.int32_t(n), C.bool(addSpecial), C.bool(parseSpecial), &got, ge.p()) != 0 {
+			return nil, ge.err("tokenize")
+		}
 		if got == C.INT32_MIN {
 			return nil, errors.New("tokenize: result does not fit in int32")
 		}
@@ -310,19 +319,54 @@ func (m *Model) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, e
 
 // TokenPiece returns the bytes of one token. A piece may be part of a
 // multi-byte UTF-8 character; callers that stream text must buffer.
-// special renders control tokens (e.g. "</s>") as text.
+// special renders control tokens (e.g. "</s>") as text. A token outside
+// the vocabulary has no piece (nil).
 func (m *Model) TokenPiece(tok int32, special bool) []byte {
+	if tok < 0 || int(tok) >= m.info.Vocab {
+		return nil
+	}
 	var small [64]byte
-	n := C.llama_token_to_piece(m.vocab, C.llama_token(tok), (*C.char)(unsafe.Pointer(&small[0])), C.int32_t(len(small)), 0, C.bool(special))
+	n, ok := m.tokenPiece(tok, small[:], special)
+	if !ok {
+		return nil
+	}
 	if n >= 0 {
 		return append([]byte(nil), small[:n]...)
 	}
 	buf := make([]byte, int(-n))
-	n = C.llama_token_to_piece(m.vocab, C.llama_token(tok), (*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(len(buf)), 0, C.bool(special))
-	if n < 0 {
+	if n, ok = m.tokenPiece(tok, buf, special); !ok || n < 0 {
 		return nil
 	}
 	return buf[:n]
+}
+
+func (m *Model) tokenPiece(tok int32, buf []byte, special bool) (int, bool) {
+	var n C.int32_t
+	rc := C.llmrt_token_to_piece(m.vocab, C.llama_token(tok), (*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(len(buf)), 0, C.bool(special), &n, nil)
+	return int(n), rc == 0
+}
+
+// TokenError reports a token id outside the model's vocabulary.
+type TokenError struct {
+	Token int32 // the id
+	Index int   // its position in the input
+	Vocab int   // the vocabulary's size
+}
+
+func (e *TokenError) Error() string {
+	return fmt.Sprintf("token %d at position %d is outside the vocabulary (ids 0..%d)", e.Token, e.Index, e.Vocab-1)
+}
+
+// CheckTokens returns a *TokenError for the first id in toks that is not
+// in the vocabulary. llama.cpp does not check ids before it indexes its
+// tables, so every token that comes from outside must pass here first.
+func (m *Model) CheckTokens(toks []int32) error {
+	for i, t := range toks {
+		if t < 0 || int(t) >= m.info.Vocab {
+			return &TokenError{Token: t, Index: i, Vocab: m.info.Vocab}
+		}
+	}
+	return nil
 }
 
 // Detokenize converts tokens back to text.
@@ -330,11 +374,18 @@ func (m *Model) Detokenize(toks []int32, removeSpecial, unparseSpecial bool) (st
 	if len(toks) == 0 {
 		return "", nil
 	}
+	if err := m.CheckTokens(toks); err != nil {
+		return "", fmt.Errorf("detokenize: %w", err)
+	}
 	n := len(toks)*8 + 16
 	for attempt := 0; attempt < 2; attempt++ {
 		buf := make([]byte, n)
-		got := C.llama_detokenize(m.vocab, (*C.llama_token)(unsafe.Pointer(&toks[0])), C.int32_t(len(toks)),
-			(*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(n), C.bool(removeSpecial), C.bool(unparseSpecial))
+		var got C.int32_t
+		var ge guardErr
+		if C.llmrt_detokenize(m.vocab, (*C.llama_token)(unsafe.Pointer(&toks[0])), C.int32_t(len(toks)),
+			(*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(n), C.bool(removeSpecial), C.bool(unparseSpecial), &got, ge.p()) != 0 {
+			return "", ge.err("detokenize")
+		}
 		if got >= 0 {
 			return string(buf[:got]), nil
 		}
@@ -344,11 +395,21 @@ func (m *Model) Detokenize(toks []int32, removeSpecial, unparseSpecial bool) (st
 }
 
 // IsEOG reports whether tok ends generation (EOS, EOT and the like).
-func (m *Model) IsEOG(tok int32) bool { return bool(C.llama_vocab_is_eog(m.vocab, C.llama_token(tok))) }
+func (m *Model) IsEOG(tok int32) bool {
+	var out C.bool
+	if tok < 0 || int(tok) >= m.info.Vocab || C.llmrt_vocab_is_eog(m.vocab, C.llama_token(tok), &out, nil) != 0 {
+		return false
+	}
+	return bool(out)
+}
 
 // IsControl reports whether tok is a control token.
 func (m *Model) IsControl(tok int32) bool {
-	return bool(C.llama_vocab_is_control(m.vocab, C.llama_token(tok)))
+	var out C.bool
+	if tok < 0 || int(tok) >= m.info.Vocab || C.llmrt_vocab_is_control(m.vocab, C.llama_token(tok), &out, nil) != 0 {
+		return false
+	}
+	return bool(out)
 }
 
 // TokenText is the vocabulary's text for tok (not detokenized).
@@ -392,7 +453,11 @@ func (m *Model) ApplyChatTemplate(tmpl string, msgs []ChatMessage, addAssistant 
 	n := 2*total + 256
 	for attempt := 0; attempt < 2; attempt++ {
 		buf := make([]byte, n)
-		got := C.llama_chat_apply_template(ctmpl, cmsgs, C.size_t(len(msgs)), C.bool(addAssistant), (*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(n))
+		var got C.int32_t
+		var ge guardErr
+		if C.llmrt_chat_apply_template(ctmpl, cmsgs, C.size_t(len(msgs)), C.bool(addAssistant), (*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(n), &got, ge.p()) != 0 {
+			return "", ge.err("chat template")
+		}
 		if got < 0 {
 			return "", errors.New("chat template: llama.cpp does not support this template")
 		}
@@ -474,7 +539,13 @@ func Quantize(ctx context.Context, in, out string, ft FType, threads int) error 
 	defer C.free(unsafe.Pointer(cin))
 	defer C.free(unsafe.Pointer(ctmp))
 	takeLastLog()
-	if rc := C.llmrt_quantize(cin, ctmp, C.int32_t(ft), C.int32_t(threads), C.bool(false), C.bool(false)); rc != 0 {
+	var rc C.uint32_t
+	var ge guardErr
+	if C.llmrt_model_quantize(cin, ctmp, C.int32_t(ft), C.int32_t(threads), C.bool(false), C.bool(false), &rc, ge.p()) != 0 {
+		os.Remove(tmp)
+		return ge.err("quantize " + in)
+	}
+	if rc != 0 {
 		os.Remove(tmp)
 		reason := takeLastLog()
 		if reason == "" {

@@ -618,6 +618,10 @@ llmrt_net * llmrt_net_new(llama_model * m, const llmrt_net_params * p, char * er
         set_err(err, errlen, "%s", e.what());
         llmrt_net_free(n);
         return nullptr;
+    } catch (...) {
+        set_err(err, errlen, "unknown C++ exception");
+        llmrt_net_free(n);
+        return nullptr;
     }
     return n;
 }
@@ -703,6 +707,9 @@ int llmrt_net_embed(llmrt_net * n, const int32_t * tokens, const int32_t * lens,
     } catch (const std::exception & e) {
         set_err(err, errlen, "%s", e.what());
         return -1;
+    } catch (...) {
+        set_err(err, errlen, "unknown C++ exception");
+        return -1;
     }
     return 0;
 }
@@ -735,6 +742,9 @@ int llmrt_net_logits(llmrt_net * n, const int32_t * tokens, const int32_t * pos,
         ggml_backend_tensor_get(logits, out, 0, sizeof(float) * (size_t) n_tok * n->n_vocab);
     } catch (const std::exception & e) {
         set_err(err, errlen, "%s", e.what());
+        return -1;
+    } catch (...) {
+        set_err(err, errlen, "unknown C++ exception");
         return -1;
     }
     return 0;
@@ -781,6 +791,9 @@ int llmrt_net_loss(llmrt_net * n, const int32_t * tokens, const int32_t * pos, c
         } catch (const std::exception & e) {
             set_err(err, errlen, "%s", e.what());
             return -1;
+        } catch (...) {
+            set_err(err, errlen, "unknown C++ exception");
+            return -1;
         }
         *n_labelled = n_lab;
         return 0;
@@ -825,6 +838,9 @@ int llmrt_net_loss(llmrt_net * n, const int32_t * tokens, const int32_t * pos, c
     } catch (const std::exception & e) {
         set_err(err, errlen, "%s", e.what());
         return -1;
+    } catch (...) {
+        set_err(err, errlen, "unknown C++ exception");
+        return -1;
     }
     return 0;
 }
@@ -867,6 +883,9 @@ int llmrt_net_adamw(llmrt_net * n, float lr, float beta1, float beta2, float eps
         }
     } catch (const std::exception & e) {
         set_err(err, errlen, "%s", e.what());
+        return -1;
+    } catch (...) {
+        set_err(err, errlen, "unknown C++ exception");
         return -1;
     }
     return 0;

@@ -3,6 +3,7 @@ package kernels
 /*
 #include <stdlib.h>
 #include "bridge.h"
+#include "guard.h"
 */
 import "C"
 
@@ -35,8 +36,17 @@ const SeedRandom = 0xFFFFFFFF
 // Sampler is a llama.cpp sampler chain for one sequence. Not safe for
 // concurrent use.
 type Sampler struct {
-	c *C.struct_llama_sampler
+	c     *C.struct_llama_sampler
+	vocab int
+	ge    guardErr // a caught C++ exception (see guard.h)
+	// deadEnd is set by the sampler chained after a grammar when the
+	// grammar allowed no candidate (guard.h); nil without a grammar.
+	deadEnd *C.int32_t
 }
+
+// ErrGrammarDeadEnd is returned by Sample when the grammar allows no token
+// of the model's vocabulary at this point of the output.
+var ErrGrammarDeadEnd = errors.New("sample: the grammar allows no token of this model's vocabulary here (does it require an end-of-generation token, or text the vocabulary cannot spell?)")
 
 // NewSampler builds the chain: logit bias, penalties, grammar, top-k,
 // top-p, min-p, temperature, then a seeded draw (or greedy).
@@ -50,7 +60,7 @@ func (m *Model) NewSampler(p SamplerParams) (*Sampler, error) {
 	if chain == nil {
 		return nil, errors.New("new sampler: out of memory")
 	}
-	s := &Sampler{c: chain}
+	s := &Sampler{c: chain, vocab: m.info.Vocab}
 	add := func(smpl *C.struct_llama_sampler, what string) error {
 		if smpl == nil {
 			return fmt.Errorf("new sampler: %s: llama.cpp refused it: %s", what, takeLastLog())
@@ -64,7 +74,7 @@ func (m *Model) NewSampler(p SamplerParams) (*Sampler, error) {
 		biases := make([]C.llama_logit_bias, 0, len(p.LogitBias))
 		for tok, b := range p.LogitBias {
 			if tok < 0 || int(tok) >= m.info.Vocab {
-				return fail(fmt.Errorf("new sampler: logit_bias token %d outside the vocabulary (0..%d)", tok, m.info.Vocab-1))
+				return fail(fmt.Errorf("new sampler: logit_bias: %w", &TokenError{Token: tok, Vocab: m.info.Vocab}))
 			}
 			biases = append(biases, C.llama_logit_bias{token: C.llama_token(tok), bias: C.float(b)})
 		}
@@ -90,13 +100,24 @@ func (m *Model) NewSampler(p SamplerParams) (*Sampler, error) {
 		cg := C.CString(p.Grammar)
 		root := C.CString("root")
 		takeLastLog()
-		g := C.llama_sampler_init_grammar(m.vocab, cg, root)
+		var ge guardErr
+		g := C.llmrt_sampler_init_grammar(m.vocab, cg, root, ge.p())
 		C.free(unsafe.Pointer(cg))
 		C.free(unsafe.Pointer(root))
 		if g == nil {
-			return fail(fmt.Errorf("new sampler: grammar does not parse: %s", takeLastLog()))
+			reason := takeLastLog()
+			if ge.caught() {
+				reason = ge.message()
+			}
+			if reason == "" {
+				reason = "llama.cpp's GBNF parser rejected it"
+			}
+			return fail(fmt.Errorf("new sampler: grammar does not parse: %s", reason))
 		}
 		C.llama_sampler_chain_add(chain, g)
+		if err := add(C.llmrt_sampler_init_dead_end(&s.deadEnd), "grammar guard"); err != nil {
+			return fail(err)
+		}
 	}
 	if p.Temperature <= 0 {
 		if err := add(C.llama_sampler_init_greedy(), "greedy"); err != nil {
@@ -134,15 +155,37 @@ func (s *Sampler) Sample(c *Context, i int) (int32, error) {
 	if err := c.checkOutput(i); err != nil {
 		return -1, fmt.Errorf("sample: %w", err)
 	}
-	return int32(C.llama_sampler_sample(s.c, c.c, C.int32_t(i))), nil
+	var tok C.llama_token
+	threw := C.llmrt_sampler_sample(s.c, c.c, C.int32_t(i), &tok, s.ge.p()) != 0
+	if s.deadEnd != nil && *s.deadEnd != 0 {
+		*s.deadEnd = 0
+		return -1, ErrGrammarDeadEnd
+	}
+	if threw {
+		return -1, s.ge.err("sample")
+	}
+	return int32(tok), nil
 }
 
 // Accept feeds a token the chain did not choose (e.g. prompt tokens for the
 // penalties) into its state.
-func (s *Sampler) Accept(tok int32) { C.llama_sampler_accept(s.c, C.llama_token(tok)) }
+func (s *Sampler) Accept(tok int32) error {
+	if tok < 0 || int(tok) >= s.vocab {
+		return fmt.Errorf("sampler accept: %w", &TokenError{Token: tok, Vocab: s.vocab})
+	}
+	if C.llmrt_sampler_accept(s.c, C.llama_token(tok), s.ge.p()) != 0 {
+		return s.ge.err("sampler accept")
+	}
+	return nil
+}
 
 // Reset clears the chain's state (penalty history, grammar position).
-func (s *Sampler) Reset() { C.llama_sampler_reset(s.c) }
+func (s *Sampler) Reset() error {
+	if C.llmrt_sampler_reset(s.c, s.ge.p()) != 0 {
+		return s.ge.err("sampler reset")
+	}
+	return nil
+}
 
 // Close frees the chain.
 func (s *Sampler) Close() error {

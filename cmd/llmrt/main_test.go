@@ -182,6 +182,12 @@ func TestServeAnswersAndDrains(t *testing.T) {
 	if _, errs, code := cli(t, home, "serve", "--addr", "0.0.0.0:0"); code != 2 || !strings.Contains(errs, "api-key") {
 		t.Fatalf("open serve: %d %q", code, errs)
 	}
+	// So is an empty key, which would start a server that refuses everyone.
+	for _, args := range [][]string{{"--api-key", ""}, {"--api-key", "ok", "--api-key", " "}} {
+		if _, errs, code := cli(t, home, append([]string{"serve", "--addr", "0.0.0.0:0"}, args...)...); code != 2 || !strings.Contains(errs, "--api-key is empty") {
+			t.Fatalf("serve %v: %d %q", args, code, errs)
+		}
+	}
 }
 
 func TestIndexAddQueryRemove(t *testing.T) {

@@ -34,6 +34,7 @@ var serveFlagEnv = map[string]string{
 	"keep-alive": "LLMRT_KEEP_ALIVE", "queue": "LLMRT_QUEUE", "timeout": "LLMRT_TIMEOUT",
 	"api-key": "LLMRT_API_KEYS", "cors": "LLMRT_CORS_ORIGINS", "gpu-layers": "LLMRT_GPU_LAYERS",
 	"max-body": "LLMRT_MAX_BODY", "grace": "LLMRT_SHUTDOWN_GRACE", "embed-model": "LLMRT_EMBED_MODEL", "stream-interval": "LLMRT_STREAM_INTERVAL",
+	"adapter-root": "LLMRT_ADAPTER_ROOTS", "allowed-host": "LLMRT_ALLOWED_HOSTS", "metrics-public": "LLMRT_METRICS_PUBLIC",
 }
 
 func (a *app) serveCmd() *cobra.Command {
@@ -42,6 +43,8 @@ func (a *app) serveCmd() *cobra.Command {
 		embedModel                 string
 		ragPaths                   bool
 		preload, apiKeys, cors     []string
+		adapterRoots, allowedHosts []string
+		metricsPublic              bool
 		parallel, ctxLen, threads  int
 		queue, gpuLayers, batch    int
 		keepAlive, timeout, grace  time.Duration
@@ -75,6 +78,11 @@ server retrieves passages for the last user turn from the collection
 			if err := applyEnvAndConfig(cmd.Flags(), configFile); err != nil {
 				return usageError{err}
 			}
+			for _, k := range apiKeys {
+				if strings.TrimSpace(k) == "" {
+					return usageError{errors.New("--api-key is empty: give a key, or leave the flag out to serve without one")}
+				}
+			}
 			if len(apiKeys) == 0 && !noAuth && !isLoopback(addr) {
 				return usageError{fmt.Errorf("--addr %s listens beyond loopback: set --api-key (or LLMRT_API_KEYS), or pass --insecure-no-auth", addr)}
 			}
@@ -100,11 +108,12 @@ server retrieves passages for the last user turn from the collection
 			}
 			defer sc.Close()
 			reg := server.NewRegistry(server.RegistryConfig{
-				Sched:      sc,
-				Resolver:   storeResolver{st},
-				KeepAlive:  keepAlive,
-				AdapterDir: filepath.Join(a.home, "adapters"),
-				Logger:     a.log,
+				Sched:        sc,
+				Resolver:     storeResolver{st},
+				KeepAlive:    keepAlive,
+				AdapterDir:   filepath.Join(a.home, "adapters"),
+				AdapterRoots: adapterRoots,
+				Logger:       a.log,
 				Engine: engine.Options{
 					CtxPerSeq: ctxLen, NParallel: parallel, Threads: threads, QueueLen: queue, NBatch: batch,
 					Model: kernels.ModelParams{GPULayers: gpuLayers},
@@ -139,6 +148,7 @@ server retrieves passages for the last user turn from the collection
 			srv := server.New(server.Config{
 				DefaultModel: defModel, APIKeys: apiKeys, CORSOrigins: cors, MaxBodyBytes: maxBody,
 				RequestTimeout: timeout, ShutdownGrace: grace, Logger: a.log, StreamInterval: streamInterval,
+				AllowedHosts: allowedHosts, MetricsPublic: metricsPublic,
 				Retriever: rag.Retriever{Store: coll, Options: rag.SearchOptions{Mode: rag.Hybrid}},
 			}, reg)
 			(&rag.API{Store: coll, AllowPaths: ragPaths}).Register(srv)
@@ -188,7 +198,10 @@ server retrieves passages for the last user turn from the collection
 	fl.DurationVar(&grace, "grace", 30*time.Second, "on shutdown, how long in-flight requests may finish")
 	fl.StringArrayVar(&apiKeys, "api-key", nil, "required Bearer key (repeatable; env LLMRT_API_KEYS, comma-separated)")
 	fl.BoolVar(&noAuth, "insecure-no-auth", false, "allow listening beyond loopback without API keys")
-	fl.StringArrayVar(&cors, "cors", nil, "allowed CORS origin (repeatable; * for any)")
+	fl.StringArrayVar(&cors, "cors", nil, "allowed CORS origin (repeatable; * for any); other sites' pages cannot POST to the server")
+	fl.StringArrayVar(&allowedHosts, "allowed-host", nil, "Host name the server answers to besides loopback names, e.g. behind a proxy (repeatable; * for any)")
+	fl.StringArrayVar(&adapterRoots, "adapter-root", nil, "folder POST /v1/adapters may register adapters from, besides $LLMRT_HOME/adapters (repeatable)")
+	fl.BoolVar(&metricsPublic, "metrics-public", false, "serve /metrics without the API key (for scrapers)")
 	fl.Int64Var(&maxBody, "max-body", 32<<20, "largest request body in bytes")
 	return cmd
 }

@@ -161,7 +161,7 @@ func parse(br *bufio.Reader, size int64) (*File, error) {
 		return nil, err
 	}
 	if string(m) != magic {
-		return nil, fmt.Errorf("not a GGUF file (magic %q, want %q)", m, magic)
+		return nil, fmt.Errorf("not a GGUF file (it does not start with the %s magic)", magic)
 	}
 	g := &File{Size: size, Alignment: 32, kvIndex: map[string]int{}, tensorIndex: map[string]int{}}
 	if g.Version, err = r.u32("version"); err != nil {

@@ -37,10 +37,8 @@ func (e *Engine) Embed(ctx context.Context, inputs [][]int32) ([][]float32, erro
 		if len(in) > limit {
 			return nil, &InputTooLongError{Index: i, Tokens: len(in), Limit: limit}
 		}
-		for _, t := range in {
-			if t < 0 || int(t) >= e.info.Vocab {
-				return nil, fmt.Errorf("input %d: token %d outside the vocabulary (0..%d)", i, t, e.info.Vocab-1)
-			}
+		if err := e.model.CheckTokens(in); err != nil {
+			return nil, fmt.Errorf("input %d: %w", i, err)
 		}
 	}
 	e.embedMu.Lock()

@@ -331,10 +331,8 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Stream, error) {
 	if len(req.Prompt) >= e.opt.CtxPerSeq {
 		return nil, &PromptTooLongError{Tokens: len(req.Prompt), Limit: e.opt.CtxPerSeq}
 	}
-	for _, t := range req.Prompt {
-		if t < 0 || int(t) >= e.info.Vocab {
-			return nil, fmt.Errorf("engine: prompt token %d outside the vocabulary (0..%d)", t, e.info.Vocab-1)
-		}
+	if err := e.model.CheckTokens(req.Prompt); err != nil {
+		return nil, fmt.Errorf("prompt: %w", err)
 	}
 	if req.Sampling.Grammar != "" {
 		// Past the grammar's end only end-of-generation is allowed;

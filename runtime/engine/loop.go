@@ -351,7 +351,10 @@ func (e *Engine) startSlot(sl *slot, s *Stream) {
 	// penalties see generated tokens only.
 	if s.req.Sampling.Grammar == "" {
 		for _, t := range s.req.Prompt {
-			s.smp.Accept(t)
+			if err := s.smp.Accept(t); err != nil {
+				e.endSlot(sl, Result{}, err, true)
+				return
+			}
 		}
 	}
 }

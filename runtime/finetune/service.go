@@ -281,7 +281,7 @@ type createRequest struct {
 
 // Register adds the routes to srv.
 func (s *Service) Register(srv *server.Server) {
-	srv.Handle("POST /v1/files", "files", s.uploadFile)
+	srv.HandleUpload("POST /v1/files", "files", s.uploadFile)
 	srv.Handle("GET /v1/files", "files", s.listFiles)
 	srv.Handle("GET /v1/files/{id}", "files", s.getFile)
 	srv.Handle("GET /v1/files/{id}/content", "files", s.fileContent)

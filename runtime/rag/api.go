@@ -40,7 +40,7 @@ func (a *API) Register(srv *server.Server) {
 	srv.Handle("GET /v1/collections", "collections", a.list)
 	srv.Handle("GET /v1/collections/{name}", "collections", a.get)
 	srv.Handle("DELETE /v1/collections/{name}", "collections", a.delete)
-	srv.Handle("POST /v1/collections/{name}/documents", "collections", a.addDocuments)
+	srv.HandleUpload("POST /v1/collections/{name}/documents", "collections", a.addDocuments)
 	srv.Handle("DELETE /v1/collections/{name}/documents", "collections", a.removeDocument)
 	srv.Handle("POST /v1/collections/{name}/query", "collections", a.query)
 }

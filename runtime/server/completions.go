@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 
@@ -17,6 +18,9 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 	}
 	if req.Suffix != "" {
 		return badRequest("suffix", "suffix (fill-in-the-middle) is not supported")
+	}
+	if req.BestOf != nil && *req.BestOf < 1 {
+		return badRequest("best_of", "best_of must be at least 1, got %d", *req.BestOf)
 	}
 	if req.BestOf != nil && *req.BestOf > 1 {
 		return badRequest("best_of", "best_of is not supported; use n")
@@ -68,8 +72,16 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 		prompts = append(prompts, toks)
 		texts = append(texts, t)
 	}
+	// Token-id prompts are checked before anything reads them: llama.cpp
+	// indexes its tables with them unchecked.
 	for i := len(texts); i < len(prompts); i++ {
-		text, _ := e.Model().Detokenize(prompts[i], false, false)
+		if err := e.Model().CheckTokens(prompts[i]); err != nil {
+			return mapEngineError(fmt.Errorf("prompt %d: %w", i, err), "prompt")
+		}
+		text, err := e.Model().Detokenize(prompts[i], false, false)
+		if err != nil {
+			return mapEngineError(fmt.Errorf("prompt %d: %w", i, err), "prompt")
+		}
 		texts = append(texts, text)
 	}
 	if len(prompts)*n > maxChoices*4 {

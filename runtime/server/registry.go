@@ -37,9 +37,12 @@ type RegistryConfig struct {
 	// KeepAlive unloads a model idle that long (< 0: never; 0: right after
 	// its last request).
 	KeepAlive time.Duration
-	// AdapterDir holds adapters usable as BASE+NAME (NAME.gguf).
+	// AdapterDir holds adapters usable as BASE+NAME (NAME.gguf). Adapters
+	// registered with AddAdapter must live in it or in AdapterRoots.
 	AdapterDir string
-	Logger     *slog.Logger
+	// AdapterRoots are further folders AddAdapter may take adapters from.
+	AdapterRoots []string
+	Logger       *slog.Logger
 	// Open loads an engine (default engine.Open); tests may wrap it.
 	Open func(ctx context.Context, opt engine.Options) (*engine.Engine, error)
 	// Sched, when set, reserves every model's memory before it loads:
@@ -369,17 +372,25 @@ func (r *Registry) attach(e *engine.Engine, ad AdapterInfo) error {
 }
 
 // AddAdapter registers an adapter under name for base. It is loaded into
-// the base's engine on first use.
+// the base's engine on first use. The file must be in the adapters folder
+// (a relative path is taken from there) or in one of AdapterRoots, and be
+// a GGUF LoRA adapter for the base's architecture.
 func (r *Registry) AddAdapter(a AdapterInfo) error {
 	if !validName(a.Name) || strings.Contains(a.Name, "+") {
 		return fmt.Errorf("invalid adapter name %q", a.Name)
 	}
-	if _, err := os.Stat(a.Path); err != nil {
-		return fmt.Errorf("adapter %s: %w", a.Name, err)
-	}
-	if _, err := r.cfg.Resolver.Resolve(a.Base); err != nil {
+	basePath, err := r.cfg.Resolver.Resolve(a.Base)
+	if err != nil {
 		return &ErrUnknownModel{ID: a.Base, Err: err}
 	}
+	path, err := r.adapterPath(a.Path)
+	if err != nil {
+		return err
+	}
+	if err := checkAdapterFile(path, basePath); err != nil {
+		return fmt.Errorf("adapter %s: %w", a.Name, err)
+	}
+	a.Path = path
 	if a.Scale == 0 {
 		a.Scale = 1
 	}
@@ -392,6 +403,84 @@ func (r *Registry) AddAdapter(a AdapterInfo) error {
 		return fmt.Errorf("adapter %q is already registered", a.Name)
 	}
 	r.adapters[a.Name] = a
+	return nil
+}
+
+// ErrAdapterPath reports an adapter path outside the allowed folders.
+var ErrAdapterPath = errors.New("adapter files must be in the adapters folder or a folder the server allows (--adapter-root)")
+
+// adapterPath resolves p against the adapters folder and checks that it
+// lies, after symbolic links, in an allowed folder. Whether a refused path
+// exists is not said.
+func (r *Registry) adapterPath(p string) (string, error) {
+	var roots []string
+	for _, d := range append([]string{r.cfg.AdapterDir}, r.cfg.AdapterRoots...) {
+		if d == "" {
+			continue
+		}
+		abs, err := filepath.Abs(d)
+		if err != nil {
+			continue
+		}
+		if real, err := filepath.EvalSymlinks(abs); err == nil {
+			abs = real
+		}
+		roots = append(roots, abs)
+	}
+	if p == "" || len(roots) == 0 || strings.ContainsRune(p, 0) {
+		return "", ErrAdapterPath
+	}
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(roots[0], p)
+	}
+	p = filepath.Clean(p)
+	inside := func(p string) bool {
+		for _, root := range roots {
+			if rel, err := filepath.Rel(root, p); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && rel != "." {
+				return true
+			}
+		}
+		return false
+	}
+	// Symbolic links in the folder itself (e.g. /tmp -> /private/tmp) are
+	// resolved on both sides before comparing.
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(p)); err == nil {
+		p = filepath.Join(dir, filepath.Base(p))
+	}
+	if !inside(p) {
+		return "", ErrAdapterPath
+	}
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", fmt.Errorf("no adapter file %s in the allowed folders", filepath.Base(p))
+	}
+	if !inside(real) {
+		return "", ErrAdapterPath
+	}
+	return real, nil
+}
+
+// checkAdapterFile checks that path is a GGUF LoRA adapter whose
+// architecture is the base model's. Its messages name what is wrong, never
+// the file's bytes.
+func checkAdapterFile(path, basePath string) error {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return errors.New("not a readable GGUF file")
+	}
+	if typ, _ := f.String("general.type"); typ != "adapter" {
+		return errors.New("the GGUF file is not an adapter (general.type is not \"adapter\")")
+	}
+	if typ, _ := f.String("adapter.type"); typ != "lora" {
+		return errors.New("the GGUF file is not a LoRA adapter (adapter.type is not \"lora\")")
+	}
+	base, err := gguf.Open(basePath)
+	if err != nil {
+		return fmt.Errorf("read the base model: %w", err)
+	}
+	if f.Architecture() != base.Architecture() {
+		return fmt.Errorf("the adapter is for architecture %q, the base model is %q", f.Architecture(), base.Architecture())
+	}
 	return nil
 }
 

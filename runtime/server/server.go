@@ -24,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/sched"
 )
@@ -45,7 +46,15 @@ type Config struct {
 	// stream (0: flush every event). Events are never held longer.
 	StreamInterval time.Duration
 	// ShutdownGrace is how long in-flight requests may finish on shutdown.
+	// Meanwhile the listener stays open and new requests get 503 with
+	// Retry-After, so load balancers see the drain.
 	ShutdownGrace time.Duration
+	// AllowedHosts are the Host names the server answers to besides
+	// loopback names ("*": any). Empty: on a loopback listener, loopback
+	// names only (DNS-rebinding guard); elsewhere, any.
+	AllowedHosts []string
+	// MetricsPublic serves /metrics without an API key.
+	MetricsPublic bool
 	// Retriever enables the "rag" extension of chat completions.
 	Retriever Retriever
 	Logger    *slog.Logger
@@ -60,8 +69,18 @@ type Server struct {
 	mux      *http.ServeMux
 	started  time.Time
 	draining atomic.Bool
-	// extra routes registered by other packages (RAG, fine-tuning).
+	flight   inflight
+	// loopback is set when Serve listens on a loopback address only.
+	loopback    atomic.Bool
 	fingerprint string
+}
+
+// route says how handle treats a route's requests.
+type route struct {
+	auth bool     // needs an API key when keys are set
+	body bodyKind // accepted request body
+	// always answers while draining (not counted as in flight): /health.
+	always bool
 }
 
 // New builds a server.
@@ -84,26 +103,39 @@ func New(cfg Config, reg *Registry) *Server {
 func (s *Server) Registry() *Registry { return s.reg }
 
 func (s *Server) routes() {
-	s.handle("GET /health", "health", false, s.health)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-	s.handle("GET /v1/models", "models", true, s.listModels)
-	s.handle("GET /v1/models/{id...}", "models", true, s.getModel)
-	s.handle("POST /v1/chat/completions", "chat", true, s.chatCompletions)
-	s.handle("POST /v1/completions", "completions", true, s.completions)
-	s.handle("POST /v1/embeddings", "embeddings", true, s.embeddings)
-	s.handle("GET /v1/adapters", "adapters", true, s.listAdapters)
-	s.handle("POST /v1/adapters", "adapters", true, s.addAdapter)
-	s.handle("DELETE /v1/adapters/{name...}", "adapters", true, s.removeAdapter)
-	s.handle("GET /v1/system", "system", true, s.system)
-	s.handle("/v1/", "unknown", true, func(w http.ResponseWriter, r *http.Request) error {
+	api := route{auth: true, body: bodyJSON}
+	get := route{auth: true, body: bodyNone}
+	s.handle("GET /health", "health", route{body: bodyNone, always: true}, s.health)
+	metrics := promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
+	s.handle("GET /metrics", "metrics", route{auth: !s.cfg.MetricsPublic, body: bodyNone}, func(w http.ResponseWriter, r *http.Request) error {
+		metrics.ServeHTTP(w, r)
+		return nil
+	})
+	s.handle("GET /v1/models", "models", get, s.listModels)
+	s.handle("GET /v1/models/{id...}", "models", get, s.getModel)
+	s.handle("POST /v1/chat/completions", "chat", api, s.chatCompletions)
+	s.handle("POST /v1/completions", "completions", api, s.completions)
+	s.handle("POST /v1/embeddings", "embeddings", api, s.embeddings)
+	s.handle("GET /v1/adapters", "adapters", get, s.listAdapters)
+	s.handle("POST /v1/adapters", "adapters", api, s.addAdapter)
+	s.handle("DELETE /v1/adapters/{name...}", "adapters", api, s.removeAdapter)
+	s.handle("GET /v1/system", "system", get, s.system)
+	s.handle("/v1/", "unknown", get, func(w http.ResponseWriter, r *http.Request) error {
 		return notFound("unknown_url", "unknown endpoint %s %s", r.Method, r.URL.Path)
 	})
 }
 
 // Handle registers an extra API route (e.g. RAG or fine-tuning) with the
-// server's auth, limits, metrics and error handling.
+// server's auth, limits, metrics and error handling. Its body, if any, must
+// be JSON.
 func (s *Server) Handle(pattern, endpoint string, h func(http.ResponseWriter, *http.Request) error) {
-	s.handle(pattern, endpoint, true, h)
+	s.handle(pattern, endpoint, route{auth: true, body: bodyJSON}, h)
+}
+
+// HandleUpload is Handle for a route that also takes multipart/form-data
+// uploads.
+func (s *Server) HandleUpload(pattern, endpoint string, h func(http.ResponseWriter, *http.Request) error) {
+	s.handle(pattern, endpoint, route{auth: true, body: bodyUpload}, h)
 }
 
 // statusWriter records the status for metrics and logs.
@@ -134,9 +166,10 @@ func (w *statusWriter) Flush() {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// handle wraps a handler with panic recovery, auth, CORS, body limits,
-// timeouts, metrics and OpenAI-shaped errors.
-func (s *Server) handle(pattern, endpoint string, auth bool, h func(http.ResponseWriter, *http.Request) error) {
+// handle wraps a handler with panic recovery, the cross-site checks
+// (guard.go), auth, CORS, the drain, body limits, timeouts, metrics and
+// OpenAI-shaped errors.
+func (s *Server) handle(pattern, endpoint string, rt route, h func(http.ResponseWriter, *http.Request) error) {
 	s.mux.HandleFunc(pattern, func(rw http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		w := &statusWriter{ResponseWriter: rw}
@@ -155,17 +188,32 @@ func (s *Server) handle(pattern, endpoint string, auth bool, h func(http.Respons
 			s.metrics.latency.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
 			s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", code, "ms", time.Since(start).Milliseconds())
 		}()
+		if aerr := s.checkHost(r); aerr != nil {
+			writeError(w, aerr)
+			return
+		}
 		if s.cors(w, r) {
 			return
 		}
-		if auth && !s.authorized(r) {
+		if aerr := s.checkOrigin(r); aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		if rt.auth && !s.authorized(r) {
 			writeError(w, &APIError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: ptr("invalid_api_key"),
 				Message: "missing or invalid API key: send it as \"Authorization: Bearer KEY\""})
 			return
 		}
-		if s.draining.Load() {
-			w.Header().Set("Connection", "close")
-			writeError(w, unavailable(5, "server is shutting down"))
+		if !rt.always {
+			if !s.flight.enter() {
+				w.Header().Set("Connection", "close")
+				writeError(w, unavailable(5, "server is shutting down; retry on another instance or after restart"))
+				return
+			}
+			defer s.flight.leave()
+		}
+		if aerr := checkContentType(r, rt.body); aerr != nil {
+			writeError(w, aerr)
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
@@ -245,6 +293,8 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) error {
 	code := http.StatusOK
 	if s.draining.Load() {
 		status, code = "draining", http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "5")
+		w.Header().Set("Connection", "close")
 	}
 	return writeJSON(w, code, map[string]any{"status": status, "uptime_seconds": int(time.Since(s.started).Seconds()), "models_loaded": len(s.reg.Loaded())})
 }
@@ -315,7 +365,17 @@ func (s *Server) addAdapter(w http.ResponseWriter, r *http.Request) error {
 		if errors.As(err, &um) {
 			return notFound("model_not_found", "%v", err)
 		}
+		if errors.Is(err, ErrAdapterPath) {
+			e := badRequest("path", "%v", err)
+			e.Code = ptr("path_not_allowed")
+			return e
+		}
 		return badRequest("path", "%v", err)
+	}
+	for _, a := range s.reg.AdapterList() {
+		if a.Name == req.Name {
+			req = a
+		}
 	}
 	return writeJSON(w, http.StatusCreated, req)
 }
@@ -343,10 +403,14 @@ func (s *Server) system(w http.ResponseWriter, r *http.Request) error {
 // Handler is the server's http.Handler.
 func (s *Server) Handler() http.Handler { return s.mux }
 
-// Serve answers on ln until ctx is cancelled, then drains: it stops
-// accepting, lets in-flight requests finish within ShutdownGrace, cancels
-// the rest, and returns nil.
+// Serve answers on ln until ctx is cancelled, then drains: the listener
+// stays open and new requests get 503 with Retry-After while the in-flight
+// ones finish, for at most ShutdownGrace; then the rest are cancelled, the
+// listener closes, and Serve returns nil.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok && ta.IP.IsLoopback() {
+		s.loopback.Store(true)
+	}
 	base, cancelAll := context.WithCancel(context.Background())
 	defer cancelAll()
 	hs := &http.Server{
@@ -363,14 +427,23 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	case <-ctx.Done():
 	}
+	idle := s.flight.drain()
 	s.draining.Store(true)
 	s.log.Info("shutting down: draining in-flight requests", "grace", s.cfg.ShutdownGrace)
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	grace := time.NewTimer(s.cfg.ShutdownGrace)
+	defer grace.Stop()
+	select {
+	case <-idle:
+	case <-grace.C:
+		s.log.Warn("grace period over: cancelling the remaining requests")
+		cancelAll()
+	}
+	// Every handler has returned or been cancelled: close the listener and
+	// wait briefly for the cancelled ones to write their last bytes.
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := hs.Shutdown(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
-		s.log.Warn("grace period over: cancelling the remaining requests")
-		cancelAll()
 		hs.Close()
 		err = nil
 	}
@@ -386,9 +459,16 @@ func mapEngineError(err error, param string) error {
 	var itl *engine.InputTooLongError
 	var um *ErrUnknownModel
 	var fe *sched.FitError
+	var te *kernels.TokenError
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &te):
+		e := badRequest(param, "%v", err)
+		e.Code = ptr("invalid_token_id")
+		return e
+	case errors.Is(err, kernels.ErrGrammarDeadEnd):
+		return badRequest("grammar", "%v", err)
 	case errors.As(err, &fe):
 		if fe.Never {
 			e := badRequest("model", "the model can never fit this machine: %s", fe.Explanation)

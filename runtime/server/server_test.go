@@ -39,7 +39,7 @@ type testServer struct {
 
 // startServer runs a real server on 127.0.0.1 over a folder holding the
 // stories260K model.
-func startServer(t *testing.T, cfg Config, eng engine.Options) *testServer {
+func startServer(t testing.TB, cfg Config, eng engine.Options) *testServer {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.Symlink(modeltest.Path(t, "stories260K.gguf"), filepath.Join(dir, "stories260K.gguf")); err != nil {
@@ -74,7 +74,7 @@ func startServer(t *testing.T, cfg Config, eng engine.Options) *testServer {
 	return ts
 }
 
-func (ts *testServer) post(t *testing.T, path string, body any, hdr ...string) (*http.Response, []byte) {
+func (ts *testServer) post(t testing.TB, path string, body any, hdr ...string) (*http.Response, []byte) {
 	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -98,7 +98,7 @@ func (ts *testServer) post(t *testing.T, path string, body any, hdr ...string) (
 	return resp, data
 }
 
-func apiErr(t *testing.T, data []byte) APIError {
+func apiErr(t testing.TB, data []byte) APIError {
 	t.Helper()
 	var e struct{ Error APIError }
 	if err := json.Unmarshal(data, &e); err != nil || e.Error.Message == "" {
@@ -331,6 +331,7 @@ func TestDisconnectFreesSequence(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	body, _ := json.Marshal(map[string]any{"prompt": "Once upon a time", "max_tokens": 1000, "ignore_eos": true, "stream": true})
 	req, _ := http.NewRequestWithContext(ctx, "POST", ts.url+"/v1/completions", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
