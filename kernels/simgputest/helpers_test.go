@@ -180,7 +180,11 @@ func maxDiff(a, b []float32) float64 {
 	}
 	d := 0.0
 	for i := range a {
-		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
+		x := math.Abs(float64(a[i] - b[i]))
+		if math.IsNaN(x) {
+			return math.Inf(1) // math.Max would carry NaN, which compares false
+		}
+		d = math.Max(d, x)
 	}
 	return d
 }
