@@ -113,11 +113,19 @@ clean:
 # own ggml source (ollama's CMakeLists, GGML_BACKEND_DL) and loaded at start
 # from LLMRT_LIB_PATH (default lib/ beside the binary) with
 # ggml_backend_load_all_from_path.
+#
+# A backend library's DT_NEEDED libggml-base.so.0 must exist for dlopen, so
+# it is copied beside the backend, and RUNPATH $ORIGIN makes that copy the
+# one found (CMake's default RUNPATH is the build folder, so deleting build/
+# broke loading). Its ggml_* symbols still bind to llmrt's own statically
+# linked ggml, which the binary exports (kernels/dltest's
+# TestBackendBindsToExecutable checks it): one ggml in the process.
+BACKEND_RPATH := -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON -DCMAKE_INSTALL_RPATH='$$ORIGIN'
 CUDA_ARCHS ?= 86;89;90
 cuda:
 	@command -v nvcc >/dev/null || { echo "make cuda: nvcc not found. Install the CUDA toolkit (12.x) and put nvcc on PATH; without a GPU, llmrt runs on the CPU and needs nothing more." >&2; exit 1; }
 	@command -v cmake >/dev/null || { echo "make cuda: cmake not found (apt-get install cmake)." >&2; exit 1; }
-	cmake -S $(OLLAMA_DIR) -B build/cuda -DCMAKE_BUILD_TYPE=Release -DGGML_CCACHE=OFF -DCMAKE_CUDA_ARCHITECTURES="$(CUDA_ARCHS)"
+	cmake -S $(OLLAMA_DIR) -B build/cuda -DCMAKE_BUILD_TYPE=Release -DGGML_CCACHE=OFF $(BACKEND_RPATH) -DCMAKE_CUDA_ARCHITECTURES="$(CUDA_ARCHS)"
 	cmake --build build/cuda --target ggml-cuda -j
 	@mkdir -p lib
 	cp -a build/cuda/lib/ollama/libggml-base.so* build/cuda/lib/ollama/libggml-cuda.so lib/
@@ -128,7 +136,7 @@ cuda:
 backends:
 	@command -v cmake >/dev/null || { echo "make backends: cmake not found (apt-get install cmake; .ci/run does)." >&2; exit 1; }
 	@test -f lib/test-backends/libggml-cpu-x64.so || { mkdir -p build && \
-		{ cmake -S $(OLLAMA_DIR) -B build/backends -DCMAKE_BUILD_TYPE=Release -DGGML_CCACHE=OFF && \
+		{ cmake -S $(OLLAMA_DIR) -B build/backends -DCMAKE_BUILD_TYPE=Release -DGGML_CCACHE=OFF $(BACKEND_RPATH) && \
 		  cmake --build build/backends --target ggml-cpu-x64 -j 2; } > build/backends.log 2>&1 || \
 		{ tail -30 build/backends.log; echo "make backends failed: see build/backends.log" >&2; exit 1; }; \
 		mkdir -p lib/test-backends && \
