@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -144,16 +145,33 @@ func LoadBackends(dir string) ([]string, error) {
 	return loaded, nil
 }
 
+// loadedBackends maps the absolute path of each file LoadBackend loaded to
+// its backend's name.
+var loadedBackends struct {
+	sync.Mutex
+	names map[string]string
+}
+
 // LoadBackend loads one ggml backend library file with ggml_backend_load
 // (for a backend that ggml_backend_load_all_from_path does not look for by
 // name, such as the simulated GPU) and returns the name of the backend it
-// registered.
+// registered. Loading the same file again returns the name without
+// registering its devices a second time.
 func LoadBackend(path string) (string, error) {
 	Init()
-	if _, err := os.Stat(path); err != nil {
+	abs, err := filepath.Abs(path)
+	if err != nil {
 		return "", fmt.Errorf("load backend: %w", err)
 	}
-	cpath := C.CString(path)
+	if _, err := os.Stat(abs); err != nil {
+		return "", fmt.Errorf("load backend: %w", err)
+	}
+	loadedBackends.Lock()
+	defer loadedBackends.Unlock()
+	if name, ok := loadedBackends.names[abs]; ok {
+		return name, nil
+	}
+	cpath := C.CString(abs)
 	defer C.free(unsafe.Pointer(cpath))
 	takeLastLog()
 	reg := C.ggml_backend_load(cpath)
@@ -164,7 +182,12 @@ func LoadBackend(path string) (string, error) {
 		}
 		return "", fmt.Errorf("load backend %s: %s", path, reason)
 	}
-	return C.GoString(C.ggml_backend_reg_name(reg)), nil
+	name := C.GoString(C.ggml_backend_reg_name(reg))
+	if loadedBackends.names == nil {
+		loadedBackends.names = map[string]string{}
+	}
+	loadedBackends.names[abs] = name
+	return name, nil
 }
 
 // DeviceType is the kind of a ggml backend device.
