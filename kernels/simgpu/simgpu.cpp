@@ -141,7 +141,7 @@ const char * buft_get_name(ggml_backend_buffer_type_t buft) {
 // out of memory) when they would take it past its configured size.
 ggml_backend_buffer_t buft_alloc_buffer(ggml_backend_buffer_type_t buft, size_t size) {
     auto * d = static_cast<sim_device *>(buft->context);
-    const size_t padded = (size + kAlignment - 1) / kAlignment * kAlignment;
+    const size_t padded = size > d->total ? SIZE_MAX : (size + kAlignment - 1) / kAlignment * kAlignment;
     {
         std::lock_guard<std::mutex> lock(d->mu);
         if (padded > d->total - d->allocated) {
