@@ -277,24 +277,37 @@ func TestAdapterOnDevice(t *testing.T) {
 	}
 }
 
-// A model that does not fit the device is refused with an error, not a
-// crash: the check runs in a child process whose only device is 256 KiB
-// (stories260K's layers take about 1 MiB), which then still runs the model
-// on the CPU.
-func TestTinyDeviceRefusesModel(t *testing.T) {
-	needSim(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestTinyDeviceChild$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), childEnv+"=1", "LLMRT_SIM_GPUS=256KiB")
+// child re-runs this test binary with only the named test and env, and
+// fails unless that test passed: for LLMRT_SIM_GPUS values other than the
+// package's (the library reads the variable once per process), and so that
+// a crash shows as a failure here instead of killing the run.
+func child(t *testing.T, test string, env ...string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.v", "-test.count=1")
+	cmd.Env = append(append(os.Environ(), childEnv+"=1"), env...)
 	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "--- PASS: TestTinyDeviceChild") {
-		t.Fatalf("child process: %v\n%s", err, out)
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+test) {
+		t.Fatalf("child process %s %v: %v\n%s", test, env, err, out)
 	}
 }
 
-func TestTinyDeviceChild(t *testing.T) {
+// onlyInChild skips tests that child runs.
+func onlyInChild(t *testing.T) {
 	if os.Getenv(childEnv) == "" {
-		t.Skip("run by TestTinyDeviceRefusesModel")
+		t.Skip("run in a child process by the test without the Child suffix")
 	}
+}
+
+// A model that does not fit the device is refused with an error, not a
+// crash: the child's only device is 256 KiB (stories260K's layers take
+// about 1 MiB), and it then still runs the model on the CPU.
+func TestTinyDeviceRefusesModel(t *testing.T) {
+	needSim(t)
+	child(t, "TestTinyDeviceChild", "LLMRT_SIM_GPUS=256KiB")
+}
+
+func TestTinyDeviceChild(t *testing.T) {
+	onlyInChild(t)
 	needSim(t)
 	if ds := simDevices(); len(ds) != 1 || ds[0].Total != 256<<10 {
 		t.Fatalf("devices %+v, want one of 256 KiB", ds)
@@ -317,5 +330,46 @@ func TestTinyDeviceChild(t *testing.T) {
 	cpu := load(t, path, kernels.ModelParams{})
 	if r := greedy(t, cpu, "Once upon a time", 4); len(r.tokens) != 4 {
 		t.Fatal("no tokens")
+	}
+}
+
+// Without sizes the library loads and registers no device, so llama.cpp
+// sees no GPU; a malformed value makes the load fail with the reason.
+func TestUnsetAndBadSpec(t *testing.T) {
+	needSim(t)
+	child(t, "TestNoDevicesChild", "LLMRT_SIM_GPUS=")
+	child(t, "TestBadSpecChild", "LLMRT_SIM_GPUS=2GiB,lots")
+}
+
+func TestNoDevicesChild(t *testing.T) {
+	onlyInChild(t)
+	needSim(t)
+	if ds := simDevices(); len(ds) != 0 || kernels.SupportsGPUOffload() {
+		t.Fatalf("devices %+v with LLMRT_SIM_GPUS empty", ds)
+	}
+}
+
+func TestBadSpecChild(t *testing.T) {
+	onlyInChild(t)
+	if loadErr == nil || !strings.Contains(loadErr.Error(), `bad size "lots"`) {
+		t.Fatalf("load error %v, want the bad size named", loadErr)
+	}
+	if len(simDevices()) != 0 {
+		t.Fatal("devices registered from a malformed LLMRT_SIM_GPUS")
+	}
+}
+
+// LoadBackend names a missing file, and loading the library again neither
+// fails nor registers its devices twice.
+func TestLoadBackendAgainAndMissing(t *testing.T) {
+	needSim(t)
+	if _, err := kernels.LoadBackend(filepath.Join(t.TempDir(), "libggml-none.so")); err == nil || !strings.Contains(err.Error(), "libggml-none.so") {
+		t.Fatalf("missing file: %v", err)
+	}
+	if name, err := kernels.LoadBackend(libPath()); err != nil || name != kernels.SimGPUBackend {
+		t.Fatalf("second load: %q %v", name, err)
+	}
+	if n := len(simDevices()); n != 2 {
+		t.Fatalf("%d simulated devices after loading the library twice", n)
 	}
 }
