@@ -36,7 +36,6 @@ constexpr size_t kAlignment = 128;
 // One simulated device. ggml's device and buffer-type structs are embedded
 // so that their context pointers lead back here.
 struct sim_device {
-    int index = 0;
     std::string name, description, pci_bus_id, uuid;
     size_t total = 0;
 
@@ -66,6 +65,7 @@ struct sim_stream {
 std::vector<std::unique_ptr<sim_device>> g_devices;
 ggml_backend_reg g_reg{};
 
+// The stream's identity for ggml_backend_*_guid checks: "llmrt-simgpu-v01".
 ggml_guid g_guid = {0x6c, 0x6c, 0x6d, 0x72, 0x74, 0x2d, 0x73, 0x69, 0x6d, 0x67, 0x70, 0x75, 0x2d, 0x76, 0x30, 0x31};
 
 // ---- buffers ---------------------------------------------------------------
@@ -518,7 +518,6 @@ ggml_backend_reg_t sim_reg() {
     for (size_t i = 0; i < sizes.size(); i++) {
         auto d = std::make_unique<sim_device>();
         char buf[64];
-        d->index = (int) i;
         d->name = "SIM" + std::to_string(i);
         d->description = "llmrt simulated GPU";
         // Fixed, distinct, and outside the bus numbers real GPUs usually get.
