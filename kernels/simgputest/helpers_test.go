@@ -123,7 +123,7 @@ type run struct {
 // time, each the argmax of the previous logits.
 func greedy(t *testing.T, m *kernels.Model, prompt string, n int) run {
 	t.Helper()
-	c, err := m.NewContext(kernels.ContextParams{NCtx: 128, Threads: 2})
+	c, err := m.NewContext(kernels.ContextParams{NCtx: 128, Threads: testThreads})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,9 +14,14 @@ import (
 // variable once, when it is loaded).
 const simGPUs = "2GiB,1GiB"
 
-const (
-	gib = 1 << 30
-)
+const gib = 1 << 30
+
+// testThreads is the thread count of every context here. With layers on
+// the device, the context's CPU workers and the device's (a CPU backend of
+// its own) take turns within each token; at two threads each, their
+// spinning barriers on a 2-core machine made some runs 100 times slower
+// whenever another process was busy. The results do not depend on it.
+const testThreads = 1
 
 // libPath is lib/libggml-simgpu.so in the repository, found from this file.
 func libPath() string {

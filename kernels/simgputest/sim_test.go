@@ -70,7 +70,7 @@ func TestDevicesAndMemory(t *testing.T) {
 	if d := simDevices()[0]; d.Free != d.Total-st.Allocated {
 		t.Fatalf("SIM0 reports %d free of %d with %d allocated", d.Free, d.Total, st.Allocated)
 	}
-	c, err := m.NewContext(kernels.ContextParams{NCtx: 128, Threads: 2})
+	c, err := m.NewContext(kernels.ContextParams{NCtx: 128, Threads: testThreads})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestEmbeddingsMatchCPU(t *testing.T) {
 	embed := func(p kernels.ModelParams) []float32 {
 		m := load(t, path, p)
 		defer m.Close()
-		c, err := m.NewContext(kernels.ContextParams{NCtx: 128, Threads: 2, Embeddings: true, Pooling: kernels.PoolingMean})
+		c, err := m.NewContext(kernels.ContextParams{NCtx: 128, Threads: testThreads, Embeddings: true, Pooling: kernels.PoolingMean})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -245,7 +245,7 @@ func TestAdapterOnDevice(t *testing.T) {
 		if grew := simStats(t, 0).Allocated > before; grew != (p.GPULayers != 0) {
 			t.Fatalf("adapter on SIM0: %v, base offloaded: %v", grew, p.GPULayers != 0)
 		}
-		c, err := m.NewContext(kernels.ContextParams{NCtx: 64, Threads: 2})
+		c, err := m.NewContext(kernels.ContextParams{NCtx: 64, Threads: testThreads})
 		if err != nil {
 			t.Fatal(err)
 		}
