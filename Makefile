@@ -44,7 +44,7 @@ export LLMRT_TEST_MODELS ?= $(abspath testdata/models)
 NEED_TEST_MODELS := 1
 endif
 
-.PHONY: all build default-model test fuzz test-race test-models apitest-deps bench vet fmt lint clean env demo backends cuda
+.PHONY: all build default-model test fuzz test-race test-models apitest-deps bench vet fmt lint clean env demo backends cuda simgpu
 # `make` builds the binary and puts the default model into the store (from
 # ../shared/models when present, else from Hugging Face), so that
 # `./bin/llmrt serve` answers right away.
@@ -68,7 +68,7 @@ RACE_PKGS ?= ./runtime/...
 # One package at a time (-p 1): every test that runs llama.cpp uses both
 # cores, and two such binaries at once make ggml's spinning thread
 # barriers collapse (tests slow down tenfold, not twofold).
-test: test-models apitest-deps backends vet
+test: test-models apitest-deps backends simgpu vet
 	$(GO) test -p 1 -count=1 -timeout 30m ./...
 	$(GO) test -p 1 -count=1 -race -timeout 30m $(RACE_PKGS)
 	$(MAKE) fuzz
@@ -116,11 +116,19 @@ clean:
 # own ggml source (ollama's CMakeLists, GGML_BACKEND_DL) and loaded at start
 # from LLMRT_LIB_PATH (default lib/ beside the binary) with
 # ggml_backend_load_all_from_path.
+#
+# A backend library's DT_NEEDED libggml-base.so.0 must exist for dlopen, so
+# it is copied beside the backend, and RUNPATH $ORIGIN makes that copy the
+# one found (CMake's default RUNPATH is the build folder, so deleting build/
+# broke loading). Its ggml_* symbols still bind to llmrt's own statically
+# linked ggml, which the binary exports (kernels/dltest's
+# TestBackendBindsToExecutable checks it): one ggml in the process.
+BACKEND_RPATH := -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON -DCMAKE_INSTALL_RPATH='$$ORIGIN'
 CUDA_ARCHS ?= 86;89;90
 cuda:
 	@command -v nvcc >/dev/null || { echo "make cuda: nvcc not found. Install the CUDA toolkit (12.x) and put nvcc on PATH; without a GPU, llmrt runs on the CPU and needs nothing more." >&2; exit 1; }
 	@command -v cmake >/dev/null || { echo "make cuda: cmake not found (apt-get install cmake)." >&2; exit 1; }
-	cmake -S $(OLLAMA_DIR) -B build/cuda -DCMAKE_BUILD_TYPE=Release -DGGML_CCACHE=OFF -DCMAKE_CUDA_ARCHITECTURES="$(CUDA_ARCHS)"
+	cmake -S $(OLLAMA_DIR) -B build/cuda -DCMAKE_BUILD_TYPE=Release -DGGML_CCACHE=OFF $(BACKEND_RPATH) -DCMAKE_CUDA_ARCHITECTURES="$(CUDA_ARCHS)"
 	cmake --build build/cuda --target ggml-cuda -j
 	@mkdir -p lib
 	cp -a build/cuda/lib/ollama/libggml-base.so* build/cuda/lib/ollama/libggml-cuda.so lib/
@@ -131,11 +139,26 @@ cuda:
 backends:
 	@command -v cmake >/dev/null || { echo "make backends: cmake not found (apt-get install cmake; .ci/run does)." >&2; exit 1; }
 	@test -f lib/test-backends/libggml-cpu-x64.so || { mkdir -p build && \
-		{ cmake -S $(OLLAMA_DIR) -B build/backends -DCMAKE_BUILD_TYPE=Release -DGGML_CCACHE=OFF && \
+		{ cmake -S $(OLLAMA_DIR) -B build/backends -DCMAKE_BUILD_TYPE=Release -DGGML_CCACHE=OFF $(BACKEND_RPATH) && \
 		  cmake --build build/backends --target ggml-cpu-x64 -j 2; } > build/backends.log 2>&1 || \
 		{ tail -30 build/backends.log; echo "make backends failed: see build/backends.log" >&2; exit 1; }; \
 		mkdir -p lib/test-backends && \
 		cp -a build/backends/lib/ollama/libggml-base.so* build/backends/lib/ollama/libggml-cpu-x64.so lib/test-backends/; }
+
+# The simulated GPU (kernels/simgpu): a ggml backend library whose devices
+# are GPUs with host-memory buffers, for running the GPU code path without
+# one. llmrt loads it only when LLMRT_SIM_GPUS is set (e.g. 2GiB,1GiB). It is
+# linked without libggml-base on purpose: its ggml_* references bind to the
+# ggml llmrt links statically (kernels exports it with -rdynamic), so the
+# process keeps one ggml. -fvisibility=hidden leaves ggml_backend_init its
+# only export.
+SIMGPU_SRC := kernels/simgpu/simgpu.cpp kernels/simgpu/simgpu.h
+simgpu: lib/libggml-simgpu.so
+lib/libggml-simgpu.so: $(SIMGPU_SRC)
+	@mkdir -p lib
+	$(CXX) -O2 -fPIC -shared -std=c++17 -fvisibility=hidden -Wall -Wextra -Wno-unused-function \
+		-DGGML_BACKEND_DL -DGGML_BACKEND_SHARED -DGGML_BACKEND_BUILD \
+		-I$(GGML_INC) -I$(GGML_SRC) -o $@ kernels/simgpu/simgpu.cpp
 
 # `eval "$$(make -s env)"` gives a shell the same cgo flags (and cache hits).
 env:

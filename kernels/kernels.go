@@ -10,6 +10,11 @@ package kernels
 /*
 #cgo CXXFLAGS: -std=c++17
 #cgo linux LDFLAGS: -lm -ldl -lpthread -lstdc++
+// Export the executable's symbols (ggml included) to the libraries it
+// loads, so that a backend library's ggml_* calls reach this process's
+// statically linked ggml instead of a second copy: one backend registry,
+// one log callback, one set of buffer types (see kernels/simgpu).
+#cgo linux LDFLAGS: -rdynamic
 #include <stdlib.h>
 #include "bridge.h"
 */
@@ -20,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -139,6 +145,51 @@ func LoadBackends(dir string) ([]string, error) {
 	return loaded, nil
 }
 
+// loadedBackends maps the absolute path of each file LoadBackend loaded to
+// its backend's name.
+var loadedBackends struct {
+	sync.Mutex
+	names map[string]string
+}
+
+// LoadBackend loads one ggml backend library file with ggml_backend_load
+// (for a backend that ggml_backend_load_all_from_path does not look for by
+// name, such as the simulated GPU) and returns the name of the backend it
+// registered. Loading the same file again returns the name without
+// registering its devices a second time.
+func LoadBackend(path string) (string, error) {
+	Init()
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("load backend: %w", err)
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return "", fmt.Errorf("load backend: %w", err)
+	}
+	loadedBackends.Lock()
+	defer loadedBackends.Unlock()
+	if name, ok := loadedBackends.names[abs]; ok {
+		return name, nil
+	}
+	cpath := C.CString(abs)
+	defer C.free(unsafe.Pointer(cpath))
+	takeLastLog()
+	reg := C.ggml_backend_load(cpath)
+	if reg == nil {
+		reason := takeLastLog()
+		if reason == "" {
+			reason = "ggml_backend_load failed"
+		}
+		return "", fmt.Errorf("load backend %s: %s", path, reason)
+	}
+	name := C.GoString(C.ggml_backend_reg_name(reg))
+	if loadedBackends.names == nil {
+		loadedBackends.names = map[string]string{}
+	}
+	loadedBackends.names[abs] = name
+	return name, nil
+}
+
 // DeviceType is the kind of a ggml backend device.
 type DeviceType string
 
@@ -158,6 +209,10 @@ type Device struct {
 	Type        DeviceType `json:"type"`
 	Total       uint64     `json:"total_bytes"`
 	Free        uint64     `json:"free_bytes"`
+	// ID (a UUID for GPUs) and PCIBusID ("0000:01:00.0") as the backend
+	// reports them; empty when it does not.
+	ID       string `json:"id,omitempty"`
+	PCIBusID string `json:"pci_bus_id,omitempty"`
 }
 
 // Devices lists the ggml backend devices known to the process.
@@ -169,6 +224,8 @@ func Devices() []Device {
 		d := C.ggml_backend_dev_get(C.size_t(i))
 		var free, total C.size_t
 		C.ggml_backend_dev_memory(d, &free, &total)
+		var props C.struct_ggml_backend_dev_props
+		C.ggml_backend_dev_get_props(d, &props)
 		var typ DeviceType
 		switch C.ggml_backend_dev_type(d) {
 		case C.GGML_BACKEND_DEVICE_TYPE_CPU:
@@ -187,9 +244,19 @@ func Devices() []Device {
 			Type:        typ,
 			Total:       uint64(total),
 			Free:        uint64(free),
+			ID:          cString(props.id),
+			PCIBusID:    cString(props.device_id),
 		})
 	}
 	return out
+}
+
+// cString is C.GoString that maps NULL to "".
+func cString(s *C.char) string {
+	if s == nil {
+		return ""
+	}
+	return C.GoString(s)
 }
 
 // MaxDevices is llama.cpp's compile-time limit on devices in a tensor split.

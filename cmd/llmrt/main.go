@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -128,6 +130,24 @@ func (a *app) setup() error {
 			a.log.Warn("GPU backends not loaded", "dir", libDir, "err", err)
 		} else if len(loaded) > 0 {
 			a.log.Debug("backends loaded", "dir", libDir, "backends", loaded)
+		}
+	}
+	// The simulated GPU (`make simgpu`) only when asked for: it has no
+	// name that LoadBackends looks for, so it is never picked up by chance.
+	if spec := os.Getenv("LLMRT_SIM_GPUS"); strings.TrimSpace(spec) != "" {
+		path := filepath.Join(libDir, "libggml-simgpu.so")
+		if _, err := kernels.LoadBackend(path); errors.Is(err, fs.ErrNotExist) {
+			a.log.Warn("simulated GPUs not loaded: no library (make simgpu builds it)", "LLMRT_SIM_GPUS", spec, "path", path)
+		} else if err != nil {
+			a.log.Warn("simulated GPUs not loaded", "LLMRT_SIM_GPUS", spec, "err", err)
+		} else {
+			var names []string
+			for _, d := range kernels.Devices() {
+				if d.Backend == kernels.SimGPUBackend {
+					names = append(names, fmt.Sprintf("%s %.1f GiB", d.Name, float64(d.Total)/(1<<30)))
+				}
+			}
+			a.log.Info("simulated GPUs loaded", "LLMRT_SIM_GPUS", spec, "path", path, "devices", names)
 		}
 	}
 	return nil
