@@ -50,6 +50,11 @@ type Context struct {
 	c       *C.struct_llama_context
 	abort   *C.llmrt_abort_t
 	pools   C.llmrt_pools // worker threads kept across decodes (bridge.h)
+	// retired pools replaced by SetThreads. The CPU backend keeps a
+	// pointer to the last pool it ran on and pauses it when it switches
+	// to another at the next compute, so a replaced pool must outlive the
+	// context: freeing it at once made that pause lock freed memory.
+	retired []C.llmrt_pools
 	nVocab  int
 	nEmbd   int
 	params  ContextParams
@@ -150,6 +155,10 @@ func (c *Context) Close() error {
 	}
 	C.llama_free(c.c)
 	C.llmrt_pools_free(nil, &c.pools)
+	for i := range c.retired {
+		C.llmrt_pools_free(nil, &c.retired[i])
+	}
+	c.retired = nil
 	C.free(unsafe.Pointer(c.abort))
 	c.c = nil
 	return nil
@@ -174,10 +183,15 @@ func (c *Context) NSeqMax() int { return int(C.llama_n_seq_max(c.c)) }
 func (c *Context) Params() ContextParams { return c.params }
 
 // SetThreads changes the thread counts for decode and batch processing
-// (values below 1 count as 1); the worker pools are remade to match.
+// (values below 1 count as 1); new worker pools are made to match, and the
+// old ones, paused, are freed with the context.
 func (c *Context) SetThreads(decode, batch int) {
 	decode, batch = max(decode, 1), max(batch, 1)
-	C.llmrt_pools_free(c.c, &c.pools)
+	if c.pools.decode != nil {
+		C.llama_detach_threadpool(c.c)
+		c.retired = append(c.retired, c.pools)
+		c.pools = C.llmrt_pools{}
+	}
 	C.llama_set_n_threads(c.c, C.int32_t(decode), C.int32_t(batch))
 	C.llmrt_pools_attach(c.c, C.int(decode), C.int(batch), &c.pools)
 }
