@@ -112,3 +112,18 @@ func TestGrammarDeadEnd(t *testing.T) {
 		t.Fatalf("constrained sample %d = %q", tok, p)
 	}
 }
+
+// Calls on a closed model answer instead of reading freed memory.
+func TestClosedModel(t *testing.T) {
+	m := load(t, "stories260K.gguf")
+	m.Close()
+	if _, err := m.Tokenize("Once", true, false); err == nil {
+		t.Fatal("Tokenize on a closed model")
+	}
+	if _, err := m.Detokenize([]int32{1, 403}, false, false); err == nil {
+		t.Fatal("Detokenize on a closed model")
+	}
+	if m.TokenPiece(403, false) != nil || m.IsEOG(2) || m.TokenText(403) != "" || m.MetaValue("general.architecture") != "" {
+		t.Fatal("token queries on a closed model")
+	}
+}

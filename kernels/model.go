@@ -159,6 +159,10 @@ func checkGGUFFile(path string) error {
 	return nil
 }
 
+// errModelClosed is returned by calls on a closed model (llama.cpp would
+// read freed memory).
+var errModelClosed = errors.New("model is closed")
+
 // Path is the file the model was loaded from.
 func (m *Model) Path() string { return m.path }
 
@@ -248,6 +252,9 @@ func (m *Model) Info() ModelInfo { return m.info }
 // MetaValue returns a metadata value as llama.cpp renders it ("" if absent).
 // Arrays are rendered as llama.cpp does: "arr[type,len]".
 func (m *Model) MetaValue(key string) string {
+	if m.c == nil {
+		return ""
+	}
 	ckey := C.CString(key)
 	defer C.free(unsafe.Pointer(ckey))
 	n := C.llama_model_meta_val_str(m.c, ckey, nil, 0)
@@ -261,6 +268,9 @@ func (m *Model) MetaValue(key string) string {
 
 // Meta returns every metadata key/value pair as llama.cpp renders them.
 func (m *Model) Meta() map[string]string {
+	if m.c == nil {
+		return nil
+	}
 	n := int(C.llama_model_meta_count(m.c))
 	out := make(map[string]string, n)
 	for i := 0; i < n; i++ {
@@ -292,6 +302,9 @@ func (m *Model) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, e
 	if len(text) > 1<<30 {
 		return nil, fmt.Errorf("tokenize: text of %d bytes is too long", len(text))
 	}
+	if m.vocab == nil {
+		return nil, errModelClosed
+	}
 	ctext := C.CString(text)
 	defer C.free(unsafe.Pointer(ctext))
 	n := len(text) + 2
@@ -322,7 +335,7 @@ func (m *Model) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, e
 // special renders control tokens (e.g. "</s>") as text. A token outside
 // the vocabulary has no piece (nil).
 func (m *Model) TokenPiece(tok int32, special bool) []byte {
-	if tok < 0 || int(tok) >= m.info.Vocab {
+	if tok < 0 || int(tok) >= m.info.Vocab || m.vocab == nil {
 		return nil
 	}
 	var small [64]byte
@@ -377,6 +390,9 @@ func (m *Model) Detokenize(toks []int32, removeSpecial, unparseSpecial bool) (st
 	if err := m.CheckTokens(toks); err != nil {
 		return "", fmt.Errorf("detokenize: %w", err)
 	}
+	if m.vocab == nil {
+		return "", errModelClosed
+	}
 	n := len(toks)*8 + 16
 	for attempt := 0; attempt < 2; attempt++ {
 		buf := make([]byte, n)
@@ -397,7 +413,7 @@ func (m *Model) Detokenize(toks []int32, removeSpecial, unparseSpecial bool) (st
 // IsEOG reports whether tok ends generation (EOS, EOT and the like).
 func (m *Model) IsEOG(tok int32) bool {
 	var out C.bool
-	if tok < 0 || int(tok) >= m.info.Vocab || C.llmrt_vocab_is_eog(m.vocab, C.llama_token(tok), &out, nil) != 0 {
+	if tok < 0 || int(tok) >= m.info.Vocab || m.vocab == nil || C.llmrt_vocab_is_eog(m.vocab, C.llama_token(tok), &out, nil) != 0 {
 		return false
 	}
 	return bool(out)
@@ -406,7 +422,7 @@ func (m *Model) IsEOG(tok int32) bool {
 // IsControl reports whether tok is a control token.
 func (m *Model) IsControl(tok int32) bool {
 	var out C.bool
-	if tok < 0 || int(tok) >= m.info.Vocab || C.llmrt_vocab_is_control(m.vocab, C.llama_token(tok), &out, nil) != 0 {
+	if tok < 0 || int(tok) >= m.info.Vocab || m.vocab == nil || C.llmrt_vocab_is_control(m.vocab, C.llama_token(tok), &out, nil) != 0 {
 		return false
 	}
 	return bool(out)
@@ -414,7 +430,7 @@ func (m *Model) IsControl(tok int32) bool {
 
 // TokenText is the vocabulary's text for tok (not detokenized).
 func (m *Model) TokenText(tok int32) string {
-	if tok < 0 || int(tok) >= m.info.Vocab {
+	if tok < 0 || int(tok) >= m.info.Vocab || m.vocab == nil {
 		return ""
 	}
 	return C.GoString(C.llama_vocab_get_text(m.vocab, C.llama_token(tok)))
