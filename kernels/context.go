@@ -46,10 +46,10 @@ type ContextParams struct {
 // Context is one llama.cpp context: a KV cache and the compute buffers for
 // decoding. It is NOT safe for concurrent use: one goroutine drives it.
 type Context struct {
-	model   *Model
-	c       *C.struct_llama_context
-	abort   *C.llmrt_abort_t
-	pools   C.llmrt_pools // worker threads kept across decodes (bridge.h)
+	model *Model
+	c     *C.struct_llama_context
+	abort *C.llmrt_abort_t
+	pools C.llmrt_pools // worker threads kept across decodes (bridge.h)
 	// retired pools replaced by SetThreads. The CPU backend keeps a
 	// pointer to the last pool it ran on and pauses it when it switches
 	// to another at the next compute, so a replaced pool must outlive the
