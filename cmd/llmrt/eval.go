@@ -97,7 +97,7 @@ It writes report.md, results.json (every answer and score) and chart.svg
 				opt.ModelName = defaultModel
 			}
 			if store != nil {
-				opt.Retriever = rag.EvalRetriever{Store: store, Options: rag.SearchOptions{Mode: rag.Hybrid}}
+				opt.Retriever = evalRetriever{store}
 			}
 			if adapterPath != "" {
 				if err := e.LoadAdapter("eval", adapterPath); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/llmrt/llmrt/runtime/eval"
 	"github.com/llmrt/llmrt/runtime/finetune"
 	"github.com/llmrt/llmrt/runtime/rag"
+	"github.com/llmrt/llmrt/runtime/registry"
 	"github.com/llmrt/llmrt/runtime/sched"
 	"github.com/llmrt/llmrt/runtime/server"
 )
@@ -107,7 +108,7 @@ server retrieves passages for the last user turn from the collection
 				return err
 			}
 			defer sc.Close()
-			reg := server.NewRegistry(server.RegistryConfig{
+			reg := registry.NewRegistry(registry.RegistryConfig{
 				Sched:        sc,
 				Resolver:     storeResolver{st},
 				KeepAlive:    keepAlive,
@@ -149,7 +150,7 @@ server retrieves passages for the last user turn from the collection
 				DefaultModel: defModel, APIKeys: apiKeys, CORSOrigins: cors, MaxBodyBytes: maxBody,
 				RequestTimeout: timeout, ShutdownGrace: grace, Logger: a.log, StreamInterval: streamInterval,
 				AllowedHosts: allowedHosts, MetricsPublic: metricsPublic,
-				Retriever: rag.Retriever{Store: coll, Options: rag.SearchOptions{Mode: rag.Hybrid}},
+				Retriever: chatRetriever{coll},
 			}, reg)
 			(&rag.API{Store: coll, AllowPaths: ragPaths}).Register(srv)
 			// Fine-tuning jobs (/v1/files, /v1/fine_tuning/jobs) train in
@@ -169,7 +170,7 @@ server retrieves passages for the last user turn from the collection
 			ft.Register(srv)
 			// Evaluations (/v1/evals) run in the background on served models.
 			(&eval.Service{Dir: filepath.Join(a.home, "evals"), Registry: reg, Logger: a.log,
-				Retriever: rag.EvalRetriever{Store: coll, Options: rag.SearchOptions{Mode: rag.Hybrid}}}).Register(srv)
+				Retriever: evalRetriever{coll}}).Register(srv)
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w", addr, err)

@@ -65,6 +65,20 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// WithDefaults fills the sizes that decide an engine's memory (sequences
+// and batch) as Open does, so that a memory estimate made before Open
+// sees the same numbers. The context length needs the model: see
+// DefaultCtxPerSeq.
+func (o Options) WithDefaults() Options {
+	if o.NParallel <= 0 {
+		o.NParallel = 4
+	}
+	if o.NBatch <= 0 {
+		o.NBatch = 512
+	}
+	return o
+}
+
 // ErrQueueFull is returned when QueueLen requests are already waiting.
 var ErrQueueFull = errors.New("engine: request queue is full")
 
@@ -117,12 +131,7 @@ type loadedAdapter struct {
 
 // Open loads the model and starts the engine loop.
 func Open(ctx context.Context, opt Options) (*Engine, error) {
-	if opt.NParallel <= 0 {
-		opt.NParallel = 4
-	}
-	if opt.NBatch <= 0 {
-		opt.NBatch = 512
-	}
+	opt = opt.WithDefaults()
 	if opt.PrefillChunk <= 0 {
 		opt.PrefillChunk = max(64, opt.NBatch/4)
 	}
@@ -142,10 +151,7 @@ func Open(ctx context.Context, opt Options) (*Engine, error) {
 	}
 	info := m.Info()
 	if opt.CtxPerSeq <= 0 {
-		opt.CtxPerSeq = min(info.CtxTrain, 4096)
-	}
-	if opt.CtxPerSeq <= 0 {
-		opt.CtxPerSeq = 2048
+		opt.CtxPerSeq = DefaultCtxPerSeq(info.CtxTrain)
 	}
 	lctx, err := m.NewContext(kernels.ContextParams{
 		NCtx:    opt.CtxPerSeq * opt.NParallel,
@@ -176,6 +182,16 @@ func Open(ctx context.Context, opt Options) (*Engine, error) {
 	}
 	go e.loop()
 	return e, nil
+}
+
+// DefaultCtxPerSeq is the context length of one sequence when none is
+// asked for: the model's training context (0 when its GGUF names none),
+// at most 4096, and 2048 without one.
+func DefaultCtxPerSeq(ctxTrain int) int {
+	if ctxTrain <= 0 {
+		return 2048
+	}
+	return min(ctxTrain, 4096)
 }
 
 // Info returns the model's facts.

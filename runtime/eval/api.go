@@ -14,7 +14,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/llmrt/llmrt/runtime/server"
+	"github.com/llmrt/llmrt/runtime/httpapi"
+	"github.com/llmrt/llmrt/runtime/registry"
 )
 
 // Service runs evaluations in the background of llmrt serve:
@@ -26,7 +27,7 @@ import (
 // Reports are kept in Dir (one JSON file per evaluation).
 type Service struct {
 	Dir       string
-	Registry  *server.Registry
+	Registry  Leaser
 	Retriever Retriever // nil: no RAG arms
 	Logger    *slog.Logger
 
@@ -61,8 +62,18 @@ type evalRequest struct {
 	System        string     `json:"system"`
 }
 
-// Register adds the routes to srv.
-func (s *Service) Register(srv *server.Server) {
+// Router registers routes with the HTTP layer (runtime/server's Server).
+type Router interface {
+	Handle(pattern, endpoint string, h func(http.ResponseWriter, *http.Request) error)
+}
+
+// Leaser leases loaded models by id (runtime/registry's Registry).
+type Leaser interface {
+	Acquire(ctx context.Context, id string) (*registry.Lease, error)
+}
+
+// Register adds the evaluation routes to srv.
+func (s *Service) Register(srv Router) {
 	if s.Logger == nil {
 		s.Logger = slog.Default()
 	}
@@ -73,39 +84,39 @@ func (s *Service) Register(srv *server.Server) {
 
 func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 	var req evalRequest
-	if err := server.DecodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return err
 	}
 	if req.Model == "" {
-		return server.BadRequest("model", "model is required")
+		return httpapi.BadRequest("model", "model is required")
 	}
 	qs := req.Questions
 	if req.QuestionsFile != "" {
 		var err error
 		if qs, err = LoadQuestions(req.QuestionsFile); err != nil {
-			return server.BadRequest("questions_file", "%v", err)
+			return httpapi.BadRequest("questions_file", "%v", err)
 		}
 	}
 	if len(qs) == 0 {
-		return server.BadRequest("questions", "give questions or questions_file")
+		return httpapi.BadRequest("questions", "give questions or questions_file")
 	}
 	for i, q := range qs {
 		if strings.TrimSpace(q.Question) == "" || strings.TrimSpace(q.Answer) == "" {
-			return server.BadRequest(fmt.Sprintf("questions[%d]", i), "each question needs \"question\" and \"answer\"")
+			return httpapi.BadRequest(fmt.Sprintf("questions[%d]", i), "each question needs \"question\" and \"answer\"")
 		}
 		if qs[i].Line == 0 {
 			qs[i].Line = i + 1
 		}
 	}
 	if req.Collection != "" && (s.Retriever == nil || !s.Retriever.HasCollection(req.Collection)) {
-		return server.NotFound("collection_not_found", "collection %q does not exist", req.Collection)
+		return httpapi.NotFound("collection_not_found", "collection %q does not exist", req.Collection)
 	}
 	// Load the model (and adapter) now, so a bad id fails the request.
 	lease, err := s.Registry.Acquire(r.Context(), req.Model)
 	if err != nil {
-		return server.NotFound("model_not_found", "%v", err)
+		return httpapi.NotFound("model_not_found", "%v", err)
 	}
-	var adLease *server.Lease
+	var adLease *registry.Lease
 	if req.Adapter != "" {
 		id := req.Adapter
 		if !strings.Contains(id, "+") && !strings.HasPrefix(id, "ft:") {
@@ -113,12 +124,12 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 		}
 		if adLease, err = s.Registry.Acquire(r.Context(), id); err != nil {
 			lease.Release()
-			return server.NotFound("model_not_found", "adapter: %v", err)
+			return httpapi.NotFound("model_not_found", "adapter: %v", err)
 		}
 		if adLease.Engine != lease.Engine || len(adLease.Adapters) != 1 {
 			lease.Release()
 			adLease.Release()
-			return server.BadRequest("adapter", "adapter %q is not an adapter of %q", req.Adapter, req.Model)
+			return httpapi.BadRequest("adapter", "adapter %q is not an adapter of %q", req.Adapter, req.Model)
 		}
 	}
 	var b [8]byte
@@ -162,7 +173,7 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 		}
 		s.save(j)
 	}()
-	return server.WriteJSON(w, http.StatusOK, &created)
+	return httpapi.WriteJSON(w, http.StatusOK, &created)
 }
 
 // save keeps a finished evaluation (best effort: the report is also in
@@ -199,7 +210,7 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if !ok {
-		return server.NotFound("eval_not_found", "no evaluation %q", id)
+		return httpapi.NotFound("eval_not_found", "no evaluation %q", id)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, err := w.Write(out)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/llmrt/llmrt/models/modeltest"
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/registry"
 	"github.com/llmrt/llmrt/runtime/server"
 )
 
@@ -24,7 +25,7 @@ func TestEvalAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	reg := server.NewRegistry(server.RegistryConfig{Resolver: server.DirResolver{Dir: dir}, KeepAlive: -1, Logger: quiet,
+	reg := registry.NewRegistry(registry.RegistryConfig{Resolver: registry.DirResolver{Dir: dir}, KeepAlive: -1, Logger: quiet,
 		Engine: engine.Options{NParallel: 2, CtxPerSeq: 512, Threads: 2}})
 	defer reg.Close()
 	srv := server.New(server.Config{DefaultModel: "stories260K", Logger: quiet}, reg)

@@ -15,7 +15,8 @@ import (
 	"time"
 
 	"github.com/llmrt/llmrt/lora"
-	"github.com/llmrt/llmrt/runtime/server"
+	"github.com/llmrt/llmrt/runtime/httpapi"
+	"github.com/llmrt/llmrt/runtime/registry"
 )
 
 // Config configures a Service.
@@ -25,7 +26,7 @@ type Config struct {
 	// AdapterDir receives the trained adapters.
 	AdapterDir string
 	// Registry serves finished jobs' adapters as ft:BASE:SUFFIX.
-	Registry *server.Registry
+	Registry AdapterRegistrar
 	// Resolve maps a base model name to its GGUF file.
 	Resolve func(name string) (string, error)
 	// Reserve books a job's memory before it trains (the scheduler in
@@ -124,7 +125,7 @@ func (s *Service) register(j *Job) error {
 	if s.cfg.Registry == nil {
 		return nil
 	}
-	return s.cfg.Registry.AddAdapter(server.AdapterInfo{Name: *j.FineTunedModel, Base: j.Model, Path: s.adapterPath(j)})
+	return s.cfg.Registry.AddAdapter(registry.AdapterInfo{Name: *j.FineTunedModel, Base: j.Model, Path: s.adapterPath(j)})
 }
 
 func (s *Service) worker() {
@@ -279,8 +280,20 @@ type createRequest struct {
 	Method          map[string]any  `json:"method"`
 }
 
-// Register adds the routes to srv.
-func (s *Service) Register(srv *server.Server) {
+// Router registers routes with the HTTP layer (runtime/server's Server):
+// auth, limits, metrics and OpenAI-shaped errors come with it.
+type Router interface {
+	Handle(pattern, endpoint string, h func(http.ResponseWriter, *http.Request) error)
+	HandleUpload(pattern, endpoint string, h func(http.ResponseWriter, *http.Request) error)
+}
+
+// AdapterRegistrar serves finished adapters (runtime/registry's Registry).
+type AdapterRegistrar interface {
+	AddAdapter(a registry.AdapterInfo) error
+}
+
+// Register adds the files and fine-tuning routes to srv.
+func (s *Service) Register(srv Router) {
 	srv.HandleUpload("POST /v1/files", "files", s.uploadFile)
 	srv.Handle("GET /v1/files", "files", s.listFiles)
 	srv.Handle("GET /v1/files/{id}", "files", s.getFile)
@@ -296,7 +309,7 @@ func (s *Service) Register(srv *server.Server) {
 func (s *Service) uploadFile(w http.ResponseWriter, r *http.Request) error {
 	mr, err := r.MultipartReader()
 	if err != nil {
-		return server.BadRequest("file", "expected a multipart/form-data upload with fields file and purpose: %v", err)
+		return httpapi.BadRequest("file", "expected a multipart/form-data upload with fields file and purpose: %v", err)
 	}
 	purpose := ""
 	var f File
@@ -317,7 +330,7 @@ func (s *Service) uploadFile(w http.ResponseWriter, r *http.Request) error {
 			}
 			if f, err = s.st.saveFile(p.FileName(), purpose, p); err != nil {
 				if errors.Is(err, ErrBadFile) {
-					return server.BadRequest("file", "%v", err)
+					return httpapi.BadRequest("file", "%v", err)
 				}
 				return err
 			}
@@ -325,13 +338,13 @@ func (s *Service) uploadFile(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if !got {
-		return server.BadRequest("file", "no file in the upload")
+		return httpapi.BadRequest("file", "no file in the upload")
 	}
 	if purpose != f.Purpose {
 		f.Purpose = purpose
 		writeJSONAtomic(filepath.Join(s.st.filesDir(), f.ID+".json"), f)
 	}
-	return server.WriteJSON(w, http.StatusOK, f)
+	return httpapi.WriteJSON(w, http.StatusOK, f)
 }
 
 func (s *Service) listFiles(w http.ResponseWriter, r *http.Request) error {
@@ -342,21 +355,21 @@ func (s *Service) listFiles(w http.ResponseWriter, r *http.Request) error {
 	if fs == nil {
 		fs = []File{}
 	}
-	return server.WriteJSON(w, http.StatusOK, map[string]any{"object": "list", "data": fs, "has_more": false})
+	return httpapi.WriteJSON(w, http.StatusOK, map[string]any{"object": "list", "data": fs, "has_more": false})
 }
 
 func (s *Service) getFile(w http.ResponseWriter, r *http.Request) error {
 	f, err := s.st.file(r.PathValue("id"))
 	if err != nil {
-		return server.NotFound("file_not_found", "no file %q", r.PathValue("id"))
+		return httpapi.NotFound("file_not_found", "no file %q", r.PathValue("id"))
 	}
-	return server.WriteJSON(w, http.StatusOK, f)
+	return httpapi.WriteJSON(w, http.StatusOK, f)
 }
 
 func (s *Service) fileContent(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	if _, err := s.st.file(id); err != nil {
-		return server.NotFound("file_not_found", "no file %q", id)
+		return httpapi.NotFound("file_not_found", "no file %q", id)
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	http.ServeFile(w, r, s.st.filePath(id))
@@ -366,35 +379,35 @@ func (s *Service) fileContent(w http.ResponseWriter, r *http.Request) error {
 func (s *Service) deleteFile(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	if err := s.st.deleteFile(id); err != nil {
-		return server.NotFound("file_not_found", "no file %q", id)
+		return httpapi.NotFound("file_not_found", "no file %q", id)
 	}
-	return server.WriteJSON(w, http.StatusOK, map[string]any{"id": id, "object": "file", "deleted": true})
+	return httpapi.WriteJSON(w, http.StatusOK, map[string]any{"id": id, "object": "file", "deleted": true})
 }
 
 func (s *Service) createJob(w http.ResponseWriter, r *http.Request) error {
 	var req createRequest
-	if err := server.DecodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return err
 	}
 	if req.Model == "" {
-		return server.BadRequest("model", "model is required")
+		return httpapi.BadRequest("model", "model is required")
 	}
 	if _, err := s.cfg.Resolve(req.Model); err != nil {
-		return server.NotFound("model_not_found", "model %q not found: %v", req.Model, err)
+		return httpapi.NotFound("model_not_found", "model %q not found: %v", req.Model, err)
 	}
 	if _, err := s.st.file(req.TrainingFile); err != nil {
-		return server.BadRequest("training_file", "no file %q", req.TrainingFile)
+		return httpapi.BadRequest("training_file", "no file %q", req.TrainingFile)
 	}
 	if req.ValidationFile != nil {
 		if _, err := s.st.file(*req.ValidationFile); err != nil {
-			return server.BadRequest("validation_file", "no file %q", *req.ValidationFile)
+			return httpapi.BadRequest("validation_file", "no file %q", *req.ValidationFile)
 		}
 	}
 	for name, v := range map[string]any{"n_epochs": req.Hyperparameters.NEpochs, "batch_size": req.Hyperparameters.BatchSize,
 		"learning_rate_multiplier": req.Hyperparameters.LearningRateMultiplier} {
 		x, err := number(v, 1)
 		if err != nil || x <= 0 || (name == "n_epochs" && x > 1000) {
-			return server.BadRequest("hyperparameters."+name, "hyperparameters.%s must be a positive number or \"auto\", got %v", name, v)
+			return httpapi.BadRequest("hyperparameters."+name, "hyperparameters.%s must be a positive number or \"auto\", got %v", name, v)
 		}
 	}
 	j := &Job{ID: newID("ftjob-"), Object: "fine_tuning.job", Model: req.Model, CreatedAt: time.Now().Unix(), OrganizationID: "llmrt",
@@ -403,7 +416,7 @@ func (s *Service) createJob(w http.ResponseWriter, r *http.Request) error {
 	suffix := j.ID
 	if req.Suffix != nil && *req.Suffix != "" {
 		if !suffixRe.MatchString(*req.Suffix) {
-			return server.BadRequest("suffix", "suffix must be 1-64 letters, digits, '.', '_' or '-'")
+			return httpapi.BadRequest("suffix", "suffix must be 1-64 letters, digits, '.', '_' or '-'")
 		}
 		suffix = *req.Suffix
 		j.Suffix = suffix
@@ -428,7 +441,7 @@ func (s *Service) createJob(w http.ResponseWriter, r *http.Request) error {
 	if jobs, _ := s.st.jobs(); jobs != nil {
 		for _, o := range jobs {
 			if o.FineTunedModel != nil && *o.FineTunedModel == name && o.Status != "failed" && o.Status != "cancelled" {
-				return server.Conflict("suffix_in_use", "job %s already makes %s: choose another suffix", o.ID, name)
+				return httpapi.Conflict("suffix_in_use", "job %s already makes %s: choose another suffix", o.ID, name)
 			}
 		}
 	}
@@ -441,7 +454,7 @@ func (s *Service) createJob(w http.ResponseWriter, r *http.Request) error {
 	default:
 		s.fail(j, "queue_full", "too many queued jobs")
 	}
-	return server.WriteJSON(w, http.StatusOK, j)
+	return httpapi.WriteJSON(w, http.StatusOK, j)
 }
 
 // writePage answers one page of items (newest first) in OpenAI's list
@@ -466,7 +479,7 @@ func writePage[T any](w http.ResponseWriter, r *http.Request, items []T, id func
 	if items == nil {
 		items = []T{}
 	}
-	return server.WriteJSON(w, http.StatusOK, map[string]any{"object": "list", "data": items, "has_more": more})
+	return httpapi.WriteJSON(w, http.StatusOK, map[string]any{"object": "list", "data": items, "has_more": more})
 }
 
 func (s *Service) listJobs(w http.ResponseWriter, r *http.Request) error {
@@ -480,15 +493,15 @@ func (s *Service) listJobs(w http.ResponseWriter, r *http.Request) error {
 func (s *Service) getJob(w http.ResponseWriter, r *http.Request) error {
 	j, err := s.st.job(r.PathValue("id"))
 	if err != nil {
-		return server.NotFound("job_not_found", "no fine-tuning job %q", r.PathValue("id"))
+		return httpapi.NotFound("job_not_found", "no fine-tuning job %q", r.PathValue("id"))
 	}
-	return server.WriteJSON(w, http.StatusOK, j)
+	return httpapi.WriteJSON(w, http.StatusOK, j)
 }
 
 func (s *Service) listEvents(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	if _, err := s.st.job(id); err != nil {
-		return server.NotFound("job_not_found", "no fine-tuning job %q", id)
+		return httpapi.NotFound("job_not_found", "no fine-tuning job %q", id)
 	}
 	evs, err := s.st.events(id)
 	if err != nil {
@@ -503,11 +516,11 @@ func (s *Service) cancelJob(w http.ResponseWriter, r *http.Request) error {
 	defer s.mu.Unlock()
 	j, err := s.st.job(id)
 	if err != nil {
-		return server.NotFound("job_not_found", "no fine-tuning job %q", id)
+		return httpapi.NotFound("job_not_found", "no fine-tuning job %q", id)
 	}
 	switch j.Status {
 	case "succeeded", "failed", "cancelled":
-		return server.BadRequest("", "job %s has already %s", id, j.Status)
+		return httpapi.BadRequest("", "job %s has already %s", id, j.Status)
 	}
 	now := time.Now().Unix()
 	j.Status, j.FinishedAt = "cancelled", &now
@@ -518,5 +531,5 @@ func (s *Service) cancelJob(w http.ResponseWriter, r *http.Request) error {
 		c()
 	}
 	s.event(id, "info", "Fine-tuning job cancelled", nil)
-	return server.WriteJSON(w, http.StatusOK, j)
+	return httpapi.WriteJSON(w, http.StatusOK, j)
 }

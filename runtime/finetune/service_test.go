@@ -13,6 +13,7 @@ import (
 
 	"github.com/llmrt/llmrt/models/modeltest"
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/registry"
 	"github.com/llmrt/llmrt/runtime/server"
 )
 
@@ -22,8 +23,8 @@ func serve(t *testing.T, home string) (string, *Service, func()) {
 	t.Helper()
 	models := filepath.Join(home, "models")
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	res := server.DirResolver{Dir: models}
-	reg := server.NewRegistry(server.RegistryConfig{Resolver: res, KeepAlive: -1, Logger: quiet,
+	res := registry.DirResolver{Dir: models}
+	reg := registry.NewRegistry(registry.RegistryConfig{Resolver: res, KeepAlive: -1, Logger: quiet,
 		AdapterDir: filepath.Join(home, "adapters"), Engine: engine.Options{NParallel: 2, CtxPerSeq: 512, Threads: 2}})
 	svc, err := Open(Config{Dir: filepath.Join(home, "finetune"), AdapterDir: filepath.Join(home, "adapters"), Registry: reg,
 		Resolve: res.Resolve, Threads: 2, Logger: quiet})
@@ -86,7 +87,7 @@ func TestFineTuningWithOpenAINodeClient(t *testing.T) {
 		t.Fatalf("%d jobs after a restart (%v)", len(jobs), err)
 	}
 	var ok bool
-	for _, a := range svc.cfg.Registry.AdapterList() {
+	for _, a := range svc.cfg.Registry.(*registry.Registry).AdapterList() {
 		ok = ok || a.Name == "ft:stories260K:secret"
 	}
 	if !ok {

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/llmrt/llmrt/runtime/server"
+	"github.com/llmrt/llmrt/runtime/httpapi"
 )
 
 // API serves a Store over HTTP under /v1/collections:
@@ -34,8 +34,15 @@ type API struct {
 	mu sync.Mutex
 }
 
-// Register adds the routes to srv.
-func (a *API) Register(srv *server.Server) {
+// Router registers routes with the HTTP layer (runtime/server's Server):
+// auth, limits, metrics and OpenAI-shaped errors come with it.
+type Router interface {
+	Handle(pattern, endpoint string, h func(http.ResponseWriter, *http.Request) error)
+	HandleUpload(pattern, endpoint string, h func(http.ResponseWriter, *http.Request) error)
+}
+
+// Register adds the collection routes to srv.
+func (a *API) Register(srv Router) {
 	srv.Handle("POST /v1/collections", "collections", a.create)
 	srv.Handle("GET /v1/collections", "collections", a.list)
 	srv.Handle("GET /v1/collections/{name}", "collections", a.get)
@@ -63,39 +70,39 @@ type createRequest struct {
 func (a *API) errOf(name string, err error) error {
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return server.NotFound("collection_not_found", "collection %q does not exist", name)
+		return httpapi.NotFound("collection_not_found", "collection %q does not exist", name)
 	case errors.Is(err, ErrExists):
-		return server.Conflict("collection_exists", "collection %q already exists", name)
+		return httpapi.Conflict("collection_exists", "collection %q already exists", name)
 	case errors.Is(err, ErrNoEmbedder):
-		return server.Unavailable("the server has no embedding model for collections")
+		return httpapi.Unavailable(0, "the server has no embedding model for collections")
 	case errors.Is(err, ErrModelMismatch), errors.Is(err, ErrLocked):
-		return server.Conflict("collection_unavailable", "collection %q: %v", name, err)
+		return httpapi.Conflict("collection_unavailable", "collection %q: %v", name, err)
 	}
 	return err
 }
 
 func (a *API) create(w http.ResponseWriter, r *http.Request) error {
 	var req createRequest
-	if err := server.DecodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return err
 	}
 	if err := CheckName(req.Name); err != nil {
-		return server.BadRequest("name", "%v", err)
+		return httpapi.BadRequest("name", "%v", err)
 	}
 	if req.Metric != "" {
 		if err := validMetric(req.Metric); err != nil {
-			return server.BadRequest("metric", "%v", err)
+			return httpapi.BadRequest("metric", "%v", err)
 		}
 	}
 	if req.ChunkSize < 0 || req.ChunkOverlap < 0 || (req.ChunkSize > 0 && req.ChunkOverlap >= req.ChunkSize) {
-		return server.BadRequest("chunk_overlap", "chunk_size must be positive and chunk_overlap smaller than it")
+		return httpapi.BadRequest("chunk_overlap", "chunk_size must be positive and chunk_overlap smaller than it")
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	c, err := a.Store.Create(r.Context(), req.Name, CreateOptions{Metric: req.Metric, Chunking: ChunkOptions{Size: req.ChunkSize, Overlap: req.ChunkOverlap}})
 	if err != nil {
 		if strings.Contains(err.Error(), "over the embedding model's limit") {
-			return server.BadRequest("chunk_size", "%v", err)
+			return httpapi.BadRequest("chunk_size", "%v", err)
 		}
 		return a.errOf(req.Name, err)
 	}
@@ -103,7 +110,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return server.WriteJSON(w, http.StatusCreated, CollectionObject{ID: st.Name, Object: "collection", Stats: st})
+	return httpapi.WriteJSON(w, http.StatusCreated, CollectionObject{ID: st.Name, Object: "collection", Stats: st})
 }
 
 func (a *API) list(w http.ResponseWriter, r *http.Request) error {
@@ -116,7 +123,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) error {
 		data = append(data, map[string]any{"id": m.Name, "object": "collection", "model": m.Model, "dim": m.Dim,
 			"metric": m.Metric, "created": m.Created.Unix()})
 	}
-	return server.WriteJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+	return httpapi.WriteJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
 }
 
 func (a *API) get(w http.ResponseWriter, r *http.Request) error {
@@ -129,7 +136,7 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return server.WriteJSON(w, http.StatusOK, CollectionObject{ID: name, Object: "collection", Stats: st, Sources: c.Sources()})
+	return httpapi.WriteJSON(w, http.StatusOK, CollectionObject{ID: name, Object: "collection", Stats: st, Sources: c.Sources()})
 }
 
 func (a *API) delete(w http.ResponseWriter, r *http.Request) error {
@@ -139,7 +146,7 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) error {
 	if err := a.Store.Delete(name); err != nil {
 		return a.errOf(name, err)
 	}
-	return server.WriteJSON(w, http.StatusOK, map[string]any{"id": name, "object": "collection", "deleted": true})
+	return httpapi.WriteJSON(w, http.StatusOK, map[string]any{"id": name, "object": "collection", "deleted": true})
 }
 
 type docInput struct {
@@ -185,16 +192,16 @@ func (a *API) addDocuments(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	} else {
-		if err := server.DecodeJSON(r, &req); err != nil {
+		if err := httpapi.DecodeJSON(r, &req); err != nil {
 			return err
 		}
 		if (req.Path == "") == (len(req.Documents) == 0) {
-			return server.BadRequest("documents", "give either \"path\" or \"documents\"")
+			return httpapi.BadRequest("documents", "give either \"path\" or \"documents\"")
 		}
 		for i, d := range req.Documents {
 			doc, err := parseInput(r.Context(), d)
 			if err != nil {
-				return server.BadRequest(fmt.Sprintf("documents[%d]", i), "%v", err)
+				return httpapi.BadRequest(fmt.Sprintf("documents[%d]", i), "%v", err)
 			}
 			docs = append(docs, doc)
 		}
@@ -202,10 +209,10 @@ func (a *API) addDocuments(w http.ResponseWriter, r *http.Request) error {
 	var rep AddReport
 	if req.Path != "" {
 		if !a.AllowPaths {
-			return server.BadRequest("path", "this server does not ingest server-side paths (start it with --rag-allow-paths); upload the documents instead")
+			return httpapi.BadRequest("path", "this server does not ingest server-side paths (start it with --rag-allow-paths); upload the documents instead")
 		}
 		if _, err := os.Stat(req.Path); err != nil {
-			return server.BadRequest("path", "%v", err)
+			return httpapi.BadRequest("path", "%v", err)
 		}
 		rep, err = c.AddPath(r.Context(), req.Path, AddOptions{Prune: req.Prune})
 	} else {
@@ -226,7 +233,7 @@ func (a *API) addDocuments(w http.ResponseWriter, r *http.Request) error {
 	for _, f := range rep.Failed {
 		out.Failed = append(out.Failed, failedFile{Path: f.Path, Error: f.Err.Error()})
 	}
-	return server.WriteJSON(w, http.StatusOK, out)
+	return httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
 func nonNil(s []string) []string {
@@ -270,7 +277,7 @@ const maxUpload = 64 << 20
 func readUploads(r *http.Request) ([]Document, error) {
 	mr, err := r.MultipartReader()
 	if err != nil {
-		return nil, server.BadRequest("", "malformed multipart body: %v", err)
+		return nil, httpapi.BadRequest("", "malformed multipart body: %v", err)
 	}
 	var docs []Document
 	for {
@@ -279,7 +286,7 @@ func readUploads(r *http.Request) ([]Document, error) {
 			break
 		}
 		if err != nil {
-			return nil, server.BadRequest("", "malformed multipart body: %v", err)
+			return nil, httpapi.BadRequest("", "malformed multipart body: %v", err)
 		}
 		if p.FileName() == "" {
 			continue
@@ -287,20 +294,20 @@ func readUploads(r *http.Request) ([]Document, error) {
 		name := filepath.Base(p.FileName())
 		data, err := io.ReadAll(io.LimitReader(p, maxUpload+1))
 		if err != nil {
-			return nil, server.BadRequest("file", "reading %s: %v", name, err)
+			return nil, httpapi.BadRequest("file", "reading %s: %v", name, err)
 		}
 		if len(data) > maxUpload {
-			return nil, server.BadRequest("file", "%s is larger than %d bytes", name, maxUpload)
+			return nil, httpapi.BadRequest("file", "%s is larger than %d bytes", name, maxUpload)
 		}
 		doc, err := ParseDocument(r.Context(), name, data)
 		if err != nil {
-			return nil, server.BadRequest("file", "%v", err)
+			return nil, httpapi.BadRequest("file", "%v", err)
 		}
 		doc.Source = name
 		docs = append(docs, doc)
 	}
 	if len(docs) == 0 {
-		return nil, server.BadRequest("file", "no files in the upload")
+		return nil, httpapi.BadRequest("file", "no files in the upload")
 	}
 	return docs, nil
 }
@@ -309,7 +316,7 @@ func (a *API) removeDocument(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	src := r.URL.Query().Get("source")
 	if src == "" {
-		return server.BadRequest("source", "the source query parameter names the document to remove")
+		return httpapi.BadRequest("source", "the source query parameter names the document to remove")
 	}
 	c, err := a.Store.Get(r.Context(), name)
 	if err != nil {
@@ -317,11 +324,11 @@ func (a *API) removeDocument(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err := c.RemoveSource(r.Context(), src); err != nil {
 		if errors.Is(err, ErrNoSource) {
-			return server.NotFound("source_not_found", "collection %q has no source %q", name, src)
+			return httpapi.NotFound("source_not_found", "collection %q has no source %q", name, src)
 		}
 		return err
 	}
-	return server.WriteJSON(w, http.StatusOK, map[string]any{"id": src, "object": "collection.document", "deleted": true})
+	return httpapi.WriteJSON(w, http.StatusOK, map[string]any{"id": src, "object": "collection.document", "deleted": true})
 }
 
 type queryRequest struct {
@@ -334,23 +341,23 @@ type queryRequest struct {
 func (a *API) query(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	var req queryRequest
-	if err := server.DecodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return err
 	}
 	if strings.TrimSpace(req.Query) == "" {
-		return server.BadRequest("query", "query is required")
+		return httpapi.BadRequest("query", "query is required")
 	}
 	if req.TopK < 0 || req.TopK > 100 {
-		return server.BadRequest("top_k", "top_k must be between 1 and 100, got %d", req.TopK)
+		return httpapi.BadRequest("top_k", "top_k must be between 1 and 100, got %d", req.TopK)
 	}
 	if req.MMR < 0 || req.MMR > 1 {
-		return server.BadRequest("mmr", "mmr must be in [0, 1], got %g", req.MMR)
+		return httpapi.BadRequest("mmr", "mmr must be in [0, 1], got %g", req.MMR)
 	}
 	opt := SearchOptions{K: req.TopK, MMR: req.MMR}
 	if req.Mode != "" {
 		m, err := ParseMode(req.Mode)
 		if err != nil {
-			return server.BadRequest("mode", "%v", err)
+			return httpapi.BadRequest("mode", "%v", err)
 		}
 		opt.Mode = m
 	}
@@ -365,5 +372,5 @@ func (a *API) query(w http.ResponseWriter, r *http.Request) error {
 	if hits == nil {
 		hits = []Hit{}
 	}
-	return server.WriteJSON(w, http.StatusOK, map[string]any{"object": "list", "data": hits})
+	return httpapi.WriteJSON(w, http.StatusOK, map[string]any{"object": "list", "data": hits})
 }

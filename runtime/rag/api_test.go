@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime/multipart"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/llmrt/llmrt/models/modeltest"
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/registry"
 	"github.com/llmrt/llmrt/runtime/server"
 )
 
@@ -29,14 +32,14 @@ func ragServer(t *testing.T) string {
 		t.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	reg := server.NewRegistry(server.RegistryConfig{Resolver: server.DirResolver{Dir: dir}, KeepAlive: -1, Logger: quiet,
+	reg := registry.NewRegistry(registry.RegistryConfig{Resolver: registry.DirResolver{Dir: dir}, KeepAlive: -1, Logger: quiet,
 		AdapterDir: filepath.Join(dir, "adapters"), Engine: engine.Options{NParallel: 2, CtxPerSeq: 1024, Threads: 2}})
 	store, err := OpenStore(filepath.Join(dir, "collections"), StoreOptions{Embedder: RegistryEmbedder{Reg: reg, Model: "stories260K"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := server.New(server.Config{DefaultModel: "stories260K", Logger: quiet,
-		Retriever: Retriever{Store: store, Options: SearchOptions{Mode: Hybrid}}}, reg)
+		Retriever: testRetriever{store}}, reg)
 	(&API{Store: store}).Register(srv)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -226,4 +229,20 @@ func ragServerChat(t *testing.T, base string, body any) map[string]any {
 		t.Fatalf("chat: %d %s", resp.StatusCode, raw)
 	}
 	return out
+}
+
+// testRetriever serves store to the server's chat "rag" extension, as
+// cmd/llmrt wires it.
+type testRetriever struct{ store *Store }
+
+func (r testRetriever) Retrieve(ctx context.Context, collection, query string, k int) ([]server.Passage, error) {
+	hits, err := r.store.Search(ctx, collection, query, k, SearchOptions{Mode: Hybrid})
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("%w: %w", server.ErrNoCollection, err)
+	}
+	out := make([]server.Passage, len(hits))
+	for i, h := range hits {
+		out[i] = server.Passage{Source: h.Chunk.Source, Title: h.Chunk.Title, Start: h.Chunk.Start, End: h.Chunk.End, Score: h.Score, Text: h.Chunk.Text}
+	}
+	return out, err
 }

@@ -6,8 +6,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-
-	"github.com/llmrt/llmrt/runtime/server"
 )
 
 func TestContextAndCitations(t *testing.T) {
@@ -62,7 +60,7 @@ func equalInts(a, b []int) bool {
 	return true
 }
 
-func TestRetriever(t *testing.T) {
+func TestStoreSearch(t *testing.T) {
 	s, _ := openTestStore(t, newBOW(), false)
 	ctx := context.Background()
 	c, err := s.Create(ctx, "kb", CreateOptions{})
@@ -74,23 +72,22 @@ func TestRetriever(t *testing.T) {
 	if _, err := c.AddPath(ctx, dir, AddOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	var r server.Retriever = Retriever{Store: s, Options: SearchOptions{Mode: Hybrid}}
-	ps, err := r.Retrieve(ctx, "kb", "setup script bash reboot", 2)
+	hits, err := s.Search(ctx, "kb", "setup script bash reboot", 2, SearchOptions{Mode: Hybrid})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ps) != 2 || ps[0].Source != files["markdown"] || ps[0].Title != "Install > Linux" || ps[0].Score <= 0 {
-		t.Fatalf("passages %+v", ps)
+	if len(hits) != 2 || hits[0].Chunk.Source != files["markdown"] || hits[0].Chunk.Title != "Install > Linux" || hits[0].Score <= 0 {
+		t.Fatalf("hits %+v", hits)
 	}
 	b, _ := os.ReadFile(files["markdown"])
 	data := string(b)
-	if data[ps[0].Start:ps[0].End] != ps[0].Text {
-		t.Errorf("passage offsets %d..%d do not point at its text", ps[0].Start, ps[0].End)
+	if ch := hits[0].Chunk; data[ch.Start:ch.End] != ch.Text {
+		t.Errorf("chunk offsets %d..%d do not point at its text", ch.Start, ch.End)
 	}
-	if _, err := r.Retrieve(ctx, "missing", "q", 2); !errors.Is(err, server.ErrNoCollection) {
+	if _, err := s.Search(ctx, "missing", "q", 2, SearchOptions{}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unknown collection: %v", err)
 	}
-	if _, err := r.Retrieve(ctx, "../etc", "q", 2); !errors.Is(err, server.ErrNoCollection) {
+	if _, err := s.Search(ctx, "../etc", "q", 2, SearchOptions{}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("bad collection name: %v", err)
 	}
 }

@@ -61,5 +61,5 @@
 // diversity using the stored chunk vectors.
 //
 // Embeddings come from an Embedder; EngineEmbedder adapts a loaded
-// runtime/engine model, and Retriever adapts a Store to runtime/server.
+// runtime/engine model; cmd/llmrt adapts Store.Search to the server and to eval.
 package rag

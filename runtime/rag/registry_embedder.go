@@ -4,15 +4,20 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/llmrt/llmrt/runtime/server"
+	"github.com/llmrt/llmrt/runtime/registry"
 )
 
 // RegistryEmbedder embeds with a model of the server's registry, so the
 // embedding model loads on first use, unloads after keep-alive and holds
 // its memory through the scheduler like any served model.
 type RegistryEmbedder struct {
-	Reg   *server.Registry
+	Reg   Leaser
 	Model string
+}
+
+// Leaser leases loaded models by id (runtime/registry's Registry).
+type Leaser interface {
+	Acquire(ctx context.Context, id string) (*registry.Lease, error)
 }
 
 var _ Embedder = RegistryEmbedder{}

@@ -1,4 +1,11 @@
-package server
+// Package registry keeps the models a server runs: it resolves model ids
+// (a base, BASE+ADAPTER, a registered adapter's name), loads a model on
+// first use under a memory-scheduler reservation, leases it to requests,
+// unloads it after its keep-alive or when the scheduler evicts it, and
+// registers LoRA adapters from the folders it allows. It knows nothing of
+// HTTP: the server, collections, fine-tuning and evaluations all lease
+// models through it.
+package registry
 
 import (
 	"context"
@@ -131,8 +138,8 @@ func (e *ErrUnknownModel) Error() string {
 
 func (e *ErrUnknownModel) Unwrap() error { return e.Err }
 
-// parseID splits a model id into its base and adapter parts.
-func (r *Registry) parseID(id string) (base string, ad *AdapterInfo, err error) {
+// ParseID splits a model id into its base and adapter parts.
+func (r *Registry) ParseID(id string) (base string, ad *AdapterInfo, err error) {
 	r.mu.Lock()
 	a, ok := r.adapters[id]
 	r.mu.Unlock()
@@ -168,10 +175,25 @@ func validName(s string) bool {
 	return !strings.ContainsAny(s, "/\\\x00")
 }
 
+// Names lists the base models the resolver knows (nil when it cannot
+// list them).
+func (r *Registry) Names() ([]string, error) {
+	if l, ok := r.cfg.Resolver.(ModelLister); ok {
+		return l.Names()
+	}
+	return nil, nil
+}
+
+// Scheduler is the memory scheduler the registry books with (nil: none).
+func (r *Registry) Scheduler() *sched.Scheduler { return r.cfg.Sched }
+
+// AdapterDir is the folder BASE+NAME adapters are read from.
+func (r *Registry) AdapterDir() string { return r.cfg.AdapterDir }
+
 // Acquire resolves id, loads its model if needed (waiting for a load in
 // progress), attaches its adapter, and leases it to the caller.
 func (r *Registry) Acquire(ctx context.Context, id string) (*Lease, error) {
-	base, ad, err := r.parseID(id)
+	base, ad, err := r.ParseID(id)
 	if err != nil {
 		return nil, err
 	}
@@ -324,17 +346,10 @@ func (r *Registry) reserve(ctx context.Context, base, path string, opt *engine.O
 	}
 	// Fix the context length now so the estimate and the engine agree.
 	if opt.CtxPerSeq <= 0 {
-		opt.CtxPerSeq = 4096
-		if n, ok := f.Uint(f.Architecture() + ".context_length"); ok && int(n) < opt.CtxPerSeq {
-			opt.CtxPerSeq = int(n)
-		}
+		n, _ := f.Uint(f.Architecture() + ".context_length")
+		opt.CtxPerSeq = engine.DefaultCtxPerSeq(int(n))
 	}
-	if opt.NParallel <= 0 {
-		opt.NParallel = 4
-	}
-	if opt.NBatch <= 0 {
-		opt.NBatch = 512
-	}
+	*opt = opt.WithDefaults()
 	res, err := r.cfg.Sched.Acquire(ctx, sched.Request{
 		Owner:     sched.Owner{Kind: "model", ID: base},
 		Reason:    "serve " + base,

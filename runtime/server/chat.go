@@ -9,16 +9,18 @@ import (
 	"time"
 
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/httpapi"
+	"github.com/llmrt/llmrt/runtime/registry"
 )
 
 // acquire resolves a request's "model" (the default when empty) and
 // leases the model, loading it if needed; errors are API errors.
-func (s *Server) acquire(r *http.Request, id string) (string, *Lease, error) {
+func (s *Server) acquire(r *http.Request, id string) (string, *registry.Lease, error) {
 	if id == "" {
 		id = s.cfg.DefaultModel
 	}
 	if id == "" {
-		return "", nil, badRequest("model", "model is required (the server has no default model)")
+		return "", nil, httpapi.BadRequest("model", "model is required (the server has no default model)")
 	}
 	lease, err := s.reg.Acquire(r.Context(), id)
 	if err != nil {
@@ -39,11 +41,11 @@ type chatPlan struct {
 
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) error {
 	var req ChatRequest
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.Decode(r, &req); err != nil {
 		return err
 	}
 	if len(req.Messages) == 0 {
-		return badRequest("messages", "messages must be a non-empty array")
+		return httpapi.BadRequest("messages", "messages must be a non-empty array")
 	}
 	model, lease, err := s.acquire(r, req.Model)
 	if err != nil {
@@ -77,14 +79,14 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 		if text != "" || len(choice.Message.ToolCalls) == 0 {
-			choice.Message.Content = ptr(text)
+			choice.Message.Content = httpapi.Ptr(text)
 		}
 		if plan.logprobs {
 			choice.Logprobs = chatLogprobs(res.Tokens)
 		}
 		resp.Choices = append(resp.Choices, choice)
 	}
-	return writeJSON(w, http.StatusOK, resp)
+	return httpapi.WriteJSON(w, http.StatusOK, resp)
 }
 
 func toAPIToolCalls(calls []engine.ChatToolCall, indexed bool) []ToolCall {
@@ -95,7 +97,7 @@ func toAPIToolCalls(calls []engine.ChatToolCall, indexed bool) []ToolCall {
 			tc.ID = newID("call_")
 		}
 		if indexed {
-			tc.Index = ptr(i)
+			tc.Index = httpapi.Ptr(i)
 		}
 		tc.Function.Name = c.Name
 		tc.Function.Arguments = c.Arguments
@@ -105,7 +107,7 @@ func toAPIToolCalls(calls []engine.ChatToolCall, indexed bool) []ToolCall {
 }
 
 // planChat validates the request and builds one engine request per choice.
-func (s *Server) planChat(r *http.Request, req *ChatRequest, lease *Lease) (*chatPlan, *APIError) {
+func (s *Server) planChat(r *http.Request, req *ChatRequest, lease *registry.Lease) (*chatPlan, *httpapi.APIError) {
 	e := lease.Engine
 	sp, aerr := req.samplerParams(e.Info().Vocab)
 	if aerr != nil {
@@ -126,10 +128,10 @@ func (s *Server) planChat(r *http.Request, req *ChatRequest, lease *Lease) (*cha
 	topLP := 0
 	if req.TopLogprobs != nil {
 		if *req.TopLogprobs < 0 || *req.TopLogprobs > 20 {
-			return nil, badRequest("top_logprobs", "top_logprobs must be between 0 and 20, got %d", *req.TopLogprobs)
+			return nil, httpapi.BadRequest("top_logprobs", "top_logprobs must be between 0 and 20, got %d", *req.TopLogprobs)
 		}
 		if !req.Logprobs {
-			return nil, badRequest("top_logprobs", "top_logprobs requires logprobs to be true")
+			return nil, httpapi.BadRequest("top_logprobs", "top_logprobs requires logprobs to be true")
 		}
 		topLP = *req.TopLogprobs
 	}
@@ -138,11 +140,11 @@ func (s *Server) planChat(r *http.Request, req *ChatRequest, lease *Lease) (*cha
 		switch m.Role {
 		case "system", "developer", "user", "assistant", "tool":
 		default:
-			return nil, badRequest(fmt.Sprintf("messages[%d].role", i), "unknown role %q (want system, developer, user, assistant or tool)", m.Role)
+			return nil, httpapi.BadRequest(fmt.Sprintf("messages[%d].role", i), "unknown role %q (want system, developer, user, assistant or tool)", m.Role)
 		}
 		for j, p := range m.Content.Parts {
 			if p.Type != "text" {
-				return nil, badRequest(fmt.Sprintf("messages[%d].content[%d].type", i, j), "content part type %q is not supported by this model (text only)", p.Type)
+				return nil, httpapi.BadRequest(fmt.Sprintf("messages[%d].content[%d].type", i, j), "content part type %q is not supported by this model (text only)", p.Type)
 			}
 		}
 		role := m.Role
@@ -158,7 +160,7 @@ func (s *Server) planChat(r *http.Request, req *ChatRequest, lease *Lease) (*cha
 	plan := &chatPlan{stream: req.Stream, logprobs: req.Logprobs}
 	if req.StreamOptions != nil {
 		if !req.Stream {
-			return nil, badRequest("stream_options", "stream_options is only allowed when stream is true")
+			return nil, httpapi.BadRequest("stream_options", "stream_options is only allowed when stream is true")
 		}
 		plan.usage = req.StreamOptions.IncludeUsage
 	}
@@ -175,29 +177,29 @@ func (s *Server) planChat(r *http.Request, req *ChatRequest, lease *Lease) (*cha
 	if len(req.Tools) > 0 && toolChoice != "none" {
 		for i, t := range req.Tools {
 			if t.Type != "function" || t.Function.Name == "" {
-				return nil, badRequest(fmt.Sprintf("tools[%d]", i), "tools must be functions with a name")
+				return nil, httpapi.BadRequest(fmt.Sprintf("tools[%d]", i), "tools must be functions with a name")
 			}
 			tools = append(tools, engine.ChatTool{Name: t.Function.Name, Description: t.Function.Description, Parameters: t.Function.Parameters})
 		}
 		if !e.SupportsTools() {
-			return nil, badRequest("tools", "model %s's chat template does not support tools", lease.ID)
+			return nil, httpapi.BadRequest("tools", "model %s's chat template does not support tools", lease.ID)
 		}
 		plan.tools = true
 	}
 	toks, err := e.ChatTokens(msgs, tools, true)
 	if err != nil {
-		return nil, badRequest("messages", "chat template: %v", err)
+		return nil, httpapi.BadRequest("messages", "chat template: %v", err)
 	}
 	if aerr := s.applyResponseFormat(req.ResponseFormat, &sp); aerr != nil {
 		return nil, aerr
 	}
 	if sp.Grammar != "" {
 		if err := e.Model().ValidateGrammar(sp.Grammar); err != nil {
-			return nil, badRequest("grammar", "%v", err)
+			return nil, httpapi.BadRequest("grammar", "%v", err)
 		}
 	}
 	if len(toks) >= e.CtxPerSeq() {
-		return nil, mapEngineError(&engine.PromptTooLongError{Tokens: len(toks), Limit: e.CtxPerSeq()}, "messages").(*APIError)
+		return nil, mapEngineError(&engine.PromptTooLongError{Tokens: len(toks), Limit: e.CtxPerSeq()}, "messages").(*httpapi.APIError)
 	}
 	for i := 0; i < n; i++ {
 		p := sp
@@ -210,7 +212,7 @@ func (s *Server) planChat(r *http.Request, req *ChatRequest, lease *Lease) (*cha
 	return plan, nil
 }
 
-func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, lease *Lease, plan *chatPlan, id string, created int64, model string) error {
+func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, lease *registry.Lease, plan *chatPlan, id string, created int64, model string) error {
 	ch, err := runChoices(r.Context(), lease.Engine, plan.reqs, s.cfg.StreamInterval)
 	if err != nil {
 		return mapEngineError(err, "messages")
@@ -221,7 +223,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, lease *Lease
 	// The first chunk of every choice carries the role (and citations).
 	for i := range plan.reqs {
 		c := base
-		c.Choices = []ChatChunkChoice{{Index: i, Delta: ChatDelta{Role: "assistant", Content: ptr("")}}}
+		c.Choices = []ChatChunkChoice{{Index: i, Delta: ChatDelta{Role: "assistant", Content: httpapi.Ptr("")}}}
 		if i == 0 {
 			c.Citations = plan.citations
 		}
@@ -251,7 +253,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, lease *Lease
 					text = rest
 				}
 				if text != "" {
-					delta.Content = ptr(text)
+					delta.Content = httpapi.Ptr(text)
 				}
 			}
 			c.Choices = []ChatChunkChoice{{Index: ev.index, Delta: delta, FinishReason: &reason}}
@@ -260,7 +262,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, lease *Lease
 				held[ev.index].WriteString(ev.chunk.Text)
 				continue
 			}
-			choice := ChatChunkChoice{Index: ev.index, Delta: ChatDelta{Content: ptr(ev.chunk.Text)}}
+			choice := ChatChunkChoice{Index: ev.index, Delta: ChatDelta{Content: httpapi.Ptr(ev.chunk.Text)}}
 			if plan.logprobs {
 				choice.Logprobs = chatLogprobs(ev.chunk.Tokens)
 			}
@@ -365,11 +367,11 @@ func (s *sseWriter) send(v any) error {
 }
 
 func (s *sseWriter) sendError(err error) {
-	ae, ok := err.(*APIError)
+	ae, ok := err.(*httpapi.APIError)
 	if !ok {
-		ae = internalError(err)
+		ae = httpapi.Internal(err)
 	}
-	s.send(map[string]*APIError{"error": ae})
+	s.send(map[string]*httpapi.APIError{"error": ae})
 	s.done()
 }
 

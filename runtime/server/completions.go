@@ -6,24 +6,25 @@ import (
 	"time"
 
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/httpapi"
 )
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 	var req CompletionRequest
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.Decode(r, &req); err != nil {
 		return err
 	}
 	if req.Prompt.Len() == 0 {
-		return badRequest("prompt", "prompt is required")
+		return httpapi.BadRequest("prompt", "prompt is required")
 	}
 	if req.Suffix != "" {
-		return badRequest("suffix", "suffix (fill-in-the-middle) is not supported")
+		return httpapi.BadRequest("suffix", "suffix (fill-in-the-middle) is not supported")
 	}
 	if req.BestOf != nil && *req.BestOf < 1 {
-		return badRequest("best_of", "best_of must be at least 1, got %d", *req.BestOf)
+		return httpapi.BadRequest("best_of", "best_of must be at least 1, got %d", *req.BestOf)
 	}
 	if req.BestOf != nil && *req.BestOf > 1 {
-		return badRequest("best_of", "best_of is not supported; use n")
+		return httpapi.BadRequest("best_of", "best_of is not supported; use n")
 	}
 	model, lease, err := s.acquire(r, req.Model)
 	if err != nil {
@@ -53,13 +54,13 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 	lp := -1
 	if req.Logprobs != nil {
 		if *req.Logprobs < 0 || *req.Logprobs > 5 {
-			return badRequest("logprobs", "logprobs must be between 0 and 5, got %d", *req.Logprobs)
+			return httpapi.BadRequest("logprobs", "logprobs must be between 0 and 5, got %d", *req.Logprobs)
 		}
 		lp = *req.Logprobs
 	}
 	if sp.Grammar != "" {
 		if err := e.Model().ValidateGrammar(sp.Grammar); err != nil {
-			return badRequest("grammar", "%v", err)
+			return httpapi.BadRequest("grammar", "%v", err)
 		}
 	}
 	prompts := req.Prompt.Tokens
@@ -67,7 +68,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 	for _, t := range req.Prompt.Texts {
 		toks, err := e.Tokenize(t, true, false)
 		if err != nil {
-			return internalError(err)
+			return httpapi.Internal(err)
 		}
 		prompts = append(prompts, toks)
 		texts = append(texts, t)
@@ -85,12 +86,12 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 		texts = append(texts, text)
 	}
 	if len(prompts)*n > maxChoices*4 {
-		return badRequest("n", "too many completions in one request (%d prompts × n=%d)", len(prompts), n)
+		return httpapi.BadRequest("n", "too many completions in one request (%d prompts × n=%d)", len(prompts), n)
 	}
 	var reqs []engine.Request
 	for pi, p := range prompts {
 		if len(p) == 0 {
-			return badRequest("prompt", "prompt %d is empty", pi)
+			return httpapi.BadRequest("prompt", "prompt %d is empty", pi)
 		}
 		if len(p) >= e.CtxPerSeq() {
 			return mapEngineError(&engine.PromptTooLongError{Tokens: len(p), Limit: e.CtxPerSeq()}, "prompt")
@@ -191,7 +192,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 		}
 		resp.Choices = append(resp.Choices, choice)
 	}
-	return writeJSON(w, http.StatusOK, resp)
+	return httpapi.WriteJSON(w, http.StatusOK, resp)
 }
 
 func completionLogprobs(toks []engine.Token, offset int) *CompletionLogprobs {

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"math"
 	"net/http"
+
+	"github.com/llmrt/llmrt/runtime/httpapi"
 )
 
 // maxEmbedInputs bounds the inputs of one embeddings request (OpenAI: 2048).
@@ -12,19 +14,19 @@ const maxEmbedInputs = 2048
 
 func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) error {
 	var req EmbeddingRequest
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.Decode(r, &req); err != nil {
 		return err
 	}
 	if req.Input.Len() == 0 {
-		return badRequest("input", "input is required and must not be empty")
+		return httpapi.BadRequest("input", "input is required and must not be empty")
 	}
 	if req.Input.Len() > maxEmbedInputs {
-		return badRequest("input", "at most %d inputs per request, got %d", maxEmbedInputs, req.Input.Len())
+		return httpapi.BadRequest("input", "at most %d inputs per request, got %d", maxEmbedInputs, req.Input.Len())
 	}
 	switch req.EncodingFormat {
 	case "", "float", "base64":
 	default:
-		return badRequest("encoding_format", "encoding_format must be float or base64, got %q", req.EncodingFormat)
+		return httpapi.BadRequest("encoding_format", "encoding_format must be float or base64, got %q", req.EncodingFormat)
 	}
 	model, lease, err := s.acquire(r, req.Model)
 	if err != nil {
@@ -33,16 +35,16 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) error {
 	defer lease.Release()
 	e := lease.Engine
 	if req.Dimensions != nil && *req.Dimensions != e.Info().Embd {
-		return badRequest("dimensions", "this model's embeddings have %d dimensions; dimensions=%d is not supported", e.Info().Embd, *req.Dimensions)
+		return httpapi.BadRequest("dimensions", "this model's embeddings have %d dimensions; dimensions=%d is not supported", e.Info().Embd, *req.Dimensions)
 	}
 	inputs := make([][]int32, 0, req.Input.Len())
 	for i, t := range req.Input.Texts {
 		if t == "" {
-			return badRequest("input", "input %d is an empty string", i)
+			return httpapi.BadRequest("input", "input %d is an empty string", i)
 		}
 		toks, err := e.Tokenize(t, true, false)
 		if err != nil {
-			return internalError(err)
+			return httpapi.Internal(err)
 		}
 		inputs = append(inputs, toks)
 	}
@@ -52,7 +54,7 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) error {
 		if aerr := mapEngineError(err, "input"); aerr != err {
 			return aerr
 		}
-		return badRequest("input", "%v", err)
+		return httpapi.BadRequest("input", "%v", err)
 	}
 	resp := EmbeddingResponse{Object: "list", Model: model, Data: make([]Embedding, len(vecs))}
 	for i, v := range vecs {
@@ -69,5 +71,5 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) error {
 	}
 	resp.Usage.TotalTokens = resp.Usage.PromptTokens
 	s.metrics.promptTokens.WithLabelValues(model).Add(float64(resp.Usage.PromptTokens))
-	return writeJSON(w, http.StatusOK, resp)
+	return httpapi.WriteJSON(w, http.StatusOK, resp)
 }

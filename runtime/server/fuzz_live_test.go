@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/httpapi"
 )
 
 // FuzzCompletionsLive sends generated request bodies to a real server with
@@ -99,7 +100,7 @@ func send(t *testing.T, ts *testServer, path string, body []byte) {
 		t.Fatalf("%s %s: %d %s", path, body, resp.StatusCode, data.Bytes())
 	}
 	if resp.StatusCode >= 400 {
-		var e struct{ Error APIError }
+		var e struct{ Error httpapi.APIError }
 		if err := json.Unmarshal(data.Bytes(), &e); err != nil || e.Error.Message == "" {
 			t.Fatalf("%s %s: %d without an OpenAI error object: %s", path, body, resp.StatusCode, data.Bytes())
 		}

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/llmrt/llmrt/runtime/httpapi"
 )
 
 // FuzzDecodeRequests feeds arbitrary bodies to the request decoders and the
@@ -25,9 +27,9 @@ func FuzzDecodeRequests(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		check := func(v any, validate func() *APIError) {
+		check := func(v any, validate func() *httpapi.APIError) {
 			req := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
-			if aerr := decodeJSON(req, v); aerr != nil {
+			if aerr := httpapi.Decode(req, v); aerr != nil {
 				checkAPIError(t, aerr)
 				return
 			}
@@ -36,7 +38,7 @@ func FuzzDecodeRequests(f *testing.F) {
 			}
 		}
 		var chat ChatRequest
-		check(&chat, func() *APIError {
+		check(&chat, func() *httpapi.APIError {
 			if _, aerr := chat.samplerParams(512); aerr != nil {
 				return aerr
 			}
@@ -50,22 +52,22 @@ func FuzzDecodeRequests(f *testing.F) {
 			return aerr
 		})
 		var comp CompletionRequest
-		check(&comp, func() *APIError {
+		check(&comp, func() *httpapi.APIError {
 			_, aerr := comp.samplerParams(512)
 			return aerr
 		})
 		var emb EmbeddingRequest
-		check(&emb, func() *APIError { return nil })
+		check(&emb, func() *httpapi.APIError { return nil })
 	})
 }
 
-func checkAPIError(t *testing.T, e *APIError) {
+func checkAPIError(t *testing.T, e *httpapi.APIError) {
 	t.Helper()
 	if e.Status < 400 || e.Status > 599 || e.Message == "" || e.Type == "" {
 		t.Fatalf("malformed API error %+v", e)
 	}
 	rec := httptest.NewRecorder()
-	writeError(rec, e)
+	httpapi.WriteError(rec, e)
 	var out struct{ Error map[string]any }
 	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out.Error["message"] == nil {
 		t.Fatalf("error body is not OpenAI's shape: %s", rec.Body.String())

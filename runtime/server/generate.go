@@ -14,6 +14,7 @@ import (
 
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/httpapi"
 )
 
 // Defaults for sampling fields a request leaves out, as llama.cpp's server
@@ -35,38 +36,38 @@ func newID(prefix string) string {
 }
 
 // samplerParams validates the shared sampling fields.
-func (f *samplingFields) samplerParams(vocab int) (kernels.SamplerParams, *APIError) {
+func (f *samplingFields) samplerParams(vocab int) (kernels.SamplerParams, *httpapi.APIError) {
 	p := kernels.SamplerParams{
 		Temperature: defaultTemperature, TopK: defaultTopK, TopP: defaultTopP, MinP: defaultMinP,
 		RepeatPenalty: 1, Seed: kernels.SeedRandom, Grammar: f.Grammar,
 	}
 	if f.Temperature != nil {
 		if *f.Temperature < 0 || *f.Temperature > 2 || math.IsNaN(float64(*f.Temperature)) {
-			return p, badRequest("temperature", "temperature must be between 0 and 2, got %v", *f.Temperature)
+			return p, httpapi.BadRequest("temperature", "temperature must be between 0 and 2, got %v", *f.Temperature)
 		}
 		p.Temperature = *f.Temperature
 	}
 	if f.TopP != nil {
 		if *f.TopP <= 0 || *f.TopP > 1 {
-			return p, badRequest("top_p", "top_p must be in (0, 1], got %v", *f.TopP)
+			return p, httpapi.BadRequest("top_p", "top_p must be in (0, 1], got %v", *f.TopP)
 		}
 		p.TopP = *f.TopP
 	}
 	if f.TopK != nil {
 		if *f.TopK < 0 {
-			return p, badRequest("top_k", "top_k must be >= 0, got %d", *f.TopK)
+			return p, httpapi.BadRequest("top_k", "top_k must be >= 0, got %d", *f.TopK)
 		}
 		p.TopK = *f.TopK
 	}
 	if f.MinP != nil {
 		if *f.MinP < 0 || *f.MinP > 1 {
-			return p, badRequest("min_p", "min_p must be in [0, 1], got %v", *f.MinP)
+			return p, httpapi.BadRequest("min_p", "min_p must be in [0, 1], got %v", *f.MinP)
 		}
 		p.MinP = *f.MinP
 	}
 	for name, v := range map[string]*float32{"presence_penalty": f.PresencePenalty, "frequency_penalty": f.FrequencyPenalty} {
 		if v != nil && (*v < -2 || *v > 2) {
-			return p, badRequest(name, "%s must be between -2 and 2, got %v", name, *v)
+			return p, httpapi.BadRequest(name, "%s must be between -2 and 2, got %v", name, *v)
 		}
 	}
 	if f.PresencePenalty != nil {
@@ -77,7 +78,7 @@ func (f *samplingFields) samplerParams(vocab int) (kernels.SamplerParams, *APIEr
 	}
 	if f.RepeatPenalty != nil {
 		if *f.RepeatPenalty <= 0 {
-			return p, badRequest("repeat_penalty", "repeat_penalty must be > 0, got %v", *f.RepeatPenalty)
+			return p, httpapi.BadRequest("repeat_penalty", "repeat_penalty must be > 0, got %v", *f.RepeatPenalty)
 		}
 		p.RepeatPenalty = *f.RepeatPenalty
 	}
@@ -92,10 +93,10 @@ func (f *samplingFields) samplerParams(vocab int) (kernels.SamplerParams, *APIEr
 		for k, v := range f.LogitBias {
 			id, err := strconv.Atoi(k)
 			if err != nil || id < 0 || id >= vocab {
-				return p, badRequest("logit_bias", "logit_bias key %q is not a token id of this model (0..%d)", k, vocab-1)
+				return p, httpapi.BadRequest("logit_bias", "logit_bias key %q is not a token id of this model (0..%d)", k, vocab-1)
 			}
 			if v < -100 || v > 100 {
-				return p, badRequest("logit_bias", "logit_bias values must be between -100 and 100, got %v", v)
+				return p, httpapi.BadRequest("logit_bias", "logit_bias values must be between -100 and 100, got %v", v)
 			}
 			p.LogitBias[int32(id)] = v
 		}
@@ -103,28 +104,28 @@ func (f *samplingFields) samplerParams(vocab int) (kernels.SamplerParams, *APIEr
 	return p, nil
 }
 
-func (f *samplingFields) choices() (int, *APIError) {
+func (f *samplingFields) choices() (int, *httpapi.APIError) {
 	if f.N == nil {
 		return 1, nil
 	}
 	if *f.N < 1 || *f.N > maxChoices {
-		return 0, badRequest("n", "n must be between 1 and %d, got %d", maxChoices, *f.N)
+		return 0, httpapi.BadRequest("n", "n must be between 1 and %d, got %d", maxChoices, *f.N)
 	}
 	return *f.N, nil
 }
 
-func (f *samplingFields) stops() ([]string, *APIError) {
+func (f *samplingFields) stops() ([]string, *httpapi.APIError) {
 	if len(f.Stop) > maxStops {
-		return nil, badRequest("stop", "at most %d stop sequences, got %d", maxStops, len(f.Stop))
+		return nil, httpapi.BadRequest("stop", "at most %d stop sequences, got %d", maxStops, len(f.Stop))
 	}
 	return f.Stop, nil
 }
 
-func maxTokensOf(values ...*int) (int, *APIError) {
+func maxTokensOf(values ...*int) (int, *httpapi.APIError) {
 	for _, v := range values {
 		if v != nil {
 			if *v < 1 {
-				return 0, badRequest("max_tokens", "max_tokens must be at least 1, got %d", *v)
+				return 0, httpapi.BadRequest("max_tokens", "max_tokens must be at least 1, got %d", *v)
 			}
 			return *v, nil
 		}

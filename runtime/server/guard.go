@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+
+	"github.com/llmrt/llmrt/runtime/httpapi"
 )
 
 // Checks that keep web pages on other sites from using a server on the
@@ -37,7 +39,7 @@ func stateChanging(method string) bool {
 
 // checkOrigin refuses a state-changing request whose Origin is neither the
 // server's own nor one that --cors allows.
-func (s *Server) checkOrigin(r *http.Request) *APIError {
+func (s *Server) checkOrigin(r *http.Request) *httpapi.APIError {
 	origin := r.Header.Get("Origin")
 	if origin == "" || !stateChanging(r.Method) || s.originAllowed(origin) {
 		return nil
@@ -45,7 +47,7 @@ func (s *Server) checkOrigin(r *http.Request) *APIError {
 	if u, err := url.Parse(origin); err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) {
 		return nil // same origin
 	}
-	return &APIError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: ptr("origin_not_allowed"),
+	return &httpapi.APIError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: httpapi.Ptr("origin_not_allowed"),
 		Message: "cross-origin request from " + origin + " refused: start the server with --cors " + origin + " to allow it"}
 }
 
@@ -60,7 +62,7 @@ func (s *Server) originAllowed(origin string) bool {
 
 // checkContentType refuses a request body of a type the route does not
 // take. An empty body (ContentLength 0) needs no type.
-func checkContentType(r *http.Request, kind bodyKind) *APIError {
+func checkContentType(r *http.Request, kind bodyKind) *httpapi.APIError {
 	if kind == bodyNone || !stateChanging(r.Method) || r.ContentLength == 0 {
 		return nil
 	}
@@ -81,14 +83,14 @@ func checkContentType(r *http.Request, kind bodyKind) *APIError {
 	if ct == "" {
 		ct = "none"
 	}
-	return &APIError{Status: http.StatusUnsupportedMediaType, Type: "invalid_request_error", Code: ptr("unsupported_media_type"),
+	return &httpapi.APIError{Status: http.StatusUnsupportedMediaType, Type: "invalid_request_error", Code: httpapi.Ptr("unsupported_media_type"),
 		Message: "this endpoint takes Content-Type " + want + " (got " + ct + "); with curl, add -H 'Content-Type: application/json'"}
 }
 
 // checkHost refuses a Host header the server does not answer to: with
 // --allowed-host set, any other name; without it, on a loopback listener,
 // any name that is not loopback (a DNS-rebinding page's own domain).
-func (s *Server) checkHost(r *http.Request) *APIError {
+func (s *Server) checkHost(r *http.Request) *httpapi.APIError {
 	allowed := s.cfg.AllowedHosts
 	if len(allowed) == 0 && !s.loopback.Load() {
 		return nil
@@ -106,7 +108,7 @@ func (s *Server) checkHost(r *http.Request) *APIError {
 			return nil
 		}
 	}
-	return &APIError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: ptr("host_not_allowed"),
+	return &httpapi.APIError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: httpapi.Ptr("host_not_allowed"),
 		Message: "host " + r.Host + " is not allowed: this server answers to loopback names only (a guard against DNS rebinding); start it with --allowed-host NAME to serve under another name"}
 }
 

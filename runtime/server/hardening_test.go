@@ -15,6 +15,8 @@ import (
 	"github.com/llmrt/llmrt/models/gguf"
 	"github.com/llmrt/llmrt/models/modeltest"
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/httpapi"
+	"github.com/llmrt/llmrt/runtime/registry"
 )
 
 // Bodies that aborted the whole process inside llama.cpp (token ids outside
@@ -62,11 +64,10 @@ func TestHostileBodiesKeepServing(t *testing.T) {
 // GGUF LoRA adapters for the base, and refusals neither show file contents
 // nor say whether a file outside the folders exists.
 func TestAdapterRegistrationPaths(t *testing.T) {
-	ts := startServer(t, Config{}, engine.Options{NParallel: 2})
-	dir := ts.reg.cfg.AdapterDir
-	os.MkdirAll(dir, 0o755)
 	root := t.TempDir()
-	ts.reg.cfg.AdapterRoots = []string{root}
+	ts := startServer(t, Config{}, engine.Options{NParallel: 2}, func(rc *registry.RegistryConfig) { rc.AdapterRoots = []string{root} })
+	dir := ts.reg.AdapterDir()
+	os.MkdirAll(dir, 0o755)
 	base, _ := gguf.Open(modeltest.Path(t, "stories260K.gguf"))
 	ad := lora.RandomAdapter(base, []string{"attn_q", "attn_v"}, 4, 0.3, 7)
 	if err := lora.WriteAdapter(filepath.Join(dir, "good.gguf"), "llama", 8, ad, nil); err != nil {
@@ -83,10 +84,10 @@ func TestAdapterRegistrationPaths(t *testing.T) {
 	model, _ := os.ReadFile(modeltest.Path(t, "stories260K.gguf"))
 	os.WriteFile(filepath.Join(dir, "model.gguf"), model, 0o644)
 
-	register := func(name, path string) (int, APIError) {
+	register := func(name, path string) (int, httpapi.APIError) {
 		resp, data := ts.post(t, "/v1/adapters", map[string]any{"name": name, "base": "stories260K", "path": path})
 		if resp.StatusCode == 201 {
-			return 201, APIError{}
+			return 201, httpapi.APIError{}
 		}
 		e := apiErr(t, data)
 		if strings.Contains(e.Message, "TOPSECRET") || strings.Contains(e.Message, "root:") {
@@ -247,7 +248,7 @@ func TestDrainAnswers503(t *testing.T) {
 	ts.srv.Handle("POST /v1/test/hold", "test", func(w http.ResponseWriter, r *http.Request) error {
 		close(entered)
 		<-release
-		return writeJSON(w, 200, map[string]string{"status": "finished"})
+		return httpapi.WriteJSON(w, 200, map[string]string{"status": "finished"})
 	})
 	held := make(chan string)
 	go func() {

@@ -2,6 +2,8 @@ package server
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/llmrt/llmrt/runtime/registry"
 )
 
 // metrics are the server's Prometheus series. Engine gauges (queue depth,
@@ -18,7 +20,7 @@ type metrics struct {
 	latency      *prometheus.HistogramVec
 }
 
-func newMetrics(r *Registry) *metrics {
+func newMetrics(r *registry.Registry) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -64,7 +66,7 @@ var (
 	descGen      = prometheus.NewDesc("llmrt_engine_generated_tokens_total", "Tokens sampled by the engine.", []string{"model"}, nil)
 )
 
-type engineCollector struct{ r *Registry }
+type engineCollector struct{ r *registry.Registry }
 
 func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLoaded, descActive, descQueue, descKVUsed, descKVTotal, descSwitches, descMoves, descSteps, descDecodeS, descGen} {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/httpapi"
 )
 
 // Passage is a retrieved chunk of a document.
@@ -34,19 +35,19 @@ const maxRAGTopK = 32
 // retrieve runs the "rag" extension: it retrieves passages for the last
 // user turn and puts them, numbered, in a system message so the model can
 // cite them as [1], [2], ...
-func (s *Server) retrieve(r *http.Request, opt *RAGOptions, msgs []engine.ChatMessage) ([]Citation, []engine.ChatMessage, *APIError) {
+func (s *Server) retrieve(r *http.Request, opt *RAGOptions, msgs []engine.ChatMessage) ([]Citation, []engine.ChatMessage, *httpapi.APIError) {
 	if s.cfg.Retriever == nil {
-		return nil, nil, badRequest("rag", "retrieval is not enabled on this server")
+		return nil, nil, httpapi.BadRequest("rag", "retrieval is not enabled on this server")
 	}
 	if opt.Collection == "" {
-		return nil, nil, badRequest("rag.collection", "rag.collection is required")
+		return nil, nil, httpapi.BadRequest("rag.collection", "rag.collection is required")
 	}
 	k := opt.TopK
 	if k == 0 {
 		k = 4
 	}
 	if k < 1 || k > maxRAGTopK {
-		return nil, nil, badRequest("rag.top_k", "rag.top_k must be between 1 and %d, got %d", maxRAGTopK, k)
+		return nil, nil, httpapi.BadRequest("rag.top_k", "rag.top_k must be between 1 and %d, got %d", maxRAGTopK, k)
 	}
 	last := -1
 	for i := len(msgs) - 1; i >= 0; i-- {
@@ -56,14 +57,14 @@ func (s *Server) retrieve(r *http.Request, opt *RAGOptions, msgs []engine.ChatMe
 		}
 	}
 	if last < 0 {
-		return nil, nil, badRequest("messages", "rag needs a user message to retrieve for")
+		return nil, nil, httpapi.BadRequest("messages", "rag needs a user message to retrieve for")
 	}
 	ps, err := s.cfg.Retriever.Retrieve(r.Context(), opt.Collection, msgs[last].Content, k)
 	if errors.Is(err, ErrNoCollection) {
-		return nil, nil, notFound("collection_not_found", "collection %q does not exist", opt.Collection)
+		return nil, nil, httpapi.NotFound("collection_not_found", "collection %q does not exist", opt.Collection)
 	}
 	if err != nil {
-		return nil, nil, internalError(fmt.Errorf("retrieve from %s: %w", opt.Collection, err))
+		return nil, nil, httpapi.Internal(fmt.Errorf("retrieve from %s: %w", opt.Collection, err))
 	}
 	cits := make([]Citation, len(ps))
 	var sb strings.Builder

@@ -17,6 +17,7 @@ import (
 	"github.com/llmrt/llmrt/models/gguf"
 	"github.com/llmrt/llmrt/models/modeltest"
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/registry"
 	"github.com/llmrt/llmrt/runtime/sched"
 )
 
@@ -51,7 +52,7 @@ func TestSchedulerEvictsAndQueues(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sc.Close()
-	reg := NewRegistry(RegistryConfig{Resolver: DirResolver{Dir: dir}, Engine: eng, KeepAlive: -1, Sched: sc, Logger: quiet})
+	reg := registry.NewRegistry(registry.RegistryConfig{Resolver: registry.DirResolver{Dir: dir}, Engine: eng, KeepAlive: -1, Sched: sc, Logger: quiet})
 	defer reg.Close()
 	srv := New(Config{Logger: quiet}, reg)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")

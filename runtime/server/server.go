@@ -11,7 +11,6 @@ package server
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +25,8 @@ import (
 
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/httpapi"
+	"github.com/llmrt/llmrt/runtime/registry"
 	"github.com/llmrt/llmrt/runtime/sched"
 )
 
@@ -60,10 +61,10 @@ type Config struct {
 	Logger    *slog.Logger
 }
 
-// Server is the HTTP API over a Registry.
+// Server is the HTTP API over a registry.Registry.
 type Server struct {
 	cfg      Config
-	reg      *Registry
+	reg      *registry.Registry
 	log      *slog.Logger
 	metrics  *metrics
 	mux      *http.ServeMux
@@ -84,7 +85,7 @@ type route struct {
 }
 
 // New builds a server.
-func New(cfg Config, reg *Registry) *Server {
+func New(cfg Config, reg *registry.Registry) *Server {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 32 << 20
 	}
@@ -99,8 +100,8 @@ func New(cfg Config, reg *Registry) *Server {
 	return s
 }
 
-// Registry is the server's model registry.
-func (s *Server) Registry() *Registry { return s.reg }
+// registry.Registry is the server's model registry.
+func (s *Server) Registry() *registry.Registry { return s.reg }
 
 func (s *Server) routes() {
 	api := route{auth: true, body: bodyJSON}
@@ -121,7 +122,7 @@ func (s *Server) routes() {
 	s.handle("DELETE /v1/adapters/{name...}", "adapters", api, s.removeAdapter)
 	s.handle("GET /v1/system", "system", get, s.system)
 	s.handle("/v1/", "unknown", get, func(w http.ResponseWriter, r *http.Request) error {
-		return notFound("unknown_url", "unknown endpoint %s %s", r.Method, r.URL.Path)
+		return httpapi.NotFound("unknown_url", "unknown endpoint %s %s", r.Method, r.URL.Path)
 	})
 }
 
@@ -177,7 +178,7 @@ func (s *Server) handle(pattern, endpoint string, rt route, h func(http.Response
 			if p := recover(); p != nil {
 				s.log.Error("handler panic", "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
 				if w.status == 0 {
-					writeError(w, internalError(fmt.Errorf("internal error: %v", p)))
+					httpapi.WriteError(w, httpapi.Internal(fmt.Errorf("internal error: %v", p)))
 				}
 			}
 			code := w.status
@@ -189,31 +190,31 @@ func (s *Server) handle(pattern, endpoint string, rt route, h func(http.Response
 			s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", code, "ms", time.Since(start).Milliseconds())
 		}()
 		if aerr := s.checkHost(r); aerr != nil {
-			writeError(w, aerr)
+			httpapi.WriteError(w, aerr)
 			return
 		}
 		if s.cors(w, r) {
 			return
 		}
 		if aerr := s.checkOrigin(r); aerr != nil {
-			writeError(w, aerr)
+			httpapi.WriteError(w, aerr)
 			return
 		}
 		if rt.auth && !s.authorized(r) {
-			writeError(w, &APIError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: ptr("invalid_api_key"),
+			httpapi.WriteError(w, &httpapi.APIError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: httpapi.Ptr("invalid_api_key"),
 				Message: "missing or invalid API key: send it as \"Authorization: Bearer KEY\""})
 			return
 		}
 		if !rt.always {
 			if !s.flight.enter() {
 				w.Header().Set("Connection", "close")
-				writeError(w, unavailable(5, "server is shutting down; retry on another instance or after restart"))
+				httpapi.WriteError(w, httpapi.Unavailable(5, "server is shutting down; retry on another instance or after restart"))
 				return
 			}
 			defer s.flight.leave()
 		}
 		if aerr := checkContentType(r, rt.body); aerr != nil {
-			writeError(w, aerr)
+			httpapi.WriteError(w, aerr)
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
@@ -228,11 +229,11 @@ func (s *Server) handle(pattern, endpoint string, rt route, h func(http.Response
 				s.log.Warn("request failed after response started", "path", r.URL.Path, "err", err)
 				return
 			}
-			var ae *APIError
+			var ae *httpapi.APIError
 			if !errors.As(err, &ae) {
 				s.log.Error("request failed", "path", r.URL.Path, "err", err)
 			}
-			writeError(w, err)
+			httpapi.WriteError(w, err)
 		}
 	})
 }
@@ -282,12 +283,6 @@ func (s *Server) authorized(r *http.Request) bool {
 	return false
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) error {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	return json.NewEncoder(w).Encode(v)
-}
-
 func (s *Server) health(w http.ResponseWriter, r *http.Request) error {
 	status := "ok"
 	code := http.StatusOK
@@ -296,11 +291,11 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Retry-After", "5")
 		w.Header().Set("Connection", "close")
 	}
-	return writeJSON(w, code, map[string]any{"status": status, "uptime_seconds": int(time.Since(s.started).Seconds()), "models_loaded": len(s.reg.Loaded())})
+	return httpapi.WriteJSON(w, code, map[string]any{"status": status, "uptime_seconds": int(time.Since(s.started).Seconds()), "models_loaded": len(s.reg.Loaded())})
 }
 
 func (s *Server) listModels(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, ModelList{Object: "list", Data: s.modelObjects()})
+	return httpapi.WriteJSON(w, http.StatusOK, ModelList{Object: "list", Data: s.modelObjects()})
 }
 
 func (s *Server) modelObjects() []ModelObject {
@@ -317,11 +312,11 @@ func (s *Server) modelObjects() []ModelObject {
 			out = append(out, m)
 		}
 	}
-	if l, ok := s.reg.cfg.Resolver.(ModelLister); ok {
-		names, err := l.Names()
-		if err != nil {
-			s.log.Warn("list models", "err", err)
-		}
+	names, err := s.reg.Names()
+	if err != nil {
+		s.log.Warn("list models", "err", err)
+	}
+	{
 		for _, n := range names {
 			add(ModelObject{ID: n, Object: "model", Created: created, OwnedBy: "llmrt", Loaded: loaded[n], Kind: "model"})
 		}
@@ -339,65 +334,65 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	for _, m := range s.modelObjects() {
 		if m.ID == id {
-			return writeJSON(w, http.StatusOK, m)
+			return httpapi.WriteJSON(w, http.StatusOK, m)
 		}
 	}
-	if base, ad, err := s.reg.parseID(id); err == nil && ad != nil {
-		return writeJSON(w, http.StatusOK, ModelObject{ID: id, Object: "model", Created: s.started.Unix(), OwnedBy: "llmrt", Parent: base, Kind: "adapter"})
+	if base, ad, err := s.reg.ParseID(id); err == nil && ad != nil {
+		return httpapi.WriteJSON(w, http.StatusOK, ModelObject{ID: id, Object: "model", Created: s.started.Unix(), OwnedBy: "llmrt", Parent: base, Kind: "adapter"})
 	}
-	return notFound("model_not_found", "The model %q does not exist", id)
+	return httpapi.NotFound("model_not_found", "The model %q does not exist", id)
 }
 
 func (s *Server) listAdapters(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": s.reg.AdapterList()})
+	return httpapi.WriteJSON(w, http.StatusOK, map[string]any{"object": "list", "data": s.reg.AdapterList()})
 }
 
 func (s *Server) addAdapter(w http.ResponseWriter, r *http.Request) error {
-	var req AdapterInfo
-	if err := decodeJSON(r, &req); err != nil {
+	var req registry.AdapterInfo
+	if err := httpapi.Decode(r, &req); err != nil {
 		return err
 	}
 	if req.Name == "" || req.Base == "" || req.Path == "" {
-		return badRequest("", "name, base and path are required")
+		return httpapi.BadRequest("", "name, base and path are required")
 	}
 	if err := s.reg.AddAdapter(req); err != nil {
-		var um *ErrUnknownModel
+		var um *registry.ErrUnknownModel
 		if errors.As(err, &um) {
-			return notFound("model_not_found", "%v", err)
+			return httpapi.NotFound("model_not_found", "%v", err)
 		}
-		if errors.Is(err, ErrAdapterPath) {
-			e := badRequest("path", "%v", err)
-			e.Code = ptr("path_not_allowed")
+		if errors.Is(err, registry.ErrAdapterPath) {
+			e := httpapi.BadRequest("path", "%v", err)
+			e.Code = httpapi.Ptr("path_not_allowed")
 			return e
 		}
-		return badRequest("path", "%v", err)
+		return httpapi.BadRequest("path", "%v", err)
 	}
 	for _, a := range s.reg.AdapterList() {
 		if a.Name == req.Name {
 			req = a
 		}
 	}
-	return writeJSON(w, http.StatusCreated, req)
+	return httpapi.WriteJSON(w, http.StatusCreated, req)
 }
 
 func (s *Server) removeAdapter(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	if err := s.reg.RemoveAdapter(name); err != nil {
-		var um *ErrUnknownModel
+		var um *registry.ErrUnknownModel
 		if errors.As(err, &um) {
-			return notFound("model_not_found", "%v", err)
+			return httpapi.NotFound("model_not_found", "%v", err)
 		}
-		return &APIError{Status: http.StatusConflict, Type: "invalid_request_error", Message: err.Error()}
+		return &httpapi.APIError{Status: http.StatusConflict, Type: "invalid_request_error", Message: err.Error()}
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"id": name, "object": "adapter", "deleted": true})
+	return httpapi.WriteJSON(w, http.StatusOK, map[string]any{"id": name, "object": "adapter", "deleted": true})
 }
 
 func (s *Server) system(w http.ResponseWriter, r *http.Request) error {
 	out := map[string]any{"models": s.reg.Loaded(), "adapters": s.reg.AdapterList()}
-	if sc := s.reg.cfg.Sched; sc != nil {
+	if sc := s.reg.Scheduler(); sc != nil {
 		out["scheduler"] = sc.Snapshot()
 	}
-	return writeJSON(w, http.StatusOK, out)
+	return httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
 // Handler is the server's http.Handler.
@@ -457,41 +452,41 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func mapEngineError(err error, param string) error {
 	var ptl *engine.PromptTooLongError
 	var itl *engine.InputTooLongError
-	var um *ErrUnknownModel
+	var um *registry.ErrUnknownModel
 	var fe *sched.FitError
 	var te *kernels.TokenError
 	switch {
 	case err == nil:
 		return nil
 	case errors.As(err, &te):
-		e := badRequest(param, "%v", err)
-		e.Code = ptr("invalid_token_id")
+		e := httpapi.BadRequest(param, "%v", err)
+		e.Code = httpapi.Ptr("invalid_token_id")
 		return e
 	case errors.Is(err, kernels.ErrGrammarDeadEnd):
-		return badRequest("grammar", "%v", err)
+		return httpapi.BadRequest("grammar", "%v", err)
 	case errors.As(err, &fe):
 		if fe.Never {
-			e := badRequest("model", "the model can never fit this machine: %s", fe.Explanation)
-			e.Code = ptr("model_too_large")
+			e := httpapi.BadRequest("model", "the model can never fit this machine: %s", fe.Explanation)
+			e.Code = httpapi.Ptr("model_too_large")
 			return e
 		}
-		return unavailable(5, "not enough memory for the model right now: %s", fe.Explanation)
+		return httpapi.Unavailable(5, "not enough memory for the model right now: %s", fe.Explanation)
 	case errors.As(err, &ptl):
-		e := badRequest(param, "This model's maximum context length is %d tokens. However, your prompt is %d tokens (nothing was truncated).", ptl.Limit, ptl.Tokens)
-		e.Code = ptr("context_length_exceeded")
+		e := httpapi.BadRequest(param, "This model's maximum context length is %d tokens. However, your prompt is %d tokens (nothing was truncated).", ptl.Limit, ptl.Tokens)
+		e.Code = httpapi.Ptr("context_length_exceeded")
 		return e
 	case errors.As(err, &itl):
-		e := badRequest(param, "%v", itl)
-		e.Code = ptr("context_length_exceeded")
+		e := httpapi.BadRequest(param, "%v", itl)
+		e.Code = httpapi.Ptr("context_length_exceeded")
 		return e
 	case errors.As(err, &um):
-		return notFound("model_not_found", "The model %q does not exist or cannot be used: %v", um.ID, um.Err)
+		return httpapi.NotFound("model_not_found", "The model %q does not exist or cannot be used: %v", um.ID, um.Err)
 	case errors.Is(err, engine.ErrQueueFull):
-		return overloaded(1, "the model's request queue is full; retry shortly")
+		return httpapi.Overloaded(1, "the model's request queue is full; retry shortly")
 	case errors.Is(err, engine.ErrClosed):
-		return unavailable(1, "the model was unloaded; retry")
+		return httpapi.Unavailable(1, "the model was unloaded; retry")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return &APIError{Status: http.StatusRequestTimeout, Type: "timeout", Message: "request cancelled or timed out: " + err.Error()}
+		return &httpapi.APIError{Status: http.StatusRequestTimeout, Type: "timeout", Message: "request cancelled or timed out: " + err.Error()}
 	}
 	return err
 }

@@ -25,6 +25,8 @@ import (
 	"github.com/llmrt/llmrt/models/gguf"
 	"github.com/llmrt/llmrt/models/modeltest"
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/httpapi"
+	"github.com/llmrt/llmrt/runtime/registry"
 )
 
 const lily = ", there was a little girl named Lily. She loved to play outside"
@@ -32,14 +34,14 @@ const lily = ", there was a little girl named Lily. She loved to play outside"
 type testServer struct {
 	url    string
 	srv    *Server
-	reg    *Registry
+	reg    *registry.Registry
 	cancel context.CancelFunc
 	done   chan error
 }
 
 // startServer runs a real server on 127.0.0.1 over a folder holding the
 // stories260K model.
-func startServer(t testing.TB, cfg Config, eng engine.Options) *testServer {
+func startServer(t testing.TB, cfg Config, eng engine.Options, opts ...func(*registry.RegistryConfig)) *testServer {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.Symlink(modeltest.Path(t, "stories260K.gguf"), filepath.Join(dir, "stories260K.gguf")); err != nil {
@@ -53,7 +55,11 @@ func startServer(t testing.TB, cfg Config, eng engine.Options) *testServer {
 	}
 	eng.Threads = 2
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	reg := NewRegistry(RegistryConfig{Resolver: DirResolver{Dir: dir}, Engine: eng, KeepAlive: -1, AdapterDir: filepath.Join(dir, "adapters"), Logger: quiet})
+	rc := registry.RegistryConfig{Resolver: registry.DirResolver{Dir: dir}, Engine: eng, KeepAlive: -1, AdapterDir: filepath.Join(dir, "adapters"), Logger: quiet}
+	for _, o := range opts {
+		o(&rc)
+	}
+	reg := registry.NewRegistry(rc)
 	cfg.Logger = quiet
 	if cfg.DefaultModel == "" {
 		cfg.DefaultModel = "stories260K"
@@ -98,9 +104,9 @@ func (ts *testServer) post(t testing.TB, path string, body any, hdr ...string) (
 	return resp, data
 }
 
-func apiErr(t testing.TB, data []byte) APIError {
+func apiErr(t testing.TB, data []byte) httpapi.APIError {
 	t.Helper()
-	var e struct{ Error APIError }
+	var e struct{ Error httpapi.APIError }
 	if err := json.Unmarshal(data, &e); err != nil || e.Error.Message == "" {
 		t.Fatalf("not an OpenAI error object: %s", data)
 	}
@@ -446,7 +452,7 @@ func TestGracefulShutdownFinishesStreams(t *testing.T) {
 
 func TestAdapterIDsAndBase(t *testing.T) {
 	ts := startServer(t, Config{}, engine.Options{NParallel: 2})
-	dir := ts.reg.cfg.AdapterDir
+	dir := ts.reg.AdapterDir()
 	os.MkdirAll(dir, 0o755)
 	base, _ := gguf.Open(modeltest.Path(t, "stories260K.gguf"))
 	if err := lora.WriteAdapter(filepath.Join(dir, "rand.gguf"), "llama", 8, lora.RandomAdapter(base, []string{"attn_q", "attn_v", "attn_output"}, 8, 0.3, 5), nil); err != nil {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/registry"
 	"github.com/llmrt/llmrt/runtime/server"
 )
 
@@ -32,7 +33,7 @@ func serveOverhead(ctx context.Context, path string, threads, nPrompt, nGen, rep
 	defer os.RemoveAll(dir)
 	check(os.Symlink(path, filepath.Join(dir, "q.gguf")))
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	reg := server.NewRegistry(server.RegistryConfig{Resolver: server.DirResolver{Dir: dir}, KeepAlive: -1, Logger: quiet,
+	reg := registry.NewRegistry(registry.RegistryConfig{Resolver: registry.DirResolver{Dir: dir}, KeepAlive: -1, Logger: quiet,
 		Engine: engine.Options{NParallel: 8, CtxPerSeq: nPrompt + nGen + 16, Threads: threads}})
 	defer reg.Close()
 	srv := server.New(server.Config{DefaultModel: "q", Logger: quiet, StreamInterval: 40 * time.Millisecond}, reg)
