@@ -37,10 +37,8 @@ int32_t llmrt_argmax(const float * v, int32_t n);
 // Worker pools for one context. Without them llama.cpp starts and joins its
 // worker threads inside every decode; with them the workers stay, and after
 // a decode they poll briefly for the next one, so a decode step no longer
-// waits at its first barrier for a thread to be created and scheduled. On
-// the 2-core development machine the engine's decode overhead against a
-// plain C loop fell from mostly 3-8% to a median of about 3% with them (the
-// README's Performance section has the runs). decode and batch are the same
+// waits at its first barrier for a thread to be created and scheduled
+// (docs/performance.md has the measurements). decode and batch are the same
 // pool when the two thread counts agree.
 //
 // Polling level 1 of ggml's 0-100: a worker spins about 3 ms for the next

@@ -6,7 +6,7 @@
 //     the work for a small model;
 //   - LoRA training: its graph uses in-place ops that ggml's backward pass
 //     rejects, it cannot mask prompt tokens, and it never trains adapter
-//     tensors (see DESIGN.md, "LoRA trainer").
+//     tensors (the design notes in ../shared/DESIGN.md, "LoRA trainer").
 // The net builds the llama forward graph itself (RMSNorm, Q/K/V with
 // optional LoRA, RoPE, causal attention without a KV cache, SwiGLU MLP),
 // on the tensors llama.cpp loaded, so it runs where llama.cpp placed them.

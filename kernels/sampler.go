@@ -30,6 +30,11 @@ type SamplerParams struct {
 	LogitBias map[int32]float32
 }
 
+// GrammarError reports a grammar that llama.cpp's GBNF parser rejects.
+type GrammarError struct{ Reason string }
+
+func (e *GrammarError) Error() string { return "grammar does not parse: " + e.Reason }
+
 // SeedRandom asks llama.cpp for a random seed.
 const SeedRandom = 0xFFFFFFFF
 
@@ -112,7 +117,7 @@ func (m *Model) NewSampler(p SamplerParams) (*Sampler, error) {
 			if reason == "" {
 				reason = "llama.cpp's GBNF parser rejected it"
 			}
-			return fail(fmt.Errorf("new sampler: grammar does not parse: %s", reason))
+			return fail(fmt.Errorf("new sampler: %w", &GrammarError{Reason: reason}))
 		}
 		C.llama_sampler_chain_add(chain, g)
 		if err := add(C.llmrt_sampler_init_dead_end(&s.deadEnd), "grammar guard"); err != nil {
@@ -196,7 +201,8 @@ func (s *Sampler) Close() error {
 	return nil
 }
 
-// ValidateGrammar reports whether llama.cpp's GBNF parser accepts grammar.
+// ValidateGrammar reports whether llama.cpp's GBNF parser accepts grammar
+// (a *GrammarError when it does not).
 func (m *Model) ValidateGrammar(grammar string) error {
 	s, err := m.NewSampler(SamplerParams{Grammar: grammar})
 	if err != nil {

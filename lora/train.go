@@ -1,8 +1,8 @@
 // Package lora fine-tunes a model with LoRA: it runs the training loop
 // (learning-rate schedule, gradient accumulation, evaluation, checkpoints
 // and resume) over packed rows from lora/dataset, on a Backend that
-// computes losses and gradients — kernels.Trainer, our ggml training graph
-// over the weights llama.cpp loaded.
+// computes losses and gradients — NetBackend, over kernels.Net, our ggml
+// training graph on the weights llama.cpp loaded.
 //
 // The loop reads top to bottom like nanoGPT's: for each optimizer step,
 // accumulate the gradients of Batch×GradAccum rows, take one AdamW step at

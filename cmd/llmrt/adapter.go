@@ -13,6 +13,7 @@ import (
 
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/models/gguf"
+	"github.com/llmrt/llmrt/runtime/sched"
 )
 
 func (a *app) adapterCmd() *cobra.Command {
@@ -66,7 +67,7 @@ func (a *app) adapterListCmd() *cobra.Command {
 				}
 				st, _ := os.Stat(p)
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%g\t%d\t%s\n", strings.TrimSuffix(n, ".gguf"), ad.Meta["llmrt.base"], ad.Arch, ad.Rank(), ad.Alpha,
-					2*len(ad.Pairs), humanBytes(st.Size()))
+					2*len(ad.Pairs), sched.FormatBytes(st.Size()))
 			}
 			return tw.Flush()
 		},

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/llmrt/llmrt/runtime/rag"
+	"github.com/llmrt/llmrt/runtime/sched"
 )
 
 // indexFlags are shared by the index subcommands.
@@ -312,7 +313,7 @@ func (a *app) indexStatsCmd() *cobra.Command {
 				return json.NewEncoder(a.stdout).Encode(map[string]any{"stats": st, "sources": c.Sources()})
 			}
 			fmt.Fprintf(a.stdout, "collection %s: model %s, %d dims, %s; %d documents, %d chunks, %d tokens; index %s in memory, %s on disk\n",
-				st.Name, st.Model, st.Dim, st.Metric, st.Documents, st.Chunks, st.Tokens, humanBytes(st.IndexBytes), humanBytes(st.DiskBytes))
+				st.Name, st.Model, st.Dim, st.Metric, st.Documents, st.Chunks, st.Tokens, sched.FormatBytes(st.IndexBytes), sched.FormatBytes(st.DiskBytes))
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SOURCE\tFORMAT\tCHUNKS\tTOKENS\tADDED")
 			for _, src := range c.Sources() {

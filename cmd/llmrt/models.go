@@ -13,6 +13,7 @@ import (
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/models/gguf"
 	"github.com/llmrt/llmrt/models/store"
+	"github.com/llmrt/llmrt/runtime/sched"
 )
 
 func (a *app) pullCmd() *cobra.Command {
@@ -68,7 +69,7 @@ air-gapped sites; HF_TOKEN is sent to Hugging Face when set.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "pulled %s (%s, sha256 %s)\n", m.Name, humanBytes(m.Size), m.SHA256)
+			fmt.Fprintf(a.stdout, "pulled %s (%s, sha256 %s)\n", m.Name, sched.FormatBytes(m.Size), m.SHA256)
 			return nil
 		},
 	}
@@ -112,7 +113,7 @@ func (a *app) modelsCmd() *cobra.Command {
 				if len(sum) > 12 {
 					sum = sum[:12]
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, humanBytes(m.Size), m.Modified.Format(time.DateTime), sum)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, sched.FormatBytes(m.Size), m.Modified.Format(time.DateTime), sum)
 			}
 			return tw.Flush()
 		},
@@ -178,7 +179,7 @@ func (a *app) showModel(path string) error {
 		fmt.Fprintf(tw, "name\t%s\n", n)
 	}
 	fmt.Fprintf(tw, "parameters\t%s\n", humanCount(f.ParamCount()))
-	fmt.Fprintf(tw, "tensor bytes\t%s\n", humanBytes(f.TensorBytes()))
+	fmt.Fprintf(tw, "tensor bytes\t%s\n", sched.FormatBytes(f.TensorBytes()))
 	types := map[string]int{}
 	for _, t := range f.Tensors {
 		types[t.Type.String()]++
@@ -247,26 +248,13 @@ Q4_K_M, Q5_K_M, Q6_K.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "wrote %s (%s) in %s\n", out, humanBytes(st.Size()), time.Since(start).Round(time.Millisecond))
+			fmt.Fprintf(a.stdout, "wrote %s (%s) in %s\n", out, sched.FormatBytes(st.Size()), time.Since(start).Round(time.Millisecond))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&typ, "type", "Q8_0", "target type")
 	cmd.Flags().IntVarP(&threads, "threads", "t", 0, "threads (default: all cores)")
 	return cmd
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func humanCount(n int64) string {

@@ -181,11 +181,6 @@ is read from standard input.`,
 				return err
 			}
 			defer e.Close()
-			if sp.Grammar != "" {
-				if err := e.Model().ValidateGrammar(sp.Grammar); err != nil {
-					return usageError{fmt.Errorf("--grammar: %w", err)}
-				}
-			}
 			base := engine.Request{Sampling: sp, Stop: sf.stop, MaxTokens: sf.maxTokens, Adapters: refs}
 			if len(args) == 0 {
 				return a.chatLoop(ctx, e, base, system)

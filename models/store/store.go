@@ -16,6 +16,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/llmrt/llmrt/internal/atomicfile"
 )
 
 // DefaultRoot is $LLMRT_HOME, else $XDG_DATA_HOME/llmrt, else
@@ -172,10 +174,9 @@ func (s *Store) Remove(name string) error {
 }
 
 func (s *Store) writeManifest(m Model) error {
-	b, _ := json.MarshalIndent(m, "", "  ")
-	tmp := s.manifestPath(m.Name) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return fmt.Errorf("manifest of %s: %w", m.Name, err)
 	}
-	return os.Rename(tmp, s.manifestPath(m.Name))
+	return atomicfile.WriteBytes(s.manifestPath(m.Name), b)
 }

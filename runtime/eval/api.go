@@ -2,8 +2,6 @@ package eval
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -114,7 +112,7 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 	// Load the model (and adapter) now, so a bad id fails the request.
 	lease, err := s.Registry.Acquire(r.Context(), req.Model)
 	if err != nil {
-		return httpapi.NotFound("model_not_found", "%v", err)
+		return httpapi.MapError(err, "model")
 	}
 	var adLease *registry.Lease
 	if req.Adapter != "" {
@@ -124,7 +122,7 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 		}
 		if adLease, err = s.Registry.Acquire(r.Context(), id); err != nil {
 			lease.Release()
-			return httpapi.NotFound("model_not_found", "adapter: %v", err)
+			return httpapi.MapError(err, "adapter")
 		}
 		if adLease.Engine != lease.Engine || len(adLease.Adapters) != 1 {
 			lease.Release()
@@ -132,9 +130,7 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 			return httpapi.BadRequest("adapter", "adapter %q is not an adapter of %q", req.Adapter, req.Model)
 		}
 	}
-	var b [8]byte
-	rand.Read(b[:])
-	j := &evalJob{ID: "eval-" + hex.EncodeToString(b[:]), Object: "eval", Status: "running", Model: req.Model, CreatedAt: time.Now().Unix(), started: time.Now()}
+	j := &evalJob{ID: httpapi.NewID("eval-"), Object: "eval", Status: "running", Model: req.Model, CreatedAt: time.Now().Unix(), started: time.Now()}
 	opt := Options{Engine: lease.Engine, ModelName: req.Model, Collection: req.Collection, TopK: req.TopK, Concurrency: req.Concurrency,
 		MaxTokens: req.MaxTokens, FutureQueries: req.FutureQueries, System: req.System, Retriever: s.Retriever}
 	if opt.System == "" {

@@ -109,7 +109,7 @@ func (s *Service) event(jobID, level, msg string, data map[string]any) {
 	if data != nil {
 		typ = "metrics"
 	}
-	if err := s.st.addEvent(jobID, Event{ID: newID("ftevent-"), Object: "fine_tuning.job.event", CreatedAt: time.Now().Unix(),
+	if err := s.st.addEvent(jobID, Event{ID: httpapi.NewID("ftevent-"), Object: "fine_tuning.job.event", CreatedAt: time.Now().Unix(),
 		Level: level, Message: msg, Type: typ, Data: data}); err != nil {
 		s.log.Warn("fine-tuning event lost", "job", jobID, "err", err)
 	}
@@ -410,7 +410,7 @@ func (s *Service) createJob(w http.ResponseWriter, r *http.Request) error {
 			return httpapi.BadRequest("hyperparameters."+name, "hyperparameters.%s must be a positive number or \"auto\", got %v", name, v)
 		}
 	}
-	j := &Job{ID: newID("ftjob-"), Object: "fine_tuning.job", Model: req.Model, CreatedAt: time.Now().Unix(), OrganizationID: "llmrt",
+	j := &Job{ID: httpapi.NewID("ftjob-"), Object: "fine_tuning.job", Model: req.Model, CreatedAt: time.Now().Unix(), OrganizationID: "llmrt",
 		ResultFiles: []string{}, Status: "queued", TrainingFile: req.TrainingFile, ValidationFile: req.ValidationFile,
 		Hyperparameters: req.Hyperparameters, Integrations: []any{}, Method: req.Method}
 	suffix := j.ID

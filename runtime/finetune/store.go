@@ -2,8 +2,6 @@ package finetune
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/llmrt/llmrt/internal/atomicfile"
+	"github.com/llmrt/llmrt/runtime/httpapi"
 )
 
 // File is an uploaded file in OpenAI's shape.
@@ -87,12 +86,6 @@ type store struct {
 	mu  sync.Mutex
 }
 
-func newID(prefix string) string {
-	var b [12]byte
-	rand.Read(b[:])
-	return prefix + hex.EncodeToString(b[:])
-}
-
 func (s *store) filesDir() string { return filepath.Join(s.dir, "files") }
 func (s *store) jobsDir() string  { return filepath.Join(s.dir, "jobs") }
 
@@ -114,7 +107,7 @@ func (s *store) saveFile(name, purpose string, r io.Reader) (File, error) {
 	if err := os.MkdirAll(s.filesDir(), 0o755); err != nil {
 		return File{}, err
 	}
-	f := File{ID: newID("file-"), Object: "file", CreatedAt: time.Now().Unix(), Filename: filepath.Base(name), Purpose: purpose, Status: "processed"}
+	f := File{ID: httpapi.NewID("file-"), Object: "file", CreatedAt: time.Now().Unix(), Filename: filepath.Base(name), Purpose: purpose, Status: "processed"}
 	data := filepath.Join(s.filesDir(), f.ID+".data")
 	tmp := data + ".tmp"
 	out, err := os.Create(tmp)

@@ -7,6 +7,8 @@
 package httpapi
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +30,14 @@ type APIError struct {
 }
 
 func (e *APIError) Error() string { return e.Message }
+
+// NewID is a random object id with OpenAI's kind of prefix ("cmpl-",
+// "file-", ...).
+func NewID(prefix string) string {
+	var b [12]byte
+	rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
 
 // Ptr returns a pointer to v (for Param and Code).
 func Ptr[T any](v T) *T { return &v }

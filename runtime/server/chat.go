@@ -24,7 +24,7 @@ func (s *Server) acquire(r *http.Request, id string) (string, *registry.Lease, e
 	}
 	lease, err := s.reg.Acquire(r.Context(), id)
 	if err != nil {
-		return "", nil, mapEngineError(err, "model")
+		return "", nil, httpapi.MapError(err, "model")
 	}
 	return id, lease, nil
 }
@@ -56,14 +56,14 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) error {
 	if aerr != nil {
 		return aerr
 	}
-	id := newID("chatcmpl-")
+	id := httpapi.NewID("chatcmpl-")
 	created := time.Now().Unix()
 	if plan.stream {
 		return s.streamChat(w, r, lease, plan, id, created, model)
 	}
 	results, err := collectChoices(r.Context(), lease.Engine, plan.reqs)
 	if err != nil {
-		return mapEngineError(err, "messages")
+		return httpapi.MapError(err, "messages")
 	}
 	resp := ChatResponse{ID: id, Object: "chat.completion", Created: created, Model: model, SystemFingerprint: s.fingerprint,
 		Usage: usageOf(results, true), Citations: plan.citations}
@@ -94,7 +94,7 @@ func toAPIToolCalls(calls []engine.ChatToolCall, indexed bool) []ToolCall {
 	for i, c := range calls {
 		tc := ToolCall{ID: c.ID, Type: "function"}
 		if tc.ID == "" {
-			tc.ID = newID("call_")
+			tc.ID = httpapi.NewID("call_")
 		}
 		if indexed {
 			tc.Index = httpapi.Ptr(i)
@@ -193,13 +193,8 @@ func (s *Server) planChat(r *http.Request, req *ChatRequest, lease *registry.Lea
 	if aerr := s.applyResponseFormat(req.ResponseFormat, &sp); aerr != nil {
 		return nil, aerr
 	}
-	if sp.Grammar != "" {
-		if err := e.Model().ValidateGrammar(sp.Grammar); err != nil {
-			return nil, httpapi.BadRequest("grammar", "%v", err)
-		}
-	}
 	if len(toks) >= e.CtxPerSeq() {
-		return nil, mapEngineError(&engine.PromptTooLongError{Tokens: len(toks), Limit: e.CtxPerSeq()}, "messages").(*httpapi.APIError)
+		return nil, httpapi.MapError(&engine.PromptTooLongError{Tokens: len(toks), Limit: e.CtxPerSeq()}, "messages").(*httpapi.APIError)
 	}
 	for i := 0; i < n; i++ {
 		p := sp
@@ -215,7 +210,7 @@ func (s *Server) planChat(r *http.Request, req *ChatRequest, lease *registry.Lea
 func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, lease *registry.Lease, plan *chatPlan, id string, created int64, model string) error {
 	ch, err := runChoices(r.Context(), lease.Engine, plan.reqs, s.cfg.StreamInterval)
 	if err != nil {
-		return mapEngineError(err, "messages")
+		return httpapi.MapError(err, "messages")
 	}
 	sse := newSSE(w, s.cfg.StreamInterval)
 	defer sse.close()
@@ -276,7 +271,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, lease *regis
 		}
 	}
 	if streamErr != nil {
-		sse.sendError(mapEngineError(streamErr, "messages"))
+		sse.sendError(httpapi.MapError(streamErr, "messages"))
 		return nil
 	}
 	if r.Context().Err() != nil {

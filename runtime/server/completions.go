@@ -58,11 +58,6 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 		}
 		lp = *req.Logprobs
 	}
-	if sp.Grammar != "" {
-		if err := e.Model().ValidateGrammar(sp.Grammar); err != nil {
-			return httpapi.BadRequest("grammar", "%v", err)
-		}
-	}
 	prompts := req.Prompt.Tokens
 	texts := make([]string, 0, req.Prompt.Len())
 	for _, t := range req.Prompt.Texts {
@@ -77,11 +72,11 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 	// indexes its tables with them unchecked.
 	for i := len(texts); i < len(prompts); i++ {
 		if err := e.Model().CheckTokens(prompts[i]); err != nil {
-			return mapEngineError(fmt.Errorf("prompt %d: %w", i, err), "prompt")
+			return httpapi.MapError(fmt.Errorf("prompt %d: %w", i, err), "prompt")
 		}
 		text, err := e.Model().Detokenize(prompts[i], false, false)
 		if err != nil {
-			return mapEngineError(fmt.Errorf("prompt %d: %w", i, err), "prompt")
+			return httpapi.MapError(fmt.Errorf("prompt %d: %w", i, err), "prompt")
 		}
 		texts = append(texts, text)
 	}
@@ -94,7 +89,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 			return httpapi.BadRequest("prompt", "prompt %d is empty", pi)
 		}
 		if len(p) >= e.CtxPerSeq() {
-			return mapEngineError(&engine.PromptTooLongError{Tokens: len(p), Limit: e.CtxPerSeq()}, "prompt")
+			return httpapi.MapError(&engine.PromptTooLongError{Tokens: len(p), Limit: e.CtxPerSeq()}, "prompt")
 		}
 		for i := 0; i < n; i++ {
 			q := sp
@@ -105,13 +100,13 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 				Logprobs: lp >= 0, TopLogprobs: max(lp, 0), IgnoreEOS: req.IgnoreEOS})
 		}
 	}
-	id := newID("cmpl-")
+	id := httpapi.NewID("cmpl-")
 	created := time.Now().Unix()
 	base := CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: model, SystemFingerprint: s.fingerprint}
 	if req.Stream {
 		ch, err := runChoices(r.Context(), e, reqs, s.cfg.StreamInterval)
 		if err != nil {
-			return mapEngineError(err, "prompt")
+			return httpapi.MapError(err, "prompt")
 		}
 		sse := newSSE(w, s.cfg.StreamInterval)
 		defer sse.close()
@@ -149,7 +144,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 		if streamErr != nil {
-			sse.sendError(mapEngineError(streamErr, "prompt"))
+			sse.sendError(httpapi.MapError(streamErr, "prompt"))
 			return nil
 		}
 		if r.Context().Err() != nil {
@@ -166,7 +161,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 	}
 	results, err := collectChoices(r.Context(), e, reqs)
 	if err != nil {
-		return mapEngineError(err, "prompt")
+		return httpapi.MapError(err, "prompt")
 	}
 	resp := base
 	resp.Usage = usageOf(results, false)

@@ -51,7 +51,7 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) error {
 	inputs = append(inputs, req.Input.Tokens...)
 	vecs, err := e.Embed(r.Context(), inputs)
 	if err != nil {
-		if aerr := mapEngineError(err, "input"); aerr != err {
+		if aerr := httpapi.MapError(err, "input"); aerr != err {
 			return aerr
 		}
 		return httpapi.BadRequest("input", "%v", err)

@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"io"
 	"iter"
@@ -28,12 +26,6 @@ const (
 	maxChoices         = 16
 	maxStops           = 16
 )
-
-func newID(prefix string) string {
-	var b [12]byte
-	rand.Read(b[:])
-	return prefix + hex.EncodeToString(b[:])
-}
 
 // samplerParams validates the shared sampling fields.
 func (f *samplingFields) samplerParams(vocab int) (kernels.SamplerParams, *httpapi.APIError) {

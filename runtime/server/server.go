@@ -23,11 +23,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/llmrt/llmrt/kernels"
-	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/httpapi"
 	"github.com/llmrt/llmrt/runtime/registry"
-	"github.com/llmrt/llmrt/runtime/sched"
 )
 
 // Config configures a Server.
@@ -444,49 +441,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	if e := <-errc; e != nil && !errors.Is(e, http.ErrServerClosed) && err == nil {
 		err = e
-	}
-	return err
-}
-
-// mapEngineError turns engine and registry errors into API errors.
-func mapEngineError(err error, param string) error {
-	var ptl *engine.PromptTooLongError
-	var itl *engine.InputTooLongError
-	var um *registry.ErrUnknownModel
-	var fe *sched.FitError
-	var te *kernels.TokenError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &te):
-		e := httpapi.BadRequest(param, "%v", err)
-		e.Code = httpapi.Ptr("invalid_token_id")
-		return e
-	case errors.Is(err, kernels.ErrGrammarDeadEnd):
-		return httpapi.BadRequest("grammar", "%v", err)
-	case errors.As(err, &fe):
-		if fe.Never {
-			e := httpapi.BadRequest("model", "the model can never fit this machine: %s", fe.Explanation)
-			e.Code = httpapi.Ptr("model_too_large")
-			return e
-		}
-		return httpapi.Unavailable(5, "not enough memory for the model right now: %s", fe.Explanation)
-	case errors.As(err, &ptl):
-		e := httpapi.BadRequest(param, "This model's maximum context length is %d tokens. However, your prompt is %d tokens (nothing was truncated).", ptl.Limit, ptl.Tokens)
-		e.Code = httpapi.Ptr("context_length_exceeded")
-		return e
-	case errors.As(err, &itl):
-		e := httpapi.BadRequest(param, "%v", itl)
-		e.Code = httpapi.Ptr("context_length_exceeded")
-		return e
-	case errors.As(err, &um):
-		return httpapi.NotFound("model_not_found", "The model %q does not exist or cannot be used: %v", um.ID, um.Err)
-	case errors.Is(err, engine.ErrQueueFull):
-		return httpapi.Overloaded(1, "the model's request queue is full; retry shortly")
-	case errors.Is(err, engine.ErrClosed):
-		return httpapi.Unavailable(1, "the model was unloaded; retry")
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return &httpapi.APIError{Status: http.StatusRequestTimeout, Type: "timeout", Message: "request cancelled or timed out: " + err.Error()}
 	}
 	return err
 }
