@@ -36,14 +36,6 @@ float * llmrt_alloc_split(void) {
     return (float *) calloc(llama_max_devices(), sizeof(float));
 }
 
-int32_t llmrt_argmax(const float * v, int32_t n) {
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++) {
-        if (v[i] > v[best]) best = i;
-    }
-    return best;
-}
-
 // A pool of n threads that polls at LLMRT_POOL_POLL before it sleeps.
 static struct ggml_threadpool * llmrt_pool_new(int n) {
     struct ggml_threadpool_params tpp = ggml_threadpool_params_default(n);

@@ -31,9 +31,6 @@ void llmrt_ctx_params_set_abort(struct llama_context_params * p, llmrt_abort_t *
 // Tensor-split array of size llama_max_devices(), owned by the caller.
 float * llmrt_alloc_split(void);
 
-// Greedy argmax over n floats (used by the raw-loop benchmark and tests).
-int32_t llmrt_argmax(const float * v, int32_t n);
-
 // Worker pools for one context. Without them llama.cpp starts and joins its
 // worker threads inside every decode; with them the workers stay, and after
 // a decode they poll briefly for the next one, so a decode step no longer

@@ -2,7 +2,6 @@ package kernels
 
 /*
 #cgo linux LDFLAGS: -Wl,--wrap=llamafile_sgemm
-#include "machine.h"
 #include "q8gemm.h"
 */
 import "C"

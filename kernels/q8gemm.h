@@ -1,5 +1,6 @@
 #pragma once
 #include <stdint.h>
+#include "ggml.h"
 
 // llmrt's Q8_0 matmul: a Q8_0 x Q8_0 product for 1..LLMRT_Q8_GEMM_MAX_N columns
 // (a decode step has one per sequence, a prompt chunk one per token),
@@ -23,3 +24,16 @@ long long llmrt_q8_gemm_calls(void);
 // when the kernel is not in this build or the shape is out of range.
 int llmrt_q8_gemm(int64_t m, int64_t n, int64_t k, const void * a, int64_t lda,
                         const void * b, int64_t ldb, float * c, int64_t ldc);
+
+// c = a x b through ggml's CPU matmul in a fresh ggml context: a is m rows
+// of k floats, stored as wtype (GGML_TYPE_F32, or GGML_TYPE_Q8_0 quantized
+// as a model stores it), b is n columns of k floats; NULL a or b get a
+// fixed pattern. Returns the context holding the graph *gf and its result
+// *out (the caller frees it with ggml_free), or NULL.
+struct ggml_context * llmrt_mul_mat_graph(int m, int n, int k, int wtype, const float * a, const float * b,
+                                          struct ggml_cgraph ** gf, struct ggml_tensor ** out);
+
+// ggml's result for c = a x b (a quantized to Q8_0, b as a decode step's
+// activations) on `threads` threads; compares routed and unrouted Q8_0
+// matmuls in tests. Returns 0, or -1 on failure.
+int llmrt_mul_mat_q8(int m, int n, int k, const float * a, const float * b, float * c, int threads);

@@ -8,7 +8,7 @@
 // kernels binding; the differences are the engine's and the binding's
 // overhead. Beside them it prints the machine's limits, measured here:
 // memory bandwidth (decode cannot beat bandwidth / bytes read per token)
-// and ggml's fp32 GEMM FLOP/s (prompt processing cannot beat it at 2 FLOPs
+// and OpenBLAS's fp32 GEMM FLOP/s (prompt processing cannot beat it at 2 FLOPs
 // per parameter per token). Last, it
 // measures batched decode (1, 4 and 8 sequences per step) with llmrt's
 // Q8_0 matmul and with ggml's own, and single-stream decode through the
@@ -32,6 +32,7 @@ import (
 	"github.com/llmrt/llmrt/models/modeltest"
 	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/scripts/internal/machine"
 )
 
 func main() {
@@ -47,20 +48,20 @@ func main() {
 	ctx := context.Background()
 
 	fmt.Println("== machine limits (measured) ==")
-	bw, err := kernels.MemoryBandwidth(1<<30, *threads, 5)
+	bw, err := machine.MemoryBandwidth(1<<30, *threads, 5)
 	check(err)
 	var flops, flopsQ8 float64
 	for _, n := range []int{1024, 2048} {
-		f, err := kernels.GEMMFlops(n, 512, n, *threads, 3)
+		f, err := machine.SGEMMFlops(n, 512, n, *threads, 3)
 		check(err)
 		flops = max(flops, f)
-		q, err := kernels.GEMMFlopsQ8(n, 512, n, *threads, 3)
+		q, err := machine.GEMMFlopsQ8(n, 512, n, *threads, 3)
 		check(err)
 		flopsQ8 = max(flopsQ8, q)
 	}
 	fmt.Printf("memory bandwidth  %7.1f GB/s   (%d threads, 1 GiB read)\n", bw/1e9, *threads)
-	fmt.Printf("fp32 GEMM         %7.1f GFLOP/s (ggml, %d threads)\n", flops/1e9, *threads)
-	fmt.Printf("Q8_0 x f32 GEMM   %7.1f GFLOP/s (ggml's int8 dot products, %d threads)\n", flopsQ8/1e9, *threads)
+	fmt.Printf("fp32 GEMM         %7.1f GFLOP/s (OpenBLAS cblas_sgemm, %d threads)\n", flops/1e9, *threads)
+	fmt.Printf("Q8_0 x f32 GEMM   %7.1f GFLOP/s (ggml's int8 dot products, %d threads; a yardstick, not a machine limit)\n", flopsQ8/1e9, *threads)
 
 	spec := testmodel.Qwen2_05B(modeltest.Dir(), gguf.TypeQ8_0)
 	t0 := time.Now()
@@ -92,7 +93,7 @@ func main() {
 		for _, which := range orders[i%len(orders)] {
 			switch which {
 			case 0:
-				r, err := kernels.RawBench(path, *nPrompt, *nGen, *threads, nCtx)
+				r, err := machine.RawBench(path, *nPrompt, *nGen, *threads, nCtx)
 				check(err)
 				rawPP = append(rawPP, float64(*nPrompt)/r.Prompt.Seconds())
 				rawTG = append(rawTG, float64(*nGen)/r.Generation.Seconds())

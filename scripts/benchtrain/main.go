@@ -28,6 +28,7 @@ import (
 	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/finetune"
+	"github.com/llmrt/llmrt/scripts/internal/machine"
 )
 
 func main() {
@@ -50,11 +51,11 @@ func main() {
 	ctx := context.Background()
 	flops := 0.0
 	for _, n := range []int{1024, 2048} {
-		f, err := kernels.GEMMFlops(n, 512, n, *threads, 3)
+		f, err := machine.SGEMMFlops(n, 512, n, *threads, 3)
 		check(err)
 		flops = max(flops, f)
 	}
-	fmt.Printf("machine: fp32 GEMM %.1f GFLOP/s (%d threads)\n", flops/1e9, *threads)
+	fmt.Printf("machine: fp32 GEMM %.1f GFLOP/s (OpenBLAS cblas_sgemm, %d threads)\n", flops/1e9, *threads)
 	fmt.Printf("training: rows of %d tokens, all labelled; rank %d on q/k/v/o; %d measured steps\n\n", *ctxLen, *rank, *steps)
 	fmt.Printf("%-6s %10s %12s %12s %9s %12s %12s %7s\n", "base", "params", "train tok/s", "limit tok/s", "of limit", "train peak", "serve peak", "ratio")
 	for _, typ := range []gguf.Type{gguf.TypeF16, gguf.TypeQ8_0} {

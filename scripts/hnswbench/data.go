@@ -64,8 +64,9 @@ func defaultDataDir() string {
 	return filepath.Join(base, "llmrt-bench", "ann-100k-384")
 }
 
-// repoRoot is the directory of the main module's go.mod (go env GOMOD), or
-// "" when there is none.
+// repoRoot is the llmrt repository's root: the nearest folder at or above
+// this module's (go env GOMOD; hnswbench is a module of its own) whose
+// go.mod declares github.com/llmrt/llmrt, or "" when there is none.
 func repoRoot() string {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
@@ -75,7 +76,14 @@ func repoRoot() string {
 	if mod == "" || mod == os.DevNull {
 		return ""
 	}
-	return filepath.Dir(mod)
+	for dir := filepath.Dir(mod); ; dir = filepath.Dir(dir) {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.HasPrefix(string(b), "module github.com/llmrt/llmrt\n") {
+			return dir
+		}
+		if filepath.Dir(dir) == dir {
+			return ""
+		}
+	}
 }
 
 // resolveGenSrc finds gen_data.c: src as given (absolute, or relative to

@@ -1,5 +1,6 @@
-// machine.c: measurements of this machine's limits for the benchmarks, and
-// a minimal llama.cpp generation loop that the Go engine is compared with.
+// machine.c: measurements of this machine's limits for the benchmarks
+// (read bandwidth, OpenBLAS fp32 GEMM, ggml's Q8_0 matmul), and a minimal
+// llama.cpp generation loop that the Go engine is compared with.
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -8,6 +9,8 @@
 #include "machine.h"
 #include "bridge.h"
 #include "ggml-cpu.h"
+#include "q8gemm.h"
+#include <cblas.h>
 
 static double now_s(void) {
     struct timespec ts;
@@ -64,32 +67,31 @@ double llmrt_mem_bandwidth(size_t bytes, int threads, int reps) {
     return best;
 }
 
-// --- fp32 GEMM through ggml's own CPU matmul ---
+// --- OpenBLAS's fp32 GEMM: the machine's fp32 limit ---
 
-// mul_mat_graph builds c = a x b on ggml's CPU in a fresh context: a is m
-// rows of k floats, stored as wtype (F32, or Q8_0 quantized as a model
-// stores it), b is n columns of k floats. NULL a or b get a fixed pattern.
-// Returns the context (the caller frees it), or NULL.
-static struct ggml_context * mul_mat_graph(int m, int n, int k, int wtype, const float * a, const float * b,
-                                           struct ggml_cgraph ** gf, struct ggml_tensor ** out) {
-    size_t mem = ((size_t) 2 * m * k + (size_t) n * k + (size_t) m * n) * sizeof(float) + 64 * ggml_tensor_overhead() + ggml_graph_overhead() + (1 << 20);
-    struct ggml_init_params ip = { mem, NULL, false };
-    struct ggml_context * ctx = ggml_init(ip);
-    if (!ctx) return NULL;
-    struct ggml_tensor * a32 = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
-    struct ggml_tensor * b32 = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, n);
-    for (int64_t i = 0; i < ggml_nelements(a32); i++) ((float *) a32->data)[i] = a ? a[i] : (float) ((i % 13) - 6) * 0.01f;
-    for (int64_t i = 0; i < ggml_nelements(b32); i++) ((float *) b32->data)[i] = b ? b[i] : (float) ((i % 7) - 3) * 0.01f;
-    struct ggml_tensor * wa = a32;
-    if (wtype == GGML_TYPE_Q8_0) {
-        wa = ggml_new_tensor_2d(ctx, GGML_TYPE_Q8_0, k, m);
-        ggml_quantize_chunk(GGML_TYPE_Q8_0, (const float *) a32->data, wa->data, 0, m, k, NULL);
+double llmrt_sgemm_flops(int m, int n, int k, int threads, int reps) {
+    if (m < 1 || n < 1 || k < 1 || threads < 1 || reps < 1) return -1;
+    float * a = (float *) malloc((size_t) m * k * sizeof(float));
+    float * b = (float *) malloc((size_t) k * n * sizeof(float));
+    float * c = (float *) malloc((size_t) m * n * sizeof(float));
+    if (!a || !b || !c) { free(a); free(b); free(c); return -1; }
+    for (size_t i = 0; i < (size_t) m * k; i++) a[i] = (float) ((i % 13) - 6) * 0.01f;
+    for (size_t i = 0; i < (size_t) k * n; i++) b[i] = (float) ((i % 7) - 3) * 0.01f;
+    openblas_set_num_threads(threads);
+    // One untimed call: OpenBLAS starts its threads on first use.
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
+    double best = 0;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now_s();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
+        double fl = 2.0 * m * n * k / (now_s() - t0);
+        if (fl > best) best = fl;
     }
-    *out = ggml_mul_mat(ctx, wa, b32);
-    *gf = ggml_new_graph(ctx);
-    ggml_build_forward_expand(*gf, *out);
-    return ctx;
+    free(a); free(b); free(c);
+    return best;
 }
+
+// --- ggml's Q8_0 matmul: a yardstick for Q8_0 prompt processing ---
 
 double llmrt_gemm_flops(int m, int n, int k, int threads, int reps, int wtype) {
     if (m < 1 || n < 1 || k < 1 || threads < 1 || reps < 1) return -1;
@@ -97,7 +99,7 @@ double llmrt_gemm_flops(int m, int n, int k, int threads, int reps, int wtype) {
     if (wtype == GGML_TYPE_Q8_0 && k % 32 != 0) return -1;
     struct ggml_cgraph * gf;
     struct ggml_tensor * c;
-    struct ggml_context * ctx = mul_mat_graph(m, n, k, wtype, NULL, NULL, &gf, &c);
+    struct ggml_context * ctx = llmrt_mul_mat_graph(m, n, k, wtype, NULL, NULL, &gf, &c);
     if (!ctx) return -1;
     double best = 0;
     for (int r = 0; r < reps; r++) {
@@ -108,18 +110,6 @@ double llmrt_gemm_flops(int m, int n, int k, int threads, int reps, int wtype) {
     }
     ggml_free(ctx);
     return best;
-}
-
-int llmrt_mul_mat_q8(int m, int n, int k, const float * a, const float * b, float * c, int threads) {
-    if (m < 1 || n < 1 || k < 1 || k % 32 != 0 || threads < 1) return -1;
-    struct ggml_cgraph * gf;
-    struct ggml_tensor * out;
-    struct ggml_context * ctx = mul_mat_graph(m, n, k, GGML_TYPE_Q8_0, a, b, &gf, &out);
-    if (!ctx) return -1;
-    int rc = ggml_graph_compute_with_ctx(ctx, gf, threads) == GGML_STATUS_SUCCESS ? 0 : -1;
-    if (rc == 0) memcpy(c, out->data, (size_t) m * n * sizeof(float));
-    ggml_free(ctx);
-    return rc;
 }
 
 // --- the raw llama.cpp loop ---

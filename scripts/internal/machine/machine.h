@@ -6,17 +6,15 @@
 // `threads` threads. Returns -1 on bad arguments or allocation failure.
 double llmrt_mem_bandwidth(size_t bytes, int threads, int reps);
 
+// Best-of-reps FLOP/s of OpenBLAS's cblas_sgemm for an m x k by k x n
+// product on `threads` threads. Returns -1 on bad arguments or allocation
+// failure.
+double llmrt_sgemm_flops(int m, int n, int k, int threads, int reps);
+
 // Best-of-reps FLOP/s of ggml's CPU matmul for an m x k by k x n product
 // (weights of ggml type `wtype`: F32 or Q8_0; activations f32) on
 // `threads` threads. Returns -1 on failure.
 double llmrt_gemm_flops(int m, int n, int k, int threads, int reps, int wtype);
-
-// ggml's result for c = a x b (a: m rows of k floats, quantized to Q8_0
-// as a model stores them; b: n columns of k floats, quantized by ggml as in
-// a decode step) through ggml_mul_mat on the CPU with `threads` threads.
-// Tests use it to compare routed and unrouted Q8_0 matmuls. Returns 0, or
-// -1 on failure.
-int llmrt_mul_mat_q8(int m, int n, int k, const float * a, const float * b, float * c, int threads);
 
 typedef struct {
     double prompt_seconds; // one llama_decode of n_prompt tokens

@@ -1,8 +1,11 @@
-package kernels
+package machine_test
 
 import (
 	"fmt"
 	"testing"
+
+	"github.com/llmrt/llmrt/kernels"
+	"github.com/llmrt/llmrt/scripts/internal/machine"
 )
 
 // BenchmarkMulMatQ8 times ggml's Q8_0 matmul on decode-shaped products (a
@@ -12,10 +15,10 @@ import (
 // weight bytes streamed per second (best of each iteration's 20 runs).
 func BenchmarkMulMatQ8(b *testing.B) {
 	const m, k, threads, reps = 4864, 896, 2, 20
-	defer EnableQ8GEMM(true)
+	defer kernels.EnableQ8GEMM(true)
 	for _, n := range []int{1, 2, 4, 8, 16, 64, 512} {
 		for _, on := range []bool{false, true} {
-			if on && !Q8GEMMAvailable() {
+			if on && !kernels.Q8GEMMAvailable() {
 				continue
 			}
 			name := fmt.Sprintf("n=%d/ggml", n)
@@ -23,10 +26,10 @@ func BenchmarkMulMatQ8(b *testing.B) {
 				name = fmt.Sprintf("n=%d/llmrt", n)
 			}
 			b.Run(name, func(b *testing.B) {
-				EnableQ8GEMM(on)
+				kernels.EnableQ8GEMM(on)
 				var best float64
 				for i := 0; i < b.N; i++ {
-					f, err := GEMMFlopsQ8(m, n, k, threads, reps)
+					f, err := machine.GEMMFlopsQ8(m, n, k, threads, reps)
 					if err != nil {
 						b.Fatal(err)
 					}
