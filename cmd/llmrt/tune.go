@@ -113,8 +113,7 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 		Epochs: f.epochs, LR: f.lr, Schedule: f.schedule, Warmup: f.warmup, Batch: f.batch, GradAccum: f.accum, Ctx: f.ctx,
 		Seed: f.seed, CheckpointEvery: f.ckptEvery, Resume: f.resume, Threads: f.threads, GPULayers: f.gpuLayers,
 	}
-	spec.BasePath = "x" // validated before the model is fetched
-	if err := spec.Validate(); err != nil {
+	if err := spec.CheckSettings(); err != nil { // before the model is fetched
 		return usageError{err}
 	}
 	if spec.BasePath, err = a.resolveModel(ctx, name); err != nil {

@@ -128,16 +128,12 @@ func (s *Spec) defaults() {
 	}
 }
 
-// Validate checks a spec before any work starts.
-func (s *Spec) Validate() error {
+// CheckSettings checks the spec's training settings (rank, alpha, split,
+// context, data format, schedule) with the defaults applied, and changes
+// nothing: a caller can check them before it has a base model or data.
+func (s Spec) CheckSettings() error {
 	s.defaults()
 	switch {
-	case s.BasePath == "":
-		return errors.New("no base model")
-	case s.Data == "":
-		return errors.New("no training data")
-	case s.Out == "":
-		return errors.New("no output path")
 	case s.Rank < 1 || s.Rank > 1024:
 		return fmt.Errorf("rank must be between 1 and 1024, got %d", s.Rank)
 	case s.Alpha <= 0:
@@ -151,6 +147,24 @@ func (s *Spec) Validate() error {
 		return err
 	}
 	if _, err := lora.ParseSchedule(s.Schedule); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Validate fills the defaults, then checks the settings, that the base,
+// data and output are named, and that the data files exist.
+func (s *Spec) Validate() error {
+	s.defaults()
+	switch {
+	case s.BasePath == "":
+		return errors.New("no base model")
+	case s.Data == "":
+		return errors.New("no training data")
+	case s.Out == "":
+		return errors.New("no output path")
+	}
+	if err := s.CheckSettings(); err != nil {
 		return err
 	}
 	for _, p := range []string{s.Data, s.EvalData} {
