@@ -61,16 +61,13 @@ It writes report.md, results.json (every answer and score) and chart.svg
 				if err != nil {
 					return err
 				}
-				ms, _ := s.List()
+				model, err := s.EmbeddingModel(collection)
 				s.Close()
-				var model string
-				for _, m := range ms {
-					if m.Name == collection {
-						model = m.Model
-					}
-				}
-				if model == "" {
+				if errors.Is(err, rag.ErrNotFound) {
 					return fmt.Errorf("collection %q does not exist (create it with llmrt index add --collection %s PATH)", collection, collection)
+				}
+				if err != nil {
+					return err
 				}
 				// The collection is embedded with the model it was built with.
 				ef := mf

@@ -196,6 +196,23 @@ func (s *Store) List() ([]Manifest, error) {
 	return out, nil
 }
 
+// EmbeddingModel is the model a collection was built with, read from its
+// manifest without opening it; an unknown or invalid name gives an error
+// matching ErrNotFound.
+func (s *Store) EmbeddingModel(name string) (string, error) {
+	if err := CheckName(name); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	m, err := readManifest(filepath.Join(s.root, name))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("collection %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("collection %q: %w", name, err)
+	}
+	return m.Model, nil
+}
+
 // Stats opens a collection and returns its figures.
 func (s *Store) Stats(ctx context.Context, name string) (Stats, error) {
 	c, err := s.Get(ctx, name)
