@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -140,7 +138,7 @@ server retrieves passages for the last user turn from the collection
 			}
 			coll, err := rag.OpenStore(filepath.Join(a.home, "collections"), rag.StoreOptions{
 				Embedder: rag.RegistryEmbedder{Reg: reg, Model: embedModel},
-				Memory:   &schedMemory{s: sc, log: a.log, res: map[string]*sched.Reservation{}},
+				Memory:   sc.NewIndexBookings("collection", "cpu", "HNSW index of collection ", a.log),
 			})
 			if err != nil {
 				return err
@@ -295,58 +293,6 @@ func (r storeResolver) Names() ([]string, error) {
 		names[i] = m.Name
 	}
 	return names, nil
-}
-
-// schedMemory books each open collection's index memory in the
-// scheduler's ledger (on the CPU, where the index lives), so `llmrt gpu`
-// and /v1/system show it and placement accounts for it. A reservation is
-// replaced when the index grows or shrinks by more than 1 MiB.
-type schedMemory struct {
-	s   *sched.Scheduler
-	log *slog.Logger
-	mu  sync.Mutex
-	res map[string]*sched.Reservation
-}
-
-func (m *schedMemory) SetMemory(name string, bytes int64) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	old := m.res[name]
-	if old != nil && abs64(old.Total()-bytes) < 1<<20 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	r, err := m.s.Acquire(ctx, sched.Request{
-		Owner: sched.Owner{Kind: "collection", ID: name}, Kind: sched.KindIndex,
-		Reason: "HNSW index of collection " + name,
-		Bytes:  []sched.DeviceBytes{{Device: "cpu", Breakdown: sched.Breakdown{Index: max(bytes, 1)}}},
-		Pinned: true,
-	})
-	if err != nil {
-		m.log.Warn("cannot book the collection's index memory", "collection", name, "bytes", bytes, "err", err)
-		return
-	}
-	if old != nil {
-		old.Release()
-	}
-	m.res[name] = r
-}
-
-func (m *schedMemory) Forget(name string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if r := m.res[name]; r != nil {
-		r.Release()
-		delete(m.res, name)
-	}
-}
-
-func abs64(x int64) int64 {
-	if x < 0 {
-		return -x
-	}
-	return x
 }
 
 // reserveTraining books a fine-tuning job's memory: the base weights it
