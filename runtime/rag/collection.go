@@ -148,9 +148,15 @@ func openCollection(ctx context.Context, dir string, emb Embedder, openIndex ind
 		return nil, err
 	}
 	c.man, c.name = man, man.Name
-	if emb != nil && (emb.Name() != man.Model || emb.Dim() != man.Dim) {
-		return nil, fmt.Errorf("%w: %s uses %s (dimension %d), the store embeds with %s (dimension %d)",
-			ErrModelMismatch, man.Name, man.Model, man.Dim, emb.Name(), emb.Dim())
+	if emb != nil {
+		sh, err := emb.Shape(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("collection %s: embedding model %s: %w", man.Name, emb.Name(), err)
+		}
+		if emb.Name() != man.Model || sh.Dim != man.Dim {
+			return nil, fmt.Errorf("%w: %s uses %s (dimension %d), the store embeds with %s (dimension %d)",
+				ErrModelMismatch, man.Name, man.Model, man.Dim, emb.Name(), sh.Dim)
+		}
 	}
 	if c.vecs, err = openVecFile(filepath.Join(dir, vectorsFile), man.Dim); err != nil {
 		return nil, err

@@ -50,12 +50,11 @@ func (e EngineEmbedder) Tokenize(text string) ([]int32, error) {
 	return e.E.Tokenize(text, false, false)
 }
 
-// Dim is the model's embedding width.
-func (e EngineEmbedder) Dim() int { return e.E.Info().Embd }
-
-// MaxTokens is the engine's embedding input limit less two tokens for the
-// BOS/EOS that Embed adds.
-func (e EngineEmbedder) MaxTokens() int { return max(1, e.E.EmbedLimit()-2) }
+// Shape is the model's embedding width, and the engine's embedding input
+// limit less two tokens for the BOS/EOS that Embed adds.
+func (e EngineEmbedder) Shape(context.Context) (Shape, error) {
+	return Shape{Dim: e.E.Info().Embd, MaxTokens: max(1, e.E.EmbedLimit()-2)}, nil
+}
 
 // Name is Model, or the model file's name.
 func (e EngineEmbedder) Name() string {

@@ -2,12 +2,16 @@ package rag
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/llmrt/llmrt/models/modeltest"
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/registry"
 )
 
 // The engine adapter with a real model (stories260K: a tiny llama whose
@@ -20,8 +24,8 @@ func TestEngineEmbedder(t *testing.T) {
 	}
 	defer e.Close()
 	emb := EngineEmbedder{E: e}
-	if emb.Dim() != 64 || emb.Name() != "stories260K.gguf" || emb.MaxTokens() != 254 {
-		t.Fatalf("dim %d, name %q, max tokens %d", emb.Dim(), emb.Name(), emb.MaxTokens())
+	if sh, err := emb.Shape(ctx); err != nil || sh.Dim != 64 || emb.Name() != "stories260K.gguf" || sh.MaxTokens != 254 {
+		t.Fatalf("shape %+v (%v), name %q", sh, err, emb.Name())
 	}
 	toks, err := emb.Tokenize("Once upon a time")
 	if err != nil || len(toks) == 0 || toks[0] == 1 {
@@ -71,5 +75,26 @@ func TestEngineEmbedder(t *testing.T) {
 		if hits[0].Chunk.ID != ch.ID || hits[0].Score < 0.999 || hits[1].Score > 0.9999 {
 			t.Errorf("%s: hits %+v", p, hits)
 		}
+	}
+}
+
+// An embedding model that cannot load says why, where collections are
+// created and opened (it used to read as "dimension 0").
+func TestRegistryEmbedderSaysWhy(t *testing.T) {
+	ctx := context.Background()
+	reg := registry.NewRegistry(registry.RegistryConfig{Resolver: registry.DirResolver{Dir: t.TempDir()}, KeepAlive: -1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	defer reg.Close()
+	emb := RegistryEmbedder{Reg: reg, Model: "missing-model"}
+	if _, err := emb.Shape(ctx); err == nil || !strings.Contains(err.Error(), "missing-model") {
+		t.Fatalf("shape of a model that cannot load: %v", err)
+	}
+	s, err := OpenStore(t.TempDir(), StoreOptions{Embedder: emb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Create(ctx, "kb", CreateOptions{}); err == nil || !strings.Contains(err.Error(), "missing-model") || strings.Contains(err.Error(), "dimension 0") {
+		t.Fatalf("create with a model that cannot load: %v", err)
 	}
 }

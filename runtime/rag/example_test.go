@@ -39,9 +39,10 @@ func (wordsEmbedder) Embed(_ context.Context, texts []string) ([][]float32, erro
 func (wordsEmbedder) Tokenize(s string) ([]int32, error) {
 	return make([]int32, len(strings.Fields(s))), nil
 }
-func (wordsEmbedder) Dim() int       { return 256 }
-func (wordsEmbedder) MaxTokens() int { return 512 }
-func (wordsEmbedder) Name() string   { return "words" }
+func (wordsEmbedder) Shape(context.Context) (rag.Shape, error) {
+	return rag.Shape{Dim: 256, MaxTokens: 512}, nil
+}
+func (wordsEmbedder) Name() string { return "words" }
 
 func ExampleCollection_Search() {
 	ctx := context.Background()

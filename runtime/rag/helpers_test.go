@@ -67,9 +67,10 @@ func normalizeTest(v []float32) {
 func (e *bowEmbedder) Tokenize(text string) ([]int32, error) {
 	return make([]int32, len(strings.Fields(text))), nil
 }
-func (e *bowEmbedder) Dim() int       { return e.dim }
-func (e *bowEmbedder) MaxTokens() int { return 512 }
-func (e *bowEmbedder) Name() string   { return "bow-test" }
+func (e *bowEmbedder) Shape(context.Context) (Shape, error) {
+	return Shape{Dim: e.dim, MaxTokens: 512}, nil
+}
+func (e *bowEmbedder) Name() string { return "bow-test" }
 
 // tableEmbedder gives each text the vector of the first "id:NAME" marker
 // in it (texts without one, such as queries, get vecs["q"]), so tests
@@ -100,9 +101,10 @@ func (e *tableEmbedder) Embed(_ context.Context, texts []string) ([][]float32, e
 func (e *tableEmbedder) Tokenize(text string) ([]int32, error) {
 	return make([]int32, len(strings.Fields(text))), nil
 }
-func (e *tableEmbedder) Dim() int       { return 4 }
-func (e *tableEmbedder) MaxTokens() int { return 512 }
-func (e *tableEmbedder) Name() string   { return "table-test" }
+func (e *tableEmbedder) Shape(context.Context) (Shape, error) {
+	return Shape{Dim: 4, MaxTokens: 512}, nil
+}
+func (e *tableEmbedder) Name() string { return "table-test" }
 
 // wsCount counts whitespace-separated words.
 func wsCount(s string) (int, error) { return len(strings.Fields(s)), nil }

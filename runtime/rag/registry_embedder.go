@@ -49,17 +49,14 @@ func (e RegistryEmbedder) Tokenize(text string) (out []int32, err error) {
 	return out, err
 }
 
-// Dim is the model's embedding width (0 if it cannot load).
-func (e RegistryEmbedder) Dim() (d int) {
-	e.with(context.Background(), func(ee EngineEmbedder) error { d = ee.Dim(); return nil })
-	return d
-}
-
-// MaxTokens is the model's embedding input limit (1 if it cannot load).
-func (e RegistryEmbedder) MaxTokens() (n int) {
-	n = 1
-	e.with(context.Background(), func(ee EngineEmbedder) error { n = ee.MaxTokens(); return nil })
-	return n
+// Shape loads the model if needed and returns its shape, or why it cannot
+// load.
+func (e RegistryEmbedder) Shape(ctx context.Context) (sh Shape, err error) {
+	err = e.with(ctx, func(ee EngineEmbedder) error {
+		sh, err = ee.Shape(ctx)
+		return err
+	})
+	return sh, err
 }
 
 // Name is the model's id.

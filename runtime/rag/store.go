@@ -102,11 +102,15 @@ func (s *Store) Create(ctx context.Context, name string, opt CreateOptions) (*Co
 		return nil, err
 	}
 	ch := opt.Chunking.withDefaults()
-	if ch.Size > s.emb.MaxTokens() {
-		return nil, fmt.Errorf("chunk size %d is over the embedding model's limit of %d tokens", ch.Size, s.emb.MaxTokens())
+	sh, err := s.emb.Shape(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("embedding model %s: %w", s.emb.Name(), err)
 	}
-	if s.emb.Dim() <= 0 {
-		return nil, fmt.Errorf("embedding model %s has dimension %d", s.emb.Name(), s.emb.Dim())
+	if ch.Size > sh.MaxTokens {
+		return nil, fmt.Errorf("chunk size %d is over the embedding model's limit of %d tokens", ch.Size, sh.MaxTokens)
+	}
+	if sh.Dim <= 0 {
+		return nil, fmt.Errorf("embedding model %s has dimension %d", s.emb.Name(), sh.Dim)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -120,7 +124,7 @@ func (s *Store) Create(ctx context.Context, name string, opt CreateOptions) (*Co
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	m := Manifest{Name: name, Model: s.emb.Name(), Dim: s.emb.Dim(), Metric: opt.Metric, Chunking: ch, Index: opt.Index, Created: time.Now().UTC().Truncate(time.Second)}
+	m := Manifest{Name: name, Model: s.emb.Name(), Dim: sh.Dim, Metric: opt.Metric, Chunking: ch, Index: opt.Index, Created: time.Now().UTC().Truncate(time.Second)}
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return nil, err
