@@ -8,13 +8,13 @@ import (
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/models/gguf"
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 )
 
 // Attaching an adapter changes the logits; detaching it restores them
 // exactly; a scale of 0 changes nothing.
 func TestAdapterChangesAndRestoresLogits(t *testing.T) {
-	base := modeltest.Path(t, "stories260K.gguf")
+	base := testmodel.Shared(t, "stories260K.gguf")
 	f, err := gguf.Open(base)
 	if err != nil {
 		t.Fatal(err)

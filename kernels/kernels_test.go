@@ -9,12 +9,12 @@ import (
 	"testing"
 
 	"github.com/llmrt/llmrt/kernels"
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 )
 
 func load(t *testing.T, name string) *kernels.Model {
 	t.Helper()
-	m, err := kernels.LoadModel(context.Background(), modeltest.Path(t, name), kernels.ModelParams{})
+	m, err := kernels.LoadModel(context.Background(), testmodel.Shared(t, name), kernels.ModelParams{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestModelInfo(t *testing.T) {
 func TestTokenizeRoundTrip(t *testing.T) {
 	for _, name := range []string{"stories260K.gguf", "ggml-vocab-llama-spm.gguf", "ggml-vocab-gpt-2.gguf", "ggml-vocab-phi-3.gguf", "ggml-vocab-bert-bge.gguf"} {
 		t.Run(name, func(t *testing.T) {
-			m, err := kernels.LoadModel(context.Background(), modeltest.Path(t, name), kernels.ModelParams{VocabOnly: true})
+			m, err := kernels.LoadModel(context.Background(), testmodel.Shared(t, name), kernels.ModelParams{VocabOnly: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -88,7 +88,7 @@ func TestTokenizeRoundTrip(t *testing.T) {
 // Each broken file gives an error that names the file and the cause, and
 // the process goes on to load a good model afterwards.
 func TestBrokenModelFiles(t *testing.T) {
-	good := modeltest.Path(t, "stories260K.gguf")
+	good := testmodel.Shared(t, "stories260K.gguf")
 	data, err := os.ReadFile(good)
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +116,7 @@ func TestBrokenModelFiles(t *testing.T) {
 		{"truncated header", write("trunc-header.gguf", data[:200]), "trunc-header.gguf"},
 		{"truncated data", write("trunc-data.gguf", data[:len(data)/2]), "trunc-data.gguf"},
 		{"unknown architecture", write("arch.gguf", unknown), "zzzzz"},
-		{"no tensors", modeltest.Path(t, "ggml-vocab-gpt-2.gguf"), "missing tensor"},
+		{"no tensors", testmodel.Shared(t, "ggml-vocab-gpt-2.gguf"), "missing tensor"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -140,7 +140,7 @@ func TestBrokenModelFiles(t *testing.T) {
 func TestLoadCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var calls int
-	_, err := kernels.LoadModel(ctx, modeltest.Path(t, "stories260K.gguf"), kernels.ModelParams{
+	_, err := kernels.LoadModel(ctx, testmodel.Shared(t, "stories260K.gguf"), kernels.ModelParams{
 		NoMmap:   true,
 		Progress: func(float32) { calls++; cancel() },
 	})
@@ -152,7 +152,7 @@ func TestLoadCancelled(t *testing.T) {
 func TestLoadProgress(t *testing.T) {
 	var last float32
 	var n int
-	m, err := kernels.LoadModel(context.Background(), modeltest.Path(t, "stories260K.gguf"), kernels.ModelParams{
+	m, err := kernels.LoadModel(context.Background(), testmodel.Shared(t, "stories260K.gguf"), kernels.ModelParams{
 		Progress: func(p float32) {
 			if p < last {
 				t.Errorf("progress went back: %v after %v", p, last)
@@ -238,7 +238,7 @@ func TestDecodeAndLogits(t *testing.T) {
 func TestQuantize(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "f16.gguf")
-	if err := kernels.Quantize(context.Background(), modeltest.Path(t, "stories260K.gguf"), out, kernels.FTypeF16, 2); err != nil {
+	if err := kernels.Quantize(context.Background(), testmodel.Shared(t, "stories260K.gguf"), out, kernels.FTypeF16, 2); err != nil {
 		t.Fatal(err)
 	}
 	m, err := kernels.LoadModel(context.Background(), out, kernels.ModelParams{})
@@ -256,7 +256,7 @@ func TestQuantize(t *testing.T) {
 	// stories260K's feed-forward width (172) is not a multiple of Q8_0's
 	// block of 32: llama.cpp refuses, and the error says why.
 	bad := filepath.Join(dir, "q8.gguf")
-	err = kernels.Quantize(context.Background(), modeltest.Path(t, "stories260K.gguf"), bad, kernels.FTypeQ8_0, 2)
+	err = kernels.Quantize(context.Background(), testmodel.Shared(t, "stories260K.gguf"), bad, kernels.FTypeQ8_0, 2)
 	if err == nil || !strings.Contains(err.Error(), "not divisible by 32") {
 		t.Fatalf("Q8_0 of stories260K: %v", err)
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/llmrt/llmrt/kernels"
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 )
 
 // llamaLogits decodes toks in a fresh llama.cpp context and returns the
@@ -303,7 +303,7 @@ func TestNetAdamWLearns(t *testing.T) {
 }
 
 func TestNetRefusesVocabOnly(t *testing.T) {
-	m, err := kernels.LoadModel(context.Background(), modeltest.Path(t, "ggml-vocab-gpt-2.gguf"), kernels.ModelParams{VocabOnly: true})
+	m, err := kernels.LoadModel(context.Background(), testmodel.Shared(t, "ggml-vocab-gpt-2.gguf"), kernels.ModelParams{VocabOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

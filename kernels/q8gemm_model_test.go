@@ -8,7 +8,6 @@ import (
 
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/models/gguf"
-	"github.com/llmrt/llmrt/models/modeltest"
 	"github.com/llmrt/llmrt/models/testmodel"
 )
 
@@ -60,7 +59,7 @@ func decodeStep(t *testing.T, m *kernels.Model) ([][]float32, int64) {
 // with the Q8_0 kernel routed in and out: the kernel runs for the
 // step's matmuls and the logits agree with ggml's to float rounding.
 func TestQ8GEMMDecodeStep(t *testing.T) {
-	spec := testmodel.TinyLlama(modeltest.Dir())
+	spec := testmodel.TinyLlama(testmodel.SharedDir())
 	spec.Type = gguf.TypeQ8_0
 	path := filepath.Join(t.TempDir(), "tiny-q8.gguf")
 	if err := testmodel.Write(context.Background(), path, spec); err != nil {

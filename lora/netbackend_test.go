@@ -10,7 +10,6 @@ import (
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/lora/dataset"
 	"github.com/llmrt/llmrt/models/gguf"
-	"github.com/llmrt/llmrt/models/modeltest"
 	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
 )
@@ -22,7 +21,7 @@ import (
 // the memorised answer with the adapter and not without.
 func TestTrainedAdapterLoadsAndAnswers(t *testing.T) {
 	ctx := context.Background()
-	path := modeltest.Path(t, "stories260K.gguf")
+	path := testmodel.Shared(t, "stories260K.gguf")
 	m, err := kernels.LoadModel(ctx, path, kernels.ModelParams{NoRepack: true})
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +215,7 @@ func llamaLogits(t *testing.T, m *kernels.Model, ad *kernels.Adapter, toks []int
 func TestGraphMatchesLlamaCppOnGeneratedModels(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	vocab := modeltest.Dir()
+	vocab := testmodel.SharedDir()
 	specs := []testmodel.Spec{
 		{Arch: "llama", Name: "tiny-llama", NEmbd: 64, NLayer: 2, NHead: 4, NHeadKV: 2, NFF: 128, NCtxTrain: 256,
 			VocabFile: filepath.Join(vocab, "ggml-vocab-llama-spm.gguf"), Type: gguf.TypeF32, RopeFreqBase: 10000, NormEps: 1e-5, Seed: 1},
@@ -298,7 +297,7 @@ func TestGraphMatchesLlamaCppOnGeneratedModels(t *testing.T) {
 // resume, N/2 in another: the adapters agree.
 func TestResumeGivesTheSameAdapter(t *testing.T) {
 	ctx := context.Background()
-	m, err := kernels.LoadModel(ctx, modeltest.Path(t, "stories260K.gguf"), kernels.ModelParams{NoRepack: true})
+	m, err := kernels.LoadModel(ctx, testmodel.Shared(t, "stories260K.gguf"), kernels.ModelParams{NoRepack: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +354,7 @@ func TestQ4KBaseTrains(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	f32 := filepath.Join(dir, "tiny-f32.gguf")
-	if err := testmodel.Write(ctx, f32, testmodel.TinyLlama(modeltest.Dir())); err != nil {
+	if err := testmodel.Write(ctx, f32, testmodel.TinyLlama(testmodel.SharedDir())); err != nil {
 		t.Fatal(err)
 	}
 	q4 := filepath.Join(dir, "tiny-q4k.gguf")

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/llmrt/llmrt/models/gguf"
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 )
 
 // convert_hf_to_gguf's permute for llama Q/K: GGUF row (h, i, j) is
@@ -31,7 +31,7 @@ func TestPermuteRowsMatchesTheConverter(t *testing.T) {
 }
 
 func TestPEFTRoundTrip(t *testing.T) {
-	base, err := gguf.Open(modeltest.Path(t, "stories260K.gguf"))
+	base, err := gguf.Open(testmodel.Shared(t, "stories260K.gguf"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 )
 
 // cli runs llmrt in-process with a private home; it returns stdout, stderr
@@ -35,7 +35,7 @@ func cliCtx(ctx context.Context, t *testing.T, home, stdin string, args ...strin
 }
 
 func TestMain(m *testing.M) {
-	os.Setenv("LLMRT_MIRROR", modeltest.Dir())
+	os.Setenv("LLMRT_MIRROR", testmodel.SharedDir())
 	os.Setenv("LLMRT_LLAMA_LOG", "off")
 	os.Exit(m.Run())
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/models/gguf"
-	"github.com/llmrt/llmrt/models/modeltest"
 	"github.com/llmrt/llmrt/models/testmodel"
 )
 
@@ -65,14 +64,14 @@ var genModels struct {
 func modelPath(t *testing.T, name string) string {
 	t.Helper()
 	if name == "stories260K" {
-		return modeltest.Path(t, "stories260K.gguf")
+		return testmodel.Shared(t, "stories260K.gguf")
 	}
 	genModels.Lock()
 	defer genModels.Unlock()
 	if p, ok := genModels.paths[name]; ok {
 		return p
 	}
-	vocab := modeltest.Dir()
+	vocab := testmodel.SharedDir()
 	var spec testmodel.Spec
 	switch name {
 	case "llama":

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/llmrt/llmrt/kernels"
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 )
 
 // vocabTok is a real llama.cpp tokenizer and chat template (Phi-3's).
@@ -29,7 +29,7 @@ func (v vocabTok) EOS() int32 { return v.m.Info().EOS }
 
 func phi3(t *testing.T) vocabTok {
 	t.Helper()
-	m, err := kernels.LoadModel(context.Background(), modeltest.Path(t, "ggml-vocab-phi-3.gguf"), kernels.ModelParams{VocabOnly: true})
+	m, err := kernels.LoadModel(context.Background(), testmodel.Shared(t, "ggml-vocab-phi-3.gguf"), kernels.ModelParams{VocabOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

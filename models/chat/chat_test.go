@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/llmrt/llmrt/models/gguf"
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 )
 
 const qwen25 = `{%- if tools %}
@@ -96,7 +96,7 @@ func TestRealTemplates(t *testing.T) {
 		t.Errorf("mistral:\n%q\nwant\n%q", got, want)
 	}
 	// The Phi-3 template shipped in the shared vocabulary file.
-	f, err := gguf.Open(modeltest.Path(t, "ggml-vocab-phi-3.gguf"))
+	f, err := gguf.Open(testmodel.Shared(t, "ggml-vocab-phi-3.gguf"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/models/gguf"
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 )
 
 func TestSharedModels(t *testing.T) {
@@ -29,7 +29,7 @@ func TestSharedModels(t *testing.T) {
 		{"ggml-vocab-bert-bge.gguf", "bert", 30522, 0, 0},
 	} {
 		t.Run(c.file, func(t *testing.T) {
-			f, err := gguf.Open(modeltest.Path(t, c.file))
+			f, err := gguf.Open(testmodel.Shared(t, c.file))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -39,7 +39,7 @@ func TestSharedModels(t *testing.T) {
 			}
 		})
 	}
-	f, _ := gguf.Open(modeltest.Path(t, "stories260K.gguf"))
+	f, _ := gguf.Open(testmodel.Shared(t, "stories260K.gguf"))
 	if n, _ := f.Uint("llama.block_count"); n != 5 {
 		t.Fatalf("block_count %d", n)
 	}
@@ -55,7 +55,7 @@ func TestSharedModels(t *testing.T) {
 func TestAgreesWithLlamaCpp(t *testing.T) {
 	for _, file := range []string{"stories260K.gguf", "llama-2-tiny-random.gguf", "ggml-vocab-llama-spm.gguf", "ggml-vocab-phi-3.gguf", "ggml-vocab-gpt-2.gguf", "ggml-vocab-bert-bge.gguf"} {
 		t.Run(file, func(t *testing.T) {
-			path := modeltest.Path(t, file)
+			path := testmodel.Shared(t, file)
 			m, err := kernels.LoadModel(context.Background(), path, kernels.ModelParams{VocabOnly: true})
 			if err != nil {
 				t.Fatal(err)
@@ -88,7 +88,7 @@ func TestAgreesWithLlamaCpp(t *testing.T) {
 
 // Copying every key and tensor of stories260K gives the same bytes.
 func TestRewriteIsByteIdentical(t *testing.T) {
-	src := modeltest.Path(t, "stories260K.gguf")
+	src := testmodel.Shared(t, "stories260K.gguf")
 	f, err := gguf.Open(src)
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +153,7 @@ func TestRoundTripAllTypes(t *testing.T) {
 }
 
 func TestDamagedFiles(t *testing.T) {
-	raw, _ := os.ReadFile(modeltest.Path(t, "stories260K.gguf"))
+	raw, _ := os.ReadFile(testmodel.Shared(t, "stories260K.gguf"))
 	dir := t.TempDir()
 	for _, c := range []struct {
 		name string
@@ -180,7 +180,7 @@ func TestDamagedFiles(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	for _, name := range []string{"stories260K.gguf", "ggml-vocab-bert-bge.gguf"} {
-		if b, err := os.ReadFile(filepath.Join(modeltest.Dir(), name)); err == nil {
+		if b, err := os.ReadFile(filepath.Join(testmodel.SharedDir(), name)); err == nil {
 			f.Add(b[:min(len(b), 4096)])
 		}
 	}

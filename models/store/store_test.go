@@ -16,12 +16,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 )
 
 func stories(t *testing.T) ([]byte, string) {
 	t.Helper()
-	b, err := os.ReadFile(modeltest.Path(t, "stories260K.gguf"))
+	b, err := os.ReadFile(testmodel.Shared(t, "stories260K.gguf"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestPullMirrors(t *testing.T) {
 	origin, originHits := server(t, data, 0, 0, true)
 	// A directory mirror: the shared models folder.
 	s, _ := Open(t.TempDir())
-	m, err := s.Pull(context.Background(), origin.URL+"/x/stories260K.gguf", PullOptions{SHA256: sum, Mirror: modeltest.Dir()})
+	m, err := s.Pull(context.Background(), origin.URL+"/x/stories260K.gguf", PullOptions{SHA256: sum, Mirror: testmodel.SharedDir()})
 	if err != nil || m.SHA256 != sum || originHits.Load() != 0 {
 		t.Fatalf("dir mirror: %v, origin hit %d times", err, originHits.Load())
 	}
@@ -149,7 +149,7 @@ func TestPullMirrors(t *testing.T) {
 	}
 	// Ensure fetches a catalogue model through the mirror.
 	s4, _ := Open(t.TempDir())
-	if p, err := s4.Ensure(context.Background(), "stories260K", PullOptions{Mirror: modeltest.Dir()}); err != nil || !strings.HasSuffix(p, "stories260K.gguf") {
+	if p, err := s4.Ensure(context.Background(), "stories260K", PullOptions{Mirror: testmodel.SharedDir()}); err != nil || !strings.HasSuffix(p, "stories260K.gguf") {
 		t.Fatalf("ensure: %v", err)
 	}
 }

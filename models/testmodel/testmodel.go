@@ -6,6 +6,8 @@
 // Weights are N(0, 0.02²), norms 1, biases 0; the same spec always gives
 // the same bytes. Tensors are generated in parallel and streamed to disk,
 // so a 0.5B-parameter model never sits in memory whole.
+//
+// It also finds the small real models tests use (SharedDir, Shared).
 package testmodel
 
 import (

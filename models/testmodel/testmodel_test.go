@@ -11,12 +11,11 @@ import (
 
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/models/gguf"
-	"github.com/llmrt/llmrt/models/modeltest"
 )
 
 func small(arch string, typ gguf.Type) Spec {
 	return Spec{Arch: arch, NEmbd: 64, NLayer: 2, NHead: 4, NHeadKV: 2, NFF: 128, NCtxTrain: 512, NVocab: 50304,
-		VocabFile: filepath.Join(modeltest.Dir(), "ggml-vocab-gpt-2.gguf"), QKVBias: arch == "qwen2", TiedEmbeddings: arch != "llama",
+		VocabFile: filepath.Join(SharedDir(), "ggml-vocab-gpt-2.gguf"), QKVBias: arch == "qwen2", TiedEmbeddings: arch != "llama",
 		Type: typ, RopeFreqBase: 10000, NormEps: 1e-6, Seed: 3}
 }
 

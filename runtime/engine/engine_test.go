@@ -11,14 +11,14 @@ import (
 	"time"
 
 	"github.com/llmrt/llmrt/kernels"
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 )
 
 const lily = ", there was a little girl named Lily. She loved to play outside"
 
 func openStories(t *testing.T, opt Options) *Engine {
 	t.Helper()
-	opt.Path = modeltest.Path(t, "stories260K.gguf")
+	opt.Path = testmodel.Shared(t, "stories260K.gguf")
 	if opt.Threads == 0 {
 		opt.Threads = 2
 	}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/registry"
 	"github.com/llmrt/llmrt/runtime/server"
@@ -21,7 +21,7 @@ import (
 
 func TestEvalAPI(t *testing.T) {
 	dir := t.TempDir()
-	if err := os.Symlink(modeltest.Path(t, "stories260K.gguf"), filepath.Join(dir, "stories260K.gguf")); err != nil {
+	if err := os.Symlink(testmodel.Shared(t, "stories260K.gguf"), filepath.Join(dir, "stories260K.gguf")); err != nil {
 		t.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))

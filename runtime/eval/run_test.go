@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
 )
 
@@ -44,7 +44,7 @@ func TestMissingInputsFailBeforeWork(t *testing.T) {
 
 // Base and RAG arms end to end on stories260K; the files agree.
 func TestRunBaseAndRAG(t *testing.T) {
-	e, err := engine.Open(context.Background(), engine.Options{Path: modeltest.Path(t, "stories260K.gguf"), NParallel: 2, CtxPerSeq: 512, Threads: 2})
+	e, err := engine.Open(context.Background(), engine.Options{Path: testmodel.Shared(t, "stories260K.gguf"), NParallel: 2, CtxPerSeq: 512, Threads: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

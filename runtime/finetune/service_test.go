@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/registry"
 	"github.com/llmrt/llmrt/runtime/server"
@@ -63,7 +63,7 @@ func TestFineTuningWithOpenAINodeClient(t *testing.T) {
 	}
 	home := t.TempDir()
 	os.MkdirAll(filepath.Join(home, "models"), 0o755)
-	if err := os.Symlink(modeltest.Path(t, "stories260K.gguf"), filepath.Join(home, "models", "stories260K.gguf")); err != nil {
+	if err := os.Symlink(testmodel.Shared(t, "stories260K.gguf"), filepath.Join(home, "models", "stories260K.gguf")); err != nil {
 		t.Fatal(err)
 	}
 	url, _, stop := serve(t, home)

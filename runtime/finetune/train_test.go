@@ -11,7 +11,7 @@ import (
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/lora/dataset"
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 )
 
 // An F16 base trains on a Q8_0 copy (ggml has no F16 matmul backward; F32 here, as its rows do not split into Q8_0 blocks) and
@@ -20,7 +20,7 @@ func TestTrainConvertsHalfBases(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	f16 := filepath.Join(dir, "stories-f16.gguf")
-	if err := kernels.Quantize(ctx, modeltest.Path(t, "stories260K.gguf"), f16, kernels.FTypeF16, 2); err != nil {
+	if err := kernels.Quantize(ctx, testmodel.Shared(t, "stories260K.gguf"), f16, kernels.FTypeF16, 2); err != nil {
 		t.Fatal(err)
 	}
 	data := filepath.Join(dir, "d.jsonl")

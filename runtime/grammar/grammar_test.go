@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/llmrt/llmrt/kernels"
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
 )
 
@@ -26,7 +26,7 @@ var schemas = []string{
 }
 
 func vocabModel(t *testing.T) *kernels.Model {
-	m, err := kernels.LoadModel(context.Background(), modeltest.Path(t, "stories260K.gguf"), kernels.ModelParams{VocabOnly: true})
+	m, err := kernels.LoadModel(context.Background(), testmodel.Shared(t, "stories260K.gguf"), kernels.ModelParams{VocabOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestPropertyOrderIsDeclared(t *testing.T) {
 // Sampled output under each grammar is JSON that satisfies its schema,
 // even from a model that knows nothing of JSON.
 func TestGenerationSatisfiesSchema(t *testing.T) {
-	e, err := engine.Open(context.Background(), engine.Options{Path: modeltest.Path(t, "stories260K.gguf"), NParallel: 4, CtxPerSeq: 1024, Threads: 2})
+	e, err := engine.Open(context.Background(), engine.Options{Path: testmodel.Shared(t, "stories260K.gguf"), NParallel: 4, CtxPerSeq: 1024, Threads: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/registry"
 	"github.com/llmrt/llmrt/runtime/server"
@@ -28,7 +28,7 @@ import (
 func ragServer(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := os.Symlink(modeltest.Path(t, "stories260K.gguf"), filepath.Join(dir, "stories260K.gguf")); err != nil {
+	if err := os.Symlink(testmodel.Shared(t, "stories260K.gguf"), filepath.Join(dir, "stories260K.gguf")); err != nil {
 		t.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/registry"
 )
@@ -18,7 +18,7 @@ import (
 // mean-pooled hidden states serve as embeddings).
 func TestEngineEmbedder(t *testing.T) {
 	ctx := context.Background()
-	e, err := engine.Open(ctx, engine.Options{Path: modeltest.Path(t, "stories260K.gguf"), CtxPerSeq: 256, NParallel: 1, Threads: 2})
+	e, err := engine.Open(ctx, engine.Options{Path: testmodel.Shared(t, "stories260K.gguf"), CtxPerSeq: 256, NParallel: 1, Threads: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

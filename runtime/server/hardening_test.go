@@ -13,7 +13,7 @@ import (
 
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/models/gguf"
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/httpapi"
 	"github.com/llmrt/llmrt/runtime/registry"
@@ -68,7 +68,7 @@ func TestAdapterRegistrationPaths(t *testing.T) {
 	ts := startServer(t, Config{}, engine.Options{NParallel: 2}, func(rc *registry.RegistryConfig) { rc.AdapterRoots = []string{root} })
 	dir := ts.reg.AdapterDir()
 	os.MkdirAll(dir, 0o755)
-	base, _ := gguf.Open(modeltest.Path(t, "stories260K.gguf"))
+	base, _ := gguf.Open(testmodel.Shared(t, "stories260K.gguf"))
 	ad := lora.RandomAdapter(base, []string{"attn_q", "attn_v"}, 4, 0.3, 7)
 	if err := lora.WriteAdapter(filepath.Join(dir, "good.gguf"), "llama", 8, ad, nil); err != nil {
 		t.Fatal(err)
@@ -81,7 +81,7 @@ func TestAdapterRegistrationPaths(t *testing.T) {
 	outside := filepath.Join(t.TempDir(), "passwd")
 	os.WriteFile(outside, []byte(secret), 0o644)
 	os.Symlink(outside, filepath.Join(dir, "link.gguf"))
-	model, _ := os.ReadFile(modeltest.Path(t, "stories260K.gguf"))
+	model, _ := os.ReadFile(testmodel.Shared(t, "stories260K.gguf"))
 	os.WriteFile(filepath.Join(dir, "model.gguf"), model, 0o644)
 
 	register := func(name, path string) (int, httpapi.APIError) {

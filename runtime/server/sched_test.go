@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/llmrt/llmrt/models/gguf"
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/registry"
 	"github.com/llmrt/llmrt/runtime/sched"
@@ -27,7 +27,7 @@ import (
 func TestSchedulerEvictsAndQueues(t *testing.T) {
 	dir := t.TempDir()
 	for _, n := range []string{"first", "second"} {
-		if err := os.Symlink(modeltest.Path(t, "stories260K.gguf"), filepath.Join(dir, n+".gguf")); err != nil {
+		if err := os.Symlink(testmodel.Shared(t, "stories260K.gguf"), filepath.Join(dir, n+".gguf")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -169,7 +169,7 @@ func TestEstimateMatchesLlamaCpp(t *testing.T) {
 	}
 	defer s.Close()
 	for _, name := range []string{"stories260K.gguf", "llama-2-tiny-random.gguf"} {
-		path := modeltest.Path(t, name)
+		path := testmodel.Shared(t, name)
 		f, err := gguf.Open(path)
 		if err != nil {
 			t.Fatal(err)

@@ -23,7 +23,7 @@ import (
 
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/models/gguf"
-	"github.com/llmrt/llmrt/models/modeltest"
+	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/httpapi"
 	"github.com/llmrt/llmrt/runtime/registry"
@@ -44,7 +44,7 @@ type testServer struct {
 func startServer(t testing.TB, cfg Config, eng engine.Options, opts ...func(*registry.RegistryConfig)) *testServer {
 	t.Helper()
 	dir := t.TempDir()
-	if err := os.Symlink(modeltest.Path(t, "stories260K.gguf"), filepath.Join(dir, "stories260K.gguf")); err != nil {
+	if err := os.Symlink(testmodel.Shared(t, "stories260K.gguf"), filepath.Join(dir, "stories260K.gguf")); err != nil {
 		t.Fatal(err)
 	}
 	if eng.NParallel == 0 {
@@ -454,7 +454,7 @@ func TestAdapterIDsAndBase(t *testing.T) {
 	ts := startServer(t, Config{}, engine.Options{NParallel: 2})
 	dir := ts.reg.AdapterDir()
 	os.MkdirAll(dir, 0o755)
-	base, _ := gguf.Open(modeltest.Path(t, "stories260K.gguf"))
+	base, _ := gguf.Open(testmodel.Shared(t, "stories260K.gguf"))
 	if err := lora.WriteAdapter(filepath.Join(dir, "rand.gguf"), "llama", 8, lora.RandomAdapter(base, []string{"attn_q", "attn_v", "attn_output"}, 8, 0.3, 5), nil); err != nil {
 		t.Fatal(err)
 	}

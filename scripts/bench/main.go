@@ -29,7 +29,6 @@ import (
 
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/models/gguf"
-	"github.com/llmrt/llmrt/models/modeltest"
 	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/scripts/internal/machine"
@@ -63,7 +62,7 @@ func main() {
 	fmt.Printf("fp32 GEMM         %7.1f GFLOP/s (OpenBLAS cblas_sgemm, %d threads)\n", flops/1e9, *threads)
 	fmt.Printf("Q8_0 x f32 GEMM   %7.1f GFLOP/s (ggml's int8 dot products, %d threads; a yardstick, not a machine limit)\n", flopsQ8/1e9, *threads)
 
-	spec := testmodel.Qwen2_05B(modeltest.Dir(), gguf.TypeQ8_0)
+	spec := testmodel.Qwen2_05B(testmodel.SharedDir(), gguf.TypeQ8_0)
 	t0 := time.Now()
 	path, err := testmodel.CachedPath(ctx, *cache, spec)
 	check(err)

@@ -24,7 +24,6 @@ import (
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/models/gguf"
-	"github.com/llmrt/llmrt/models/modeltest"
 	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/finetune"
@@ -59,7 +58,7 @@ func main() {
 	fmt.Printf("training: rows of %d tokens, all labelled; rank %d on q/k/v/o; %d measured steps\n\n", *ctxLen, *rank, *steps)
 	fmt.Printf("%-6s %10s %12s %12s %9s %12s %12s %7s\n", "base", "params", "train tok/s", "limit tok/s", "of limit", "train peak", "serve peak", "ratio")
 	for _, typ := range []gguf.Type{gguf.TypeF16, gguf.TypeQ8_0} {
-		path, err := testmodel.CachedPath(ctx, *cache, testmodel.Qwen2_05B(modeltest.Dir(), typ))
+		path, err := testmodel.CachedPath(ctx, *cache, testmodel.Qwen2_05B(testmodel.SharedDir(), typ))
 		check(err)
 		f, err := gguf.Open(path)
 		check(err)

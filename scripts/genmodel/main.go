@@ -14,7 +14,6 @@ import (
 	"strings"
 
 	"github.com/llmrt/llmrt/models/gguf"
-	"github.com/llmrt/llmrt/models/modeltest"
 	"github.com/llmrt/llmrt/models/testmodel"
 )
 
@@ -37,9 +36,9 @@ func run(spec, typ, dir string) error {
 		if err != nil {
 			return err
 		}
-		s = testmodel.Qwen2_05B(modeltest.Dir(), t)
+		s = testmodel.Qwen2_05B(testmodel.SharedDir(), t)
 	case "tiny-llama":
-		s = testmodel.TinyLlama(modeltest.Dir())
+		s = testmodel.TinyLlama(testmodel.SharedDir())
 	default:
 		return fmt.Errorf("unknown -spec %q (want qwen2-0.5b or tiny-llama)", spec)
 	}

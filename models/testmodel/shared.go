@@ -1,10 +1,10 @@
-// Package modeltest finds the small real GGUF models that tests use.
-//
-// Tests read them from $LLMRT_TEST_MODELS, or from the first "shared/models"
-// folder found beside or above the working directory (the layout of a
-// checkout next to ../shared). Where neither exists, Fetch downloads them
+package testmodel
+
+// The small real GGUF models that tests use: read from $LLMRT_TEST_MODELS,
+// or from the first "shared/models" folder found beside or above the
+// working directory (the layout of a checkout next to ../shared). Where
+// neither exists, `make test-models` (scripts/fetchmodels) downloads them
 // from their public sources and checks their sha256 digests.
-package modeltest
 
 import (
 	"os"
@@ -12,8 +12,8 @@ import (
 	"testing"
 )
 
-// Dir returns the test-model folder, or "" if none is found.
-func Dir() string {
+// SharedDir returns the test-model folder, or "" if none is found.
+func SharedDir() string {
 	if d := os.Getenv("LLMRT_TEST_MODELS"); d != "" {
 		if abs, err := filepath.Abs(d); err == nil {
 			return abs
@@ -35,11 +35,11 @@ func Dir() string {
 	}
 }
 
-// Path returns the path of a test model by file name (e.g.
+// Shared returns the path of a test model by file name (e.g.
 // "stories260K.gguf"), failing the test when it is not available.
-func Path(t testing.TB, name string) string {
+func Shared(t testing.TB, name string) string {
 	t.Helper()
-	dir := Dir()
+	dir := SharedDir()
 	if dir == "" {
 		t.Fatalf("test models not found: set LLMRT_TEST_MODELS or run `make test-models`")
 	}
