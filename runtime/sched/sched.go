@@ -110,6 +110,7 @@ type Scheduler struct {
 	nv       NVML
 	source   string
 	warnings []string
+	notes    []string
 
 	mu      sync.Mutex
 	ledgers []*ledger // GPUs in ggml order, then the CPU
@@ -164,7 +165,7 @@ func New(cfg Config) (*Scheduler, error) {
 		return nil, fmt.Errorf("gpu scheduler: %w", err)
 	}
 	s := &Scheduler{
-		cfg: cfg, nv: d.nv, source: d.source, warnings: d.warnings,
+		cfg: cfg, nv: d.nv, source: d.source, warnings: d.warnings, notes: d.notes,
 		byID: map[string]*ledger{}, active: map[uint64]*Reservation{}, factors: map[string]Factors{},
 		kick: make(chan struct{}, 1), done: make(chan struct{}), loopDone: make(chan struct{}),
 	}
@@ -174,8 +175,15 @@ func New(cfg Config) (*Scheduler, error) {
 		s.ledgers = append(s.ledgers, l)
 		s.byID[l.ID] = l
 	}
+	// A GPU that only NVML or only ggml sees is never ignored silently:
+	// the log, the decisions and the snapshot all say what became of it.
+	for _, n := range d.notes {
+		s.decideLocked(Decision{Action: "discovery", Reason: n})
+		cfg.Logger.Info("gpu scheduler: " + n)
+	}
 	for _, w := range d.warnings {
 		s.decideLocked(Decision{Action: "discovery", Reason: w})
+		cfg.Logger.Warn("gpu scheduler: " + w)
 	}
 	for _, l := range s.ledgers {
 		s.decideLocked(Decision{Action: "discovery", Reason: fmt.Sprintf("%s %s (%s): total %s, used by others %s, margin %s, budget %s",
