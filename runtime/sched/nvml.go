@@ -234,7 +234,7 @@ func discover(cfg Config) (discovery, error) {
 	for i := range out.devices {
 		d := &out.devices[i]
 		d.Margin = cfg.margin(d.Total)
-		d.Budget = max(0, d.Total-d.UsedByOthers-d.Margin)
+		d.Budget = cfg.gpuBudget(*d)
 	}
 	switch {
 	case len(out.devices) > 0 && out.devices[0].Source == "nvml":

@@ -113,3 +113,17 @@ func TestSamePCI(t *testing.T) {
 		}
 	}
 }
+
+// GPULimit caps every GPU's budget, at discovery and after Refresh.
+func TestGPULimit(t *testing.T) {
+	s := newSched(t, Config{NVML: fakeNVML(fakeGPU("RTX 4090", 24*GiB, 0)), GPULimit: 36 * MiB})
+	if b := s.Devices()[0].Budget; b != 36*MiB {
+		t.Fatalf("budget %s, want 36 MiB", FormatBytes(b))
+	}
+	if err := s.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	if b := s.Devices()[0].Budget; b != 36*MiB {
+		t.Fatalf("budget after refresh %s, want 36 MiB", FormatBytes(b))
+	}
+}

@@ -46,6 +46,9 @@ type Config struct {
 	MarginFraction float64
 	// CPULimit is the host RAM budget; 0: MemAvailable minus the margin.
 	CPULimit int64
+	// GPULimit caps every GPU's budget (0: no cap): to leave part of a GPU
+	// to other programs, or to test memory pressure on a large GPU.
+	GPULimit int64
 	// MeminfoPath is read for host memory (default /proc/meminfo).
 	MeminfoPath string
 	// MaxWait bounds how long a request waits in the queue (default 2
@@ -85,6 +88,16 @@ func (c Config) margin(total int64) int64 {
 		f = defaultFrac
 	}
 	return max(0, b, int64(f*float64(total)))
+}
+
+// gpuBudget is a GPU's budget: total - used by others - margin, capped at
+// GPULimit.
+func (c Config) gpuBudget(d Device) int64 {
+	b := max(0, d.Total-d.UsedByOthers-d.Margin)
+	if c.GPULimit > 0 {
+		b = min(b, c.GPULimit)
+	}
+	return b
 }
 
 func (c Config) meminfoPath() string {
@@ -315,7 +328,7 @@ func (s *Scheduler) Refresh() error {
 			if !r.procsKnown { // cannot tell ours from theirs: assume our reservations are allocated
 				l.UsedByOthers = max(0, r.others-l.reserved)
 			}
-			l.Budget = max(0, l.Total-l.UsedByOthers-l.Margin)
+			l.Budget = s.cfg.gpuBudget(l.Device)
 		case l.Kind == "cpu" && s.cfg.CPULimit <= 0 && memErr == nil:
 			l.Total, l.Free = memTotal, memAvail
 			l.UsedByOthers = max(0, memTotal-memAvail-l.reserved)
