@@ -139,6 +139,7 @@ type discovery struct {
 	source   string   // "nvml", "ggml" or "cpu"
 	warnings []string // what is wrong: a GPU that cannot be used
 	notes    []string // how each GPU was found and where its budget comes from
+	unused   []string // the warnings about NVML GPUs without a ggml device
 }
 
 // discover finds the GPUs (NVML, matched to ggml's devices when given) and
@@ -226,8 +227,10 @@ func discover(cfg Config) (discovery, error) {
 		}
 		for i, r := range gpus {
 			if !used[i] {
-				out.warnings = append(out.warnings, fmt.Sprintf("NVML device %d (%s, %s) has no ggml backend device: not used (is the CUDA backend built? make cuda)",
-					i, r.name, idString(r.pciBusID, r.uuid)))
+				w := fmt.Sprintf("NVML device %d (%s, %s) has no ggml backend device: not used (is the CUDA backend built? make cuda)",
+					i, r.name, idString(r.pciBusID, r.uuid))
+				out.warnings = append(out.warnings, w)
+				out.unused = append(out.unused, w)
 			}
 		}
 	}

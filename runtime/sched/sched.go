@@ -196,6 +196,8 @@ func New(cfg Config) (*Scheduler, error) {
 	}
 	for _, w := range d.warnings {
 		s.decideLocked(Decision{Action: "discovery", Reason: w})
+	}
+	for _, w := range d.unused { // other warnings (no NVML on this machine) are routine
 		cfg.Logger.Warn("gpu scheduler: " + w)
 	}
 	for _, l := range s.ledgers {
