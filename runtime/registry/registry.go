@@ -547,6 +547,9 @@ func (r *Registry) Preload(ctx context.Context, name string) error {
 	r.mu.Lock()
 	if me := r.models[l.Base]; me != nil {
 		me.pinned = true
+		if me.res != nil { // the scheduler must not evict it either
+			me.res.SetPinned(true)
+		}
 	}
 	r.mu.Unlock()
 	l.Release()

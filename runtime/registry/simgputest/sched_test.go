@@ -378,3 +378,32 @@ func TestFullDeviceQueuesThen503(t *testing.T) {
 		t.Fatalf("the busy model was disturbed: loaded %v, first GPU %d bytes (was %d)", got, used(t, 0), usedBefore)
 	}
 }
+
+// A preloaded (pinned) model is never evicted: a second model gets what
+// is left (here the CPU takes the layers that do not fit) and the first
+// stays loaded on its devices.
+func TestPreloadedModelIsNotEvicted(t *testing.T) {
+	big := bigModelPath(t)
+	r := newRig(t, models(t, map[string]string{"big-a": big, "big-b": big}), nil)
+	ctx := context.Background()
+	if err := r.reg.Preload(ctx, "big-a"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := r.reg.Acquire(ctx, "big-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Release()
+	if got := loaded(r); len(got) != 2 {
+		t.Fatalf("loaded models %v, want both", got)
+	}
+	if st := r.sc.Snapshot().Stats; st.Evictions != 0 {
+		t.Fatalf("the pinned model was evicted: %+v", st)
+	}
+	if res := r.reservation(t, sched.Owner{Kind: "model", ID: "big-b"}); res.Placement == nil || res.Placement.Full {
+		t.Fatalf("big-b fully offloaded beside the pinned model: %+v", res.Placement)
+	}
+	if _, err := generate(ctx, b.Engine); err != nil {
+		t.Fatal(err)
+	}
+}
