@@ -108,8 +108,9 @@ vet:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
+# BENCH_ARGS, e.g. "-lib lib -gpu-layers 99" on a GPU (scripts/gpu-check.sh).
 bench:
-	$(GO) run ./scripts/bench
+	$(GO) run ./scripts/bench $(BENCH_ARGS)
 
 clean:
 	rm -rf bin lib build

@@ -19,7 +19,8 @@ import (
 func (a *app) newScheduler() (*sched.Scheduler, error) {
 	var backends []sched.BackendDevice
 	for _, d := range kernels.Devices() {
-		backends = append(backends, sched.BackendDevice{Name: d.Name, Description: d.Description, Type: string(d.Type), Total: d.Total, Free: d.Free})
+		backends = append(backends, sched.BackendDevice{Name: d.Name, Description: d.Description, Type: string(d.Type),
+			Total: d.Total, Free: d.Free, ID: d.ID, PCIBusID: d.PCIBusID})
 	}
 	s, err := sched.New(sched.Config{Backends: backends, Logger: a.log})
 	if err != nil {

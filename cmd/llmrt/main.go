@@ -21,6 +21,7 @@ import (
 
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/models/store"
+	"github.com/llmrt/llmrt/runtime/sched"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -213,12 +214,35 @@ func (a *app) resolveModel(ctx context.Context, name string) (string, error) {
 func (a *app) systemCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "system",
-		Short: "Show the compute devices and CPU features llama.cpp sees",
+		Short: "Show the compute devices, their memory budgets and the CPU features llama.cpp sees",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, d := range kernels.Devices() {
-				fmt.Fprintf(a.stdout, "%-8s %-5s %-40s %8.1f GiB total %8.1f GiB free\n", d.Name, d.Type, d.Description,
-					float64(d.Total)/(1<<30), float64(d.Free)/(1<<30))
+				fmt.Fprintf(a.stdout, "%-8s %-5s %-40s %10s total %10s free %s\n", d.Name, d.Type, d.Description,
+					sched.FormatBytes(int64(d.Total)), sched.FormatBytes(int64(d.Free)), d.PCIBusID)
+			}
+			// The scheduler's view: which devices it books memory on, and
+			// how much it may hand out on each.
+			sc, err := a.newScheduler()
+			if err != nil {
+				return err
+			}
+			defer sc.Close()
+			snap := sc.Snapshot()
+			fmt.Fprintf(a.stdout, "memory budgets (devices from %s):\n", snap.Source)
+			for _, d := range snap.Devices {
+				backend := d.Backend
+				if backend == "" {
+					backend = d.Name
+				}
+				fmt.Fprintf(a.stdout, "  %-5s %-8s budget %10s of %10s (margin %s, used by others %s; from %s)\n", d.ID, backend,
+					sched.FormatBytes(d.Budget), sched.FormatBytes(d.Total), sched.FormatBytes(d.Margin), sched.FormatBytes(d.UsedByOthers), d.Source)
+			}
+			for _, n := range snap.Notes {
+				fmt.Fprintln(a.stdout, "  note:", n)
+			}
+			for _, w := range snap.Warnings {
+				fmt.Fprintln(a.stdout, "  warning:", w)
 			}
 			fmt.Fprintln(a.stdout, "features:", kernels.SystemInfo())
 			return nil

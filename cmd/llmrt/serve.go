@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -21,7 +20,6 @@ import (
 	"github.com/llmrt/llmrt/runtime/finetune"
 	"github.com/llmrt/llmrt/runtime/rag"
 	"github.com/llmrt/llmrt/runtime/registry"
-	"github.com/llmrt/llmrt/runtime/sched"
 	"github.com/llmrt/llmrt/runtime/server"
 )
 
@@ -156,10 +154,7 @@ server retrieves passages for the last user turn from the collection
 			// served as ft:BASE:SUFFIX without a restart.
 			ft, err := finetune.Open(finetune.Config{
 				Dir: filepath.Join(a.home, "finetune"), AdapterDir: filepath.Join(a.home, "adapters"), Registry: reg,
-				Resolve: st.Resolve, Threads: threads, Logger: a.log,
-				Reserve: func(ctx context.Context, j *finetune.Job, basePath string) (func(), error) {
-					return reserveTraining(ctx, sc, j.ID, j.Model, basePath)
-				},
+				Resolve: st.Resolve, Threads: threads, Logger: a.log, Sched: sc,
 			})
 			if err != nil {
 				return err
@@ -293,27 +288,4 @@ func (r storeResolver) Names() ([]string, error) {
 		names[i] = m.Name
 	}
 	return names, nil
-}
-
-// reserveTraining books a fine-tuning job's memory: the base weights it
-// loads (its file size), the LoRA tensors with gradients and AdamW moments
-// (a few percent of the weights at the ranks used), and activations for a
-// 512-token row, kept by the backward pass (about 40 floats per layer
-// width per token, plus the logits of the labelled tokens).
-func reserveTraining(ctx context.Context, sc *sched.Scheduler, jobID, model, basePath string) (func(), error) {
-	st, err := os.Stat(basePath)
-	if err != nil {
-		return nil, err
-	}
-	w := st.Size()
-	b := sched.Breakdown{Weights: w, Adapter: w / 100, Gradients: w / 100, Optimizer: w / 50, Activations: 256 << 20}
-	r, err := sc.Acquire(ctx, sched.Request{
-		Owner: sched.Owner{Kind: "job", ID: jobID}, Kind: sched.KindTraining,
-		Reason: "fine-tuning job " + jobID + " on " + model,
-		Bytes:  []sched.DeviceBytes{{Device: "", Breakdown: b}},
-	})
-	if err != nil {
-		return nil, err
-	}
-	return func() { r.Release() }, nil
 }

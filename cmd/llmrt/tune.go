@@ -14,6 +14,7 @@ import (
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/lora/dataset"
 	"github.com/llmrt/llmrt/runtime/finetune"
+	"github.com/llmrt/llmrt/runtime/sched"
 )
 
 type tuneFlags struct {
@@ -130,11 +131,11 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 		return err
 	}
 	defer sc.Close()
-	release, err := reserveTraining(ctx, sc, "tune", spec.BaseName, spec.BasePath)
+	res, err := finetune.Reserve(ctx, sc, sched.Owner{Kind: "job", ID: "tune"}, spec)
 	if err != nil {
 		return fmt.Errorf("tune %s: %w", spec.BaseName, err)
 	}
-	defer release()
+	defer res.Release()
 	loadBar := newProgress(a.stderr, a.log, "load "+displayName(spec.BasePath), "bytes", st.Size())
 	var bar *progress
 	sum, err := finetune.Train(ctx, spec, finetune.Hooks{

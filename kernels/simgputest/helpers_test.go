@@ -201,9 +201,18 @@ func sameRun(t *testing.T, what string, want, got run, tol float64) {
 	}
 }
 
-// simStats reads device i's counters.
+// simStats reads device i's counters. On CUDA only Allocated is known:
+// the device's use above its warmed-up baseline (0 for a device that is
+// not there); Graphs stays 0.
 func simStats(t *testing.T, i int) kernels.SimGPUStats {
 	t.Helper()
+	if useCUDA {
+		ds := simDevices()
+		if i >= len(ds) {
+			return kernels.SimGPUStats{}
+		}
+		return kernels.SimGPUStats{Total: ds[i].Total, Allocated: uint64(max(0, int64(ds[i].Total-ds[i].Free)-cudaBase[i]))}
+	}
 	st, err := kernels.SimGPUStatsOf(i, false)
 	if err != nil {
 		t.Fatal(err)
@@ -211,11 +220,16 @@ func simStats(t *testing.T, i int) kernels.SimGPUStats {
 	return st
 }
 
-// simDevices lists the simulated devices as kernels reports them.
+// simDevices lists the devices under test as kernels reports them: the
+// simulated ones, or the CUDA ones with LLMRT_TEST_DEVICE=cuda.
 func simDevices() []kernels.Device {
+	backend := kernels.SimGPUBackend
+	if useCUDA {
+		backend = "CUDA"
+	}
 	var out []kernels.Device
 	for _, d := range kernels.Devices() {
-		if d.Backend == kernels.SimGPUBackend {
+		if d.Backend == backend {
 			out = append(out, d)
 		}
 	}

@@ -124,7 +124,7 @@ var placements = []placement{
 // token for token and in the logits, for three models and three
 // placements; the devices really hold the layers.
 func TestGreedyMatchesCPU(t *testing.T) {
-	needSim(t)
+	needDevice(t)
 	const prompt, n = "Once upon a time", 24
 	for _, name := range []string{"stories260K", "llama", "qwen2"} {
 		t.Run(name, func(t *testing.T) {
@@ -148,6 +148,9 @@ func TestGreedyMatchesCPU(t *testing.T) {
 			var allOnSIM0 uint64
 			for _, p := range placements {
 				t.Run(p.name, func(t *testing.T) {
+					if p.want[1] && len(simDevices()) < 2 {
+						t.Skip("one device only")
+					}
 					m := load(t, path, kernels.ModelParams{GPULayers: p.layers(nLayer), TensorSplit: p.split})
 					var weights [2]uint64
 					for i := range weights {
@@ -173,11 +176,11 @@ func TestGreedyMatchesCPU(t *testing.T) {
 					// each device that holds layers, and none elsewhere.
 					for i := range graphs {
 						ran := simStats(t, i).Graphs - graphs[i]
-						if (p.want[i] && ran < n) || (!p.want[i] && ran != 0) {
+						if !useCUDA && ((p.want[i] && ran < n) || (!p.want[i] && ran != 0)) { // CUDA counts no graphs
 							t.Fatalf("SIM%d computed %d graphs in %d decode steps", i, ran, n)
 						}
 					}
-					sameRun(t, p.name, want, got, 1e-4)
+					sameRun(t, p.name, want, got, tolerance())
 				})
 			}
 		})
@@ -186,7 +189,7 @@ func TestGreedyMatchesCPU(t *testing.T) {
 
 // Pooled embeddings computed on the device equal the CPU's.
 func TestEmbeddingsMatchCPU(t *testing.T) {
-	needSim(t)
+	needDevice(t)
 	path := modelPath(t, "stories260K")
 	embed := func(p kernels.ModelParams) []float32 {
 		m := load(t, path, p)
@@ -216,7 +219,7 @@ func TestEmbeddingsMatchCPU(t *testing.T) {
 	}
 	want := embed(kernels.ModelParams{})
 	got := embed(kernels.ModelParams{GPULayers: -1, TensorSplit: []float32{1, 0}})
-	if d := maxDiff(want, got); d > 1e-4 {
+	if d := maxDiff(want, got); d > tolerance() {
 		t.Fatalf("embeddings differ from the CPU's by %g", d)
 	}
 }
@@ -224,7 +227,7 @@ func TestEmbeddingsMatchCPU(t *testing.T) {
 // A runtime LoRA adapter over a base on the device (its tensors go to the
 // device too) gives the CPU's logits, and does change them.
 func TestAdapterOnDevice(t *testing.T) {
-	needSim(t)
+	needDevice(t)
 	base := modelPath(t, "stories260K")
 	f, err := gguf.Open(base)
 	if err != nil {
@@ -269,7 +272,7 @@ func TestAdapterOnDevice(t *testing.T) {
 	onSim := kernels.ModelParams{GPULayers: -1, TensorSplit: []float32{1, 0}}
 	want := logits(kernels.ModelParams{}, 1)
 	got := logits(onSim, 1)
-	if d := maxDiff(want, got); d > 1e-4 {
+	if d := maxDiff(want, got); d > tolerance() {
 		t.Fatalf("with the adapter, logits on SIM0 differ from the CPU's by %g", d)
 	}
 	if d := maxDiff(got, logits(onSim, 0)); d < 1e-3 {

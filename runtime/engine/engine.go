@@ -453,3 +453,7 @@ func (e *Engine) Stats() Stats {
 // Memory is what llama.cpp allocated for the serving context (weights, KV
 // cache, compute buffers), by its own accounting.
 func (e *Engine) Memory() (kernels.Memory, error) { return e.lctx.Memory() }
+
+// MemoryByBuffer is Memory per buffer type ("CPU", "CUDA0", "SIM1", ...):
+// which device llama.cpp put each part on, to check a placement against.
+func (e *Engine) MemoryByBuffer() (map[string]kernels.Memory, error) { return e.lctx.MemoryByBuffer() }

@@ -17,6 +17,7 @@ import (
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/runtime/httpapi"
 	"github.com/llmrt/llmrt/runtime/registry"
+	"github.com/llmrt/llmrt/runtime/sched"
 )
 
 // Config configures a Service.
@@ -29,9 +30,9 @@ type Config struct {
 	Registry AdapterRegistrar
 	// Resolve maps a base model name to its GGUF file.
 	Resolve func(name string) (string, error)
-	// Reserve books a job's memory before it trains (the scheduler in
-	// llmrt serve); the returned release is called when it ends.
-	Reserve func(ctx context.Context, job *Job, basePath string) (release func(), err error)
+	// Sched, when set, books each job's memory (Reserve) before it
+	// trains; a job waits in its queue while the memory is taken.
+	Sched *sched.Scheduler
 	// BaseLR is multiplied by learning_rate_multiplier (default 2e-4).
 	BaseLR  float64
 	Threads int
@@ -195,13 +196,13 @@ func (s *Service) run(id string) {
 	if _, err := os.Stat(lora.CheckpointPath(spec.Out)); err == nil {
 		spec.Resume = true
 	}
-	if s.cfg.Reserve != nil {
-		release, err := s.cfg.Reserve(ctx, j, basePath)
+	if s.cfg.Sched != nil {
+		res, err := Reserve(ctx, s.cfg.Sched, sched.Owner{Kind: "job", ID: j.ID}, spec)
 		if err != nil {
 			s.fail(j, "insufficient_memory", err.Error())
 			return
 		}
-		defer release()
+		defer res.Release()
 	}
 	// A cancel between dequeuing and here wins.
 	s.mu.Lock()

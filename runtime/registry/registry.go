@@ -332,22 +332,13 @@ func (r *Registry) load(ctx context.Context, base, path string) (*engine.Engine,
 // reserve asks the scheduler for the model's memory (weights, KV cache for
 // every sequence, compute buffers) and applies the granted placement.
 func (r *Registry) reserve(ctx context.Context, base, path string, opt *engine.Options) (*sched.Reservation, error) {
-	f, err := gguf.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("load model %s: %w", base, err)
-	}
-	sizes := make([]sched.TensorSize, len(f.Tensors))
-	for i, t := range f.Tensors {
-		sizes[i] = sched.TensorSize{Name: t.Name, Dims: t.Dims, Bytes: t.Size()}
-	}
-	facts, err := sched.FactsFromMetadata(base, f.Architecture(), f.Uint, sizes)
+	facts, err := Facts(base, path)
 	if err != nil {
 		return nil, fmt.Errorf("load model %s: %w", base, err)
 	}
 	// Fix the context length now so the estimate and the engine agree.
 	if opt.CtxPerSeq <= 0 {
-		n, _ := f.Uint(f.Architecture() + ".context_length")
-		opt.CtxPerSeq = engine.DefaultCtxPerSeq(int(n))
+		opt.CtxPerSeq = engine.DefaultCtxPerSeq(facts.NCtxTrain)
 	}
 	*opt = opt.WithDefaults()
 	res, err := r.cfg.Sched.Acquire(ctx, sched.Request{
@@ -367,6 +358,20 @@ func (r *Registry) reserve(ctx context.Context, base, path string, opt *engine.O
 		opt.Model.MainGPU = p.MainGPU
 	}
 	return res, nil
+}
+
+// Facts reads what the scheduler's estimates need from the GGUF file at
+// path (tensor sizes by layer, attention shape), naming the model name.
+func Facts(name, path string) (sched.ModelFacts, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return sched.ModelFacts{}, err
+	}
+	sizes := make([]sched.TensorSize, len(f.Tensors))
+	for i, t := range f.Tensors {
+		sizes[i] = sched.TensorSize{Name: t.Name, Dims: t.Dims, Bytes: t.Size()}
+	}
+	return sched.FactsFromMetadata(name, f.Architecture(), f.Uint, sizes)
 }
 
 // attach loads the adapter into the engine unless it already holds it.
@@ -542,6 +547,9 @@ func (r *Registry) Preload(ctx context.Context, name string) error {
 	r.mu.Lock()
 	if me := r.models[l.Base]; me != nil {
 		me.pinned = true
+		if me.res != nil { // the scheduler must not evict it either
+			me.res.SetPinned(true)
+		}
 	}
 	r.mu.Unlock()
 	l.Release()

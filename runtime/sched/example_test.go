@@ -26,6 +26,7 @@ func gpu24() sched.NVML {
 			return nvml.Memory{Total: 24 << 30, Free: 24 << 30}, nvml.SUCCESS
 		},
 		GetUUIDFunc:                    func() (string, nvml.Return) { return "GPU-0", nvml.SUCCESS },
+		GetPciInfoFunc:                 func() (nvml.PciInfo, nvml.Return) { return nvml.PciInfo{}, nvml.SUCCESS },
 		GetCudaComputeCapabilityFunc:   func() (int, int, nvml.Return) { return 8, 9, nvml.SUCCESS },
 		GetUtilizationRatesFunc:        func() (nvml.Utilization, nvml.Return) { return nvml.Utilization{}, nvml.SUCCESS },
 		GetComputeRunningProcessesFunc: func() ([]nvml.ProcessInfo, nvml.Return) { return nil, nvml.SUCCESS },

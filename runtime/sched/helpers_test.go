@@ -30,9 +30,9 @@ var (
 )
 
 // fakeGPU is a go-nvml mock device with total memory of which used is held
-// by other processes.
+// by other processes, at PCI bus id 00000000:01:00.0 (see withPCI).
 func fakeGPU(name string, total, used int64, procs ...nvml.ProcessInfo) *mock.Device {
-	return &mock.Device{
+	return withPCI(&mock.Device{
 		GetNameFunc: func() (string, nvml.Return) { return name, nvml.SUCCESS },
 		GetUUIDFunc: func() (string, nvml.Return) { return "GPU-" + name, nvml.SUCCESS },
 		GetMemoryInfoFunc: func() (nvml.Memory, nvml.Return) {
@@ -41,7 +41,19 @@ func fakeGPU(name string, total, used int64, procs ...nvml.ProcessInfo) *mock.De
 		GetCudaComputeCapabilityFunc:   func() (int, int, nvml.Return) { return 8, 9, nvml.SUCCESS },
 		GetUtilizationRatesFunc:        func() (nvml.Utilization, nvml.Return) { return nvml.Utilization{Gpu: 7, Memory: 3}, nvml.SUCCESS },
 		GetComputeRunningProcessesFunc: func() ([]nvml.ProcessInfo, nvml.Return) { return procs, nvml.SUCCESS },
+	}, "00000000:01:00.0")
+}
+
+// withPCI gives a mock device the PCI bus id NVML would report.
+func withPCI(d *mock.Device, busID string) *mock.Device {
+	d.GetPciInfoFunc = func() (nvml.PciInfo, nvml.Return) {
+		var p nvml.PciInfo
+		for i := 0; i < len(busID) && i < len(p.BusId)-1; i++ {
+			p.BusId[i] = int8(busID[i])
+		}
+		return p, nvml.SUCCESS
 	}
+	return d
 }
 
 // fakeNVML is a go-nvml mock library with the given devices.

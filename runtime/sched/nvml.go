@@ -28,6 +28,10 @@ type BackendDevice struct {
 	Type        string `json:"type"`        // "cpu", "gpu", "igpu"
 	Total       uint64 `json:"total"`
 	Free        uint64 `json:"free"`
+	// ID (CUDA: the GPU's UUID, "GPU-...") and PCIBusID ("0000:01:00.0")
+	// as the backend reports them: how a ggml device is matched to NVML's.
+	ID       string `json:"id,omitempty"`
+	PCIBusID string `json:"pci_bus_id,omitempty"`
 }
 
 // Device is one memory pool the scheduler manages: a GPU or the host's RAM.
@@ -40,6 +44,7 @@ type Device struct {
 	Name              string `json:"name"`
 	Backend           string `json:"backend,omitempty"` // ggml device name
 	UUID              string `json:"uuid,omitempty"`
+	PCIBusID          string `json:"pci_bus_id,omitempty"`
 	ComputeCapability string `json:"compute_capability,omitempty"`
 	// Source says where the numbers come from: nvml, ggml, meminfo, config.
 	Source string `json:"source"`
@@ -77,6 +82,7 @@ func shutdownNVML(nv NVML) error {
 // gpuReading is what NVML says about one device.
 type gpuReading struct {
 	name, uuid, cc   string
+	pciBusID         string
 	total, free      int64
 	own, others      int64
 	procs            []Process
@@ -100,6 +106,9 @@ func readNVMLDevice(nv NVML, i, self int) (gpuReading, error) {
 	r.total, r.free = int64(mem.Total), int64(mem.Free)
 	if uuid, ret := d.GetUUID(); ret == nvml.SUCCESS {
 		r.uuid = uuid
+	}
+	if pci, ret := d.GetPciInfo(); ret == nvml.SUCCESS {
+		r.pciBusID = cString(pci.BusId[:])
 	}
 	if major, minor, ret := d.GetCudaComputeCapability(); ret == nvml.SUCCESS {
 		r.cc = fmt.Sprintf("%d.%d", major, minor)
@@ -128,7 +137,9 @@ type discovery struct {
 	devices  []Device // GPUs in ggml order, then the CPU
 	nv       NVML     // initialised NVML, nil if none
 	source   string   // "nvml", "ggml" or "cpu"
-	warnings []string
+	warnings []string // what is wrong: a GPU that cannot be used
+	notes    []string // how each GPU was found and where its budget comes from
+	unused   []string // the warnings about NVML GPUs without a ggml device
 }
 
 // discover finds the GPUs (NVML, matched to ggml's devices when given) and
@@ -167,7 +178,9 @@ func discover(cfg Config) (discovery, error) {
 	}
 
 	// Order GPUs as ggml does when its devices are known: that order is
-	// what llama.cpp's tensor split and main GPU index.
+	// what llama.cpp's tensor split and main GPU index. Each ggml GPU is
+	// paired with the NVML device of the same PCI bus id or UUID; a GPU
+	// only one side sees is explained in the notes or warnings.
 	var ggmlGPUs []BackendDevice
 	for _, b := range cfg.Backends {
 		if b.Type == "gpu" || b.Type == "igpu" {
@@ -180,7 +193,7 @@ func discover(cfg Config) (discovery, error) {
 		r := gpus[i]
 		out.devices = append(out.devices, Device{
 			ID: fmt.Sprintf("gpu%d", len(out.devices)), Kind: "gpu", Index: len(out.devices),
-			Name: r.name, Backend: backend, UUID: r.uuid, ComputeCapability: r.cc, Source: "nvml",
+			Name: r.name, Backend: backend, UUID: r.uuid, PCIBusID: r.pciBusID, ComputeCapability: r.cc, Source: "nvml",
 			Total: r.total, Free: r.free, UsedByOthers: r.others, Processes: r.procs,
 			UtilizationGPU: r.utilGPU, UtilizationMem: r.utilMem, nvmlIndex: i,
 		})
@@ -192,39 +205,39 @@ func discover(cfg Config) (discovery, error) {
 		}
 	default:
 		for _, b := range ggmlGPUs {
-			match := -1
-			for i, r := range gpus { // same name first
-				if !used[i] && r.name == b.Description {
-					match = i
-					break
-				}
-			}
-			for i := range gpus { // else the next one in order
-				if match < 0 && !used[i] {
-					match = i
-				}
-			}
-			if match >= 0 {
-				addNVML(match, b.Name)
+			id := fmt.Sprintf("gpu%d", len(out.devices))
+			if i, how := matchNVML(b, gpus, used); i >= 0 {
+				addNVML(i, b.Name)
+				out.notes = append(out.notes, fmt.Sprintf("%s: ggml device %s (%s) is NVML device %d (%s), matched by %s; budget from NVML",
+					id, b.Name, b.Description, i, gpus[i].name, how))
 				continue
 			}
+			why := "NVML is not available"
+			if nv != nil {
+				why = "NVML does not list it"
+			}
+			out.notes = append(out.notes, fmt.Sprintf("%s: ggml device %s (%s, %s) has no NVML device (%s); budget from ggml's own report: total %s, free %s",
+				id, b.Name, b.Description, idString(b.PCIBusID, b.ID), why, FormatBytes(int64(b.Total)), FormatBytes(int64(b.Free))))
 			out.devices = append(out.devices, Device{
-				ID: fmt.Sprintf("gpu%d", len(out.devices)), Kind: "gpu", Index: len(out.devices),
-				Name: b.Description, Backend: b.Name, Source: "ggml",
+				ID: id, Kind: "gpu", Index: len(out.devices),
+				Name: b.Description, Backend: b.Name, UUID: b.ID, PCIBusID: b.PCIBusID, Source: "ggml",
 				Total: int64(b.Total), Free: int64(b.Free), UsedByOthers: int64(b.Total - b.Free),
 				UtilizationGPU: -1, UtilizationMem: -1, nvmlIndex: -1,
 			})
 		}
 		for i, r := range gpus {
 			if !used[i] {
-				out.warnings = append(out.warnings, fmt.Sprintf("NVML device %d (%s) has no ggml backend device: not used", i, r.name))
+				w := fmt.Sprintf("NVML device %d (%s, %s) has no ggml backend device: not used (is the CUDA backend built? make cuda)",
+					i, r.name, idString(r.pciBusID, r.uuid))
+				out.warnings = append(out.warnings, w)
+				out.unused = append(out.unused, w)
 			}
 		}
 	}
 	for i := range out.devices {
 		d := &out.devices[i]
 		d.Margin = cfg.margin(d.Total)
-		d.Budget = max(0, d.Total-d.UsedByOthers-d.Margin)
+		d.Budget = cfg.gpuBudget(*d)
 	}
 	switch {
 	case len(out.devices) > 0 && out.devices[0].Source == "nvml":
@@ -244,6 +257,82 @@ func discover(cfg Config) (discovery, error) {
 	}
 	out.devices = append(out.devices, cpu)
 	return out, nil
+}
+
+// matchNVML finds the unused NVML device that is ggml device b: same PCI
+// bus id, else same UUID; by name only when the backend reports neither
+// (two identical cards would then pair in order). It returns -1 when none.
+func matchNVML(b BackendDevice, gpus []gpuReading, used []bool) (int, string) {
+	for i, r := range gpus {
+		if !used[i] && b.PCIBusID != "" && samePCI(b.PCIBusID, r.pciBusID) {
+			return i, "PCI bus id " + b.PCIBusID
+		}
+	}
+	for i, r := range gpus {
+		if !used[i] && b.ID != "" && strings.EqualFold(b.ID, r.uuid) {
+			return i, "UUID " + b.ID
+		}
+	}
+	if b.PCIBusID != "" || b.ID != "" {
+		return -1, ""
+	}
+	for i, r := range gpus {
+		if !used[i] && r.name == b.Description {
+			return i, "name (the backend reports no PCI bus id or UUID)"
+		}
+	}
+	return -1, ""
+}
+
+// samePCI compares PCI addresses whatever their domain width: NVML writes
+// "00000000:01:00.0", CUDA "0000:01:00.0".
+func samePCI(a, b string) bool {
+	parse := func(s string) (v [4]uint64, ok bool) {
+		dom, rest, ok1 := strings.Cut(strings.ToLower(strings.TrimSpace(s)), ":")
+		bus, rest, ok2 := strings.Cut(rest, ":")
+		dev, fn, ok3 := strings.Cut(rest, ".")
+		if !ok1 || !ok2 || !ok3 {
+			return v, false
+		}
+		for i, p := range []string{dom, bus, dev, fn} {
+			n, err := strconv.ParseUint(p, 16, 32)
+			if err != nil {
+				return v, false
+			}
+			v[i] = n
+		}
+		return v, true
+	}
+	x, ok1 := parse(a)
+	y, ok2 := parse(b)
+	return ok1 && ok2 && x == y
+}
+
+// idString names a GPU by its PCI bus id and UUID, for notes.
+func idString(pci, uuid string) string {
+	var parts []string
+	if pci != "" {
+		parts = append(parts, "PCI "+pci)
+	}
+	if uuid != "" {
+		parts = append(parts, uuid)
+	}
+	if len(parts) == 0 {
+		return "no PCI bus id or UUID"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// cString reads a NUL-terminated C string from NVML's fixed-size arrays.
+func cString(b []int8) string {
+	var out []byte
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
 }
 
 // cpuDevice describes host RAM: budget = the configured limit, or

@@ -46,6 +46,9 @@ type Config struct {
 	MarginFraction float64
 	// CPULimit is the host RAM budget; 0: MemAvailable minus the margin.
 	CPULimit int64
+	// GPULimit caps every GPU's budget (0: no cap): to leave part of a GPU
+	// to other programs, or to test memory pressure on a large GPU.
+	GPULimit int64
 	// MeminfoPath is read for host memory (default /proc/meminfo).
 	MeminfoPath string
 	// MaxWait bounds how long a request waits in the queue (default 2
@@ -87,6 +90,16 @@ func (c Config) margin(total int64) int64 {
 	return max(0, b, int64(f*float64(total)))
 }
 
+// gpuBudget is a GPU's budget: total - used by others - margin, capped at
+// GPULimit.
+func (c Config) gpuBudget(d Device) int64 {
+	b := max(0, d.Total-d.UsedByOthers-d.Margin)
+	if c.GPULimit > 0 {
+		b = min(b, c.GPULimit)
+	}
+	return b
+}
+
 func (c Config) meminfoPath() string {
 	if c.MeminfoPath != "" {
 		return c.MeminfoPath
@@ -110,6 +123,7 @@ type Scheduler struct {
 	nv       NVML
 	source   string
 	warnings []string
+	notes    []string
 
 	mu      sync.Mutex
 	ledgers []*ledger // GPUs in ggml order, then the CPU
@@ -164,7 +178,7 @@ func New(cfg Config) (*Scheduler, error) {
 		return nil, fmt.Errorf("gpu scheduler: %w", err)
 	}
 	s := &Scheduler{
-		cfg: cfg, nv: d.nv, source: d.source, warnings: d.warnings,
+		cfg: cfg, nv: d.nv, source: d.source, warnings: d.warnings, notes: d.notes,
 		byID: map[string]*ledger{}, active: map[uint64]*Reservation{}, factors: map[string]Factors{},
 		kick: make(chan struct{}, 1), done: make(chan struct{}), loopDone: make(chan struct{}),
 	}
@@ -174,8 +188,17 @@ func New(cfg Config) (*Scheduler, error) {
 		s.ledgers = append(s.ledgers, l)
 		s.byID[l.ID] = l
 	}
+	// A GPU that only NVML or only ggml sees is never ignored silently:
+	// the log, the decisions and the snapshot all say what became of it.
+	for _, n := range d.notes {
+		s.decideLocked(Decision{Action: "discovery", Reason: n})
+		cfg.Logger.Info("gpu scheduler: " + n)
+	}
 	for _, w := range d.warnings {
 		s.decideLocked(Decision{Action: "discovery", Reason: w})
+	}
+	for _, w := range d.unused { // other warnings (no NVML on this machine) are routine
+		cfg.Logger.Warn("gpu scheduler: " + w)
 	}
 	for _, l := range s.ledgers {
 		s.decideLocked(Decision{Action: "discovery", Reason: fmt.Sprintf("%s %s (%s): total %s, used by others %s, margin %s, budget %s",
@@ -307,7 +330,7 @@ func (s *Scheduler) Refresh() error {
 			if !r.procsKnown { // cannot tell ours from theirs: assume our reservations are allocated
 				l.UsedByOthers = max(0, r.others-l.reserved)
 			}
-			l.Budget = max(0, l.Total-l.UsedByOthers-l.Margin)
+			l.Budget = s.cfg.gpuBudget(l.Device)
 		case l.Kind == "cpu" && s.cfg.CPULimit <= 0 && memErr == nil:
 			l.Total, l.Free = memTotal, memAvail
 			l.UsedByOthers = max(0, memTotal-memAvail-l.reserved)

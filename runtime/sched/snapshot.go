@@ -37,6 +37,7 @@ type Snapshot struct {
 	Time         time.Time         `json:"time"`
 	Source       string            `json:"source"` // where GPU facts come from: nvml, ggml, cpu (none)
 	Warnings     []string          `json:"warnings,omitempty"`
+	Notes        []string          `json:"notes,omitempty"` // how each GPU was found, where its budget comes from
 	Devices      []DeviceState     `json:"devices"`
 	Consumers    []Consumer        `json:"consumers"`
 	Reservations []ReservationInfo `json:"reservations"`
@@ -95,7 +96,7 @@ func (s *Scheduler) Snapshot() Snapshot {
 	now := s.now()
 	utc := func(t time.Time) time.Time { return t.UTC().Round(0) }
 	snap := Snapshot{
-		Time: utc(now), Source: s.source, Warnings: slices.Clone(s.warnings),
+		Time: utc(now), Source: s.source, Warnings: slices.Clone(s.warnings), Notes: slices.Clone(s.notes),
 		Consumers: []Consumer{}, Reservations: []ReservationInfo{}, Queue: []QueuedRequest{},
 		Decisions: slices.Clone(s.log), Stats: s.stats,
 	}
@@ -150,6 +151,9 @@ func (s *Scheduler) Snapshot() Snapshot {
 func Format(w io.Writer, snap Snapshot) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "GPU memory scheduler at %s (devices from %s)\n", snap.Time.Format(time.RFC3339), snap.Source)
+	for _, n := range snap.Notes {
+		fmt.Fprintf(&b, "note: %s\n", n)
+	}
 	for _, warn := range snap.Warnings {
 		fmt.Fprintf(&b, "warning: %s\n", warn)
 	}
@@ -162,6 +166,9 @@ func Format(w io.Writer, snap Snapshot) error {
 		}
 		if d.ComputeCapability != "" {
 			name += " cc " + d.ComputeCapability
+		}
+		if d.PCIBusID != "" {
+			name += " " + d.PCIBusID
 		}
 		util := "-"
 		if d.UtilizationGPU >= 0 {

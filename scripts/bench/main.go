@@ -34,6 +34,9 @@ import (
 	"github.com/llmrt/llmrt/scripts/internal/machine"
 )
 
+// gpuLayers is -gpu-layers: 0 measures the CPU.
+var gpuLayers int
+
 func main() {
 	threads := flag.Int("threads", 2, "threads for every measurement")
 	nPrompt := flag.Int("prompt", 512, "prompt tokens")
@@ -41,9 +44,16 @@ func main() {
 	reps := flag.Int("reps", 12, "repetitions (the median is reported; a multiple of 6 runs every order of the three paths equally often)")
 	serveReps := flag.Int("serve-reps", 6, "rounds of the serving-overhead comparison")
 	cache := flag.String("cache", testmodel.CacheDir(), "where the generated model is kept (env LLMRT_BENCH_DIR)")
+	lib := flag.String("lib", "", "load GPU backends (make cuda) from this folder")
+	flag.IntVar(&gpuLayers, "gpu-layers", 0, "layers the engine and the binding loop offload (the C loop stays on the CPU)")
 	flag.Parse()
 	kernels.SetLogger(nil)
 	os.Setenv("LLMRT_LLAMA_LOG", "error")
+	if *lib != "" {
+		loaded, err := kernels.LoadBackends(*lib)
+		check(err)
+		fmt.Printf("backends loaded from %s: %v; %d layers offloaded\n", *lib, loaded, gpuLayers)
+	}
 	ctx := context.Background()
 
 	fmt.Println("== machine limits (measured) ==")
@@ -76,7 +86,8 @@ func main() {
 	// The C loop and the Go engine take turns, so drift in the machine
 	// (other processes, clocks) falls on both alike.
 	nCtx := *nPrompt + *nGen + 8
-	e, err := engine.Open(ctx, engine.Options{Path: path, NParallel: 1, CtxPerSeq: nCtx, NBatch: *nPrompt, Threads: *threads})
+	e, err := engine.Open(ctx, engine.Options{Path: path, NParallel: 1, CtxPerSeq: nCtx, NBatch: *nPrompt, Threads: *threads,
+		Model: kernels.ModelParams{GPULayers: gpuLayers}})
 	check(err)
 	rng := rand.New(rand.NewPCG(7, 7))
 	var rawPP, rawTG, goPP, goTG, bPP, bTG []float64
@@ -139,7 +150,8 @@ func main() {
 // Q8_0 matmul and with ggml's own (tinyBLAS) path. Prompts are 4
 // tokens, so the time is decode.
 func batchedDecode(ctx context.Context, path string, threads, nGen int, limit1 float64) {
-	e, err := engine.Open(ctx, engine.Options{Path: path, NParallel: 8, CtxPerSeq: nGen + 16, Threads: threads})
+	e, err := engine.Open(ctx, engine.Options{Path: path, NParallel: 8, CtxPerSeq: nGen + 16, Threads: threads,
+		Model: kernels.ModelParams{GPULayers: gpuLayers}})
 	check(err)
 	defer e.Close()
 	defer kernels.EnableQ8GEMM(true)
@@ -190,7 +202,7 @@ func aggregateDecode(ctx context.Context, e *engine.Engine, n, nGen int) float64
 // loop's warm-up), then the timed prompt and nGen greedy single-token
 // decodes. It separates the binding's cost from the engine's.
 func bindingLoop(ctx context.Context, path string, prompt []int32, nGen, threads, nCtx int) (pp, tg time.Duration, err error) {
-	m, err := kernels.LoadModel(ctx, path, kernels.ModelParams{})
+	m, err := kernels.LoadModel(ctx, path, kernels.ModelParams{GPULayers: gpuLayers})
 	if err != nil {
 		return 0, 0, err
 	}
