@@ -97,7 +97,7 @@ func New(cfg Config, reg *registry.Registry) *Server {
 	return s
 }
 
-// registry.Registry is the server's model registry.
+// Registry is the server's model registry.
 func (s *Server) Registry() *registry.Registry { return s.reg }
 
 func (s *Server) routes() {
