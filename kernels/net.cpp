@@ -532,10 +532,18 @@ llmrt_net * llmrt_net_new(llama_model * m, const llmrt_net_params * p, char * er
             throw std::runtime_error("cannot initialise the CPU backend");
         }
         n->backends.push_back(cpu);
-        ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(cpu_dev);
-        auto set_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
-        if (set_threads) {
-            set_threads(cpu, p->n_threads > 0 ? p->n_threads : (int) std::thread::hardware_concurrency());
+        // Every backend that takes a thread count gets ours (the CPU, and
+        // devices that compute on the CPU, like the simulated GPU): left at
+        // ggml's default of 4 on a 2-core machine, their spinning barriers
+        // made a training step hundreds of times slower.
+        const int n_threads = p->n_threads > 0 ? p->n_threads : (int) std::thread::hardware_concurrency();
+        for (ggml_backend_t be : n->backends) {
+            ggml_backend_dev_t dev = ggml_backend_get_device(be);
+            ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : nullptr;
+            auto set_threads = reg ? (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads") : nullptr;
+            if (set_threads) {
+                set_threads(be, n_threads);
+            }
         }
 
         n->graph_size = 4096 + (size_t) n->n_layer * 512;
