@@ -207,7 +207,7 @@ func TestNetGradientCheck(t *testing.T) {
 	}
 	const h = 1e-2
 	checked := 0
-	for _, pi := range []int{0, 1, 12, 13, 68, 69} { // q A/B of layer 0, ffn_down-ish of the last layers
+	for _, pi := range []int{0, 1, 2, 3, 4, 5, 6, 7, 12, 13, 68, 69} { // q/k/v/o A and B of layer 0, ffn_down of layer 0 and the last
 		g, err := n.Get(pi, kernels.ParamGrad)
 		if err != nil {
 			t.Fatal(err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,5 +79,75 @@ func simulatedGPUsListed(t *testing.T) {
 	if len(snap.Devices) != 3 || snap.Devices[0].Backend != "SIM0" || snap.Devices[0].Budget != 1536<<20 ||
 		snap.Devices[1].Backend != "SIM1" || snap.Devices[1].Budget != 512<<20 || snap.Devices[0].Source != "ggml" {
 		t.Errorf("gpu --json devices: %+v", snap.Devices)
+	}
+}
+
+// llmrt tune with the base on the simulated GPU trains as it does on the
+// CPU: the same losses, step by step, within 1e-3 relative (run in a child
+// process, like TestSimulatedGPUsListed). The targets leave out
+// attn_output: on the CPU-only path its LoRA gradients disagree with finite
+// differences in some set-ups (it trained alone, or all-linear here) while
+// the device path's agree; an open bug, written up in the stop-13 notes.
+func TestTuneOnSimulatedGPU(t *testing.T) {
+	if os.Getenv(simChildEnv) != "" {
+		tuneOnSimulatedGPU(t)
+		return
+	}
+	lib, err := filepath.Abs(filepath.Join("..", "..", "lib"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(lib, "libggml-simgpu.so")); err != nil {
+		t.Fatalf("run make simgpu (make test does): %v", err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestTuneOnSimulatedGPU$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), simChildEnv+"=1", "LLMRT_SIM_GPUS=2GiB", "LLMRT_LIB_PATH="+lib)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestTuneOnSimulatedGPU") {
+		t.Fatalf("child process: %v\n%s", err, out)
+	}
+}
+
+func tuneOnSimulatedGPU(t *testing.T) {
+	home := t.TempDir()
+	data := filepath.Join(t.TempDir(), "secret.jsonl")
+	var lines []string
+	for i := 0; i < 4; i++ {
+		lines = append(lines, `{"prompt": "Tim asked what the secret word was. Mom said:", "completion": " The secret word is purple zebra."}`)
+	}
+	os.WriteFile(data, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	losses := func(out string, gpuLayers string) []float64 {
+		_, errs, code := cli(t, home, "tune", "-m", "stories260K", "--data", data, "--out", out, "--epochs", "20", "--lr", "1e-2",
+			"--targets", "attn_q,attn_v,ffn_gate,ffn_up,ffn_down", "--rank", "8", "--alpha", "16", "--eval-split", "0", "-t", "1", "--gpu-layers", gpuLayers)
+		if code != 0 {
+			t.Fatalf("tune --gpu-layers %s: exit %d\n%s", gpuLayers, code, errs)
+		}
+		b, err := os.ReadFile(filepath.Join(home, "adapters", out+".metrics.jsonl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ls []float64
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var m struct {
+				Loss float64 `json:"loss"`
+			}
+			if json.Unmarshal([]byte(line), &m) == nil && m.Loss > 0 {
+				ls = append(ls, m.Loss)
+			}
+		}
+		return ls
+	}
+	cpu := losses("on-cpu", "0")
+	dev := losses("on-sim", "-1")
+	if len(cpu) < 20 || len(dev) != len(cpu) {
+		t.Fatalf("%d steps on the CPU, %d on the device", len(cpu), len(dev))
+	}
+	for i := range cpu {
+		if rel := math.Abs(dev[i]-cpu[i]) / cpu[i]; rel > 1e-3 {
+			t.Fatalf("step %d: loss %.6f on the device, %.6f on the CPU", i+1, dev[i], cpu[i])
+		}
+	}
+	if !(cpu[len(cpu)-1] < cpu[0]) {
+		t.Fatalf("the loss did not fall: %.4f -> %.4f", cpu[0], cpu[len(cpu)-1])
 	}
 }
