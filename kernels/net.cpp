@@ -54,9 +54,10 @@ struct llmrt_net {
     size_t graph_size = 0;
     std::vector<uint8_t> meta;          // tensor and graph headers of one call
 
-    // Trained tensors.
-    ggml_context * pctx = nullptr;
-    ggml_backend_buffer_t pbuf = nullptr;
+    // Trained tensors: one context and buffer per backend that holds some
+    // (each pair lives where its base weight does).
+    std::vector<ggml_context *> pctx;
+    std::vector<ggml_backend_buffer_t> pbuf;
     std::vector<lora_pair> pairs;
     std::unordered_map<const ggml_tensor *, size_t> pair_of;
     std::vector<std::string> names;     // 2 per pair
@@ -553,7 +554,11 @@ llmrt_net * llmrt_net_new(llama_model * m, const llmrt_net_params * p, char * er
             throw std::runtime_error("cannot create the backend scheduler");
         }
 
-        // LoRA pairs on the first backend (the GPU when there is one).
+        // Each LoRA pair lives on the backend that holds its base weight,
+        // the CPU when no device's buffers hold it (layers not offloaded).
+        // A pair on another backend than its weight made ggml's scheduler
+        // accumulate part of its gradient into a copy: with a GPU present
+        // and layers left on the CPU, attn_output's gradients came out wrong.
         std::vector<ggml_tensor *> targets;
         if (p->lora_rank > 0) {
             for (uint32_t il = 0; il < hp.n_layer; ++il) {
@@ -571,24 +576,40 @@ llmrt_net * llmrt_net_new(llama_model * m, const llmrt_net_params * p, char * er
                 throw std::runtime_error("no LoRA targets selected");
             }
         }
-        ggml_init_params ip = {
-            /*.mem_size   =*/ ggml_tensor_overhead() * (targets.size() * 8 + 1),
-            /*.mem_buffer =*/ nullptr,
-            /*.no_alloc   =*/ true,
+        const size_t n_be = n->backends.size(); // the CPU is last
+        auto home_of = [&](const ggml_tensor * w) -> size_t {
+            if (w && w->buffer) {
+                ggml_backend_buffer_type_t bt = ggml_backend_buffer_get_type(w->buffer);
+                for (size_t i = 0; i + 1 < n_be; ++i) {
+                    if (ggml_backend_get_default_buffer_type(n->backends[i]) == bt) {
+                        return i;
+                    }
+                }
+            }
+            return n_be - 1;
         };
-        n->pctx = ggml_init(ip);
-        if (!n->pctx) {
-            throw std::runtime_error("out of memory");
+        n->pctx.assign(n_be, nullptr);
+        for (size_t i = 0; i < n_be; ++i) {
+            ggml_init_params ip = {
+                /*.mem_size   =*/ ggml_tensor_overhead() * (targets.size() * 8 + 1),
+                /*.mem_buffer =*/ nullptr,
+                /*.no_alloc   =*/ true,
+            };
+            n->pctx[i] = ggml_init(ip);
+            if (!n->pctx[i]) {
+                throw std::runtime_error("out of memory");
+            }
         }
         const int r = p->lora_rank;
         n->lora_scale = r > 0 ? p->lora_alpha / (float) r : 0.0f;
         for (ggml_tensor * w : targets) {
+            ggml_context * pc = n->pctx[home_of(w)];
             lora_pair lp;
             lp.w = w;
             const int64_t n_in = w->ne[0], n_out = w->ne[1];
             for (int kind = 0; kind < 4; ++kind) {
-                lp.t[kind][0] = ggml_new_tensor_2d(n->pctx, GGML_TYPE_F32, n_in, r);
-                lp.t[kind][1] = ggml_new_tensor_2d(n->pctx, GGML_TYPE_F32, r, n_out);
+                lp.t[kind][0] = ggml_new_tensor_2d(pc, GGML_TYPE_F32, n_in, r);
+                lp.t[kind][1] = ggml_new_tensor_2d(pc, GGML_TYPE_F32, r, n_out);
             }
             ggml_set_param(lp.t[0][0]);
             ggml_set_param(lp.t[0][1]);
@@ -600,12 +621,20 @@ llmrt_net * llmrt_net_new(llama_model * m, const llmrt_net_params * p, char * er
             n->pair_of[w] = n->pairs.size();
             n->pairs.push_back(lp);
         }
-        n->loss_grad = ggml_new_tensor_1d(n->pctx, GGML_TYPE_F32, 1);
-        n->pbuf = ggml_backend_alloc_ctx_tensors(n->pctx, n->backends[0]);
-        if (!n->pbuf) {
-            throw std::runtime_error("cannot allocate the LoRA tensors");
+        // The loss gradient constant goes with the output head's weights.
+        const ggml_tensor * head = m->output ? m->output : m->tok_embd;
+        n->loss_grad = ggml_new_tensor_1d(n->pctx[home_of(head)], GGML_TYPE_F32, 1);
+        for (size_t i = 0; i < n_be; ++i) {
+            if (!ggml_get_first_tensor(n->pctx[i])) {
+                continue; // nothing lives on this backend
+            }
+            ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(n->pctx[i], n->backends[i]);
+            if (!buf) {
+                throw std::runtime_error(std::string("cannot allocate the LoRA tensors on ") + ggml_backend_name(n->backends[i]));
+            }
+            ggml_backend_buffer_clear(buf, 0); // B, gradients and moments start at zero
+            n->pbuf.push_back(buf);
         }
-        ggml_backend_buffer_clear(n->pbuf, 0); // B, gradients and moments start at zero
         const float one = 1.0f;
         ggml_backend_tensor_set(n->loss_grad, &one, 0, sizeof(one));
 
@@ -641,11 +670,13 @@ void llmrt_net_free(llmrt_net * n) {
     if (n->sched) {
         ggml_backend_sched_free(n->sched);
     }
-    if (n->pbuf) {
-        ggml_backend_buffer_free(n->pbuf);
+    for (ggml_backend_buffer_t b : n->pbuf) {
+        ggml_backend_buffer_free(b);
     }
-    if (n->pctx) {
-        ggml_free(n->pctx);
+    for (ggml_context * c : n->pctx) {
+        if (c) {
+            ggml_free(c);
+        }
     }
     for (ggml_backend_t be : n->backends) {
         ggml_backend_free(be);
@@ -944,7 +975,11 @@ int llmrt_net_param_set(llmrt_net * n, int32_t i, int32_t kind, const float * in
 }
 
 size_t llmrt_net_param_bytes(const llmrt_net * n) {
-    return n->pbuf ? ggml_backend_buffer_get_size(n->pbuf) : 0;
+    size_t total = 0;
+    for (ggml_backend_buffer_t b : n->pbuf) {
+        total += ggml_backend_buffer_get_size(b);
+    }
+    return total;
 }
 
 } // extern "C"

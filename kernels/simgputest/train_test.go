@@ -86,3 +86,71 @@ func TestTrainingOnDevice(t *testing.T) {
 		})
 	}
 }
+
+// With a GPU present, LoRA gradients agree with finite differences of the
+// loss whether the base's layers are all on the device, half, or none.
+// With none offloaded, every pair used to live on the device while its
+// weight stayed on the CPU, and attn_output's gradients came out wrong.
+func TestTrainingGradientsWherever(t *testing.T) {
+	needSim(t)
+	path := modelPath(t, "stories260K")
+	for _, layers := range []int{0, 3, -1} {
+		for _, targets := range [][]string{{"attn_output"}, {"attn_q", "attn_k", "attn_v", "attn_output"}} {
+			m := load(t, path, kernels.ModelParams{GPULayers: layers, TensorSplit: []float32{1, 0}, NoRepack: true})
+			n, err := kernels.NewNet(m, kernels.NetParams{Threads: testThreads, Rank: 4, Alpha: 8, Seed: 7, Targets: targets})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, p := range n.Params() {
+				v := make([]float32, p.Shape[0]*p.Shape[1])
+				for k := range v {
+					v[k] = float32((k*7919+i*31)%17-8) * 0.01
+				}
+				if err := n.Set(i, kernels.ParamValue, v); err != nil {
+					t.Fatal(err)
+				}
+			}
+			toks, _ := m.Tokenize("Once upon a time, there was a little girl named Lily. She loved to play", true, false)
+			L := len(toks)
+			pos, seg, labels := make([]int32, L), make([]int32, L), make([]int32, L)
+			for i := range toks {
+				pos[i] = int32(i)
+				labels[i] = -1
+				if i+1 < L {
+					labels[i] = toks[i+1]
+				}
+			}
+			if _, _, err := n.Loss(toks, pos, seg, labels, true); err != nil {
+				t.Fatal(err)
+			}
+			for pi := range n.Params() {
+				g, _ := n.Get(pi, kernels.ParamGrad)
+				w, _ := n.Get(pi, kernels.ParamValue)
+				k := 0
+				for j := range g {
+					if math.Abs(float64(g[j])) > math.Abs(float64(g[k])) {
+						k = j
+					}
+				}
+				orig := w[k]
+				loss := func(x float32) float64 {
+					w[k] = x
+					if err := n.Set(pi, kernels.ParamValue, w); err != nil {
+						t.Fatal(err)
+					}
+					l, _, err := n.Loss(toks, pos, seg, labels, false)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return float64(l)
+				}
+				fd := (loss(orig+1e-2) - loss(orig-1e-2)) / 2e-2
+				loss(orig)
+				if rel := math.Abs(fd-float64(g[k])) / max(math.Abs(fd), math.Abs(float64(g[k])), 1e-4); rel > 1e-2 {
+					t.Errorf("%d layers on SIM0, targets %v: %s[%d]: gradient %g, finite difference %g", layers, targets, n.Params()[pi].Name, k, g[k], fd)
+				}
+			}
+			n.Close()
+		}
+	}
+}
