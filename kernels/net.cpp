@@ -12,6 +12,7 @@
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "llama-model.h"
+#include "llama-impl.h"
 
 #include <cmath>
 #include <cstdarg>
@@ -22,6 +23,7 @@
 #include <stdexcept>
 #include <thread>
 #include <random>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -53,6 +55,7 @@ struct llmrt_net {
     ggml_backend_sched_t sched = nullptr;
     size_t graph_size = 0;
     std::vector<uint8_t> meta;          // tensor and graph headers of one call
+    std::set<std::string> fallbacks;    // "device op" pairs already logged
 
     // Trained tensors: one context and buffer per backend that holds some
     // (each pair lives where its base weight does).
@@ -223,7 +226,38 @@ void fill_mask(float * mask, const int32_t * seg, int L) {
     }
 }
 
+// log_fallbacks says once per device and op when a weight on a device
+// meets an op the device has no kernel for: ggml's scheduler then runs the
+// op on the CPU and copies the weight there at every step. It looks at the
+// graph before allocation, while sources still point at the weights.
+void log_fallbacks(llmrt_net * n, call & c) {
+    for (int i = 0; i < ggml_graph_n_nodes(c.gf); ++i) {
+        ggml_tensor * node = ggml_graph_node(c.gf, i);
+        for (int s = 0; s < GGML_MAX_SRC && node->src[s]; ++s) {
+            const ggml_tensor * src = node->src[s]->view_src ? node->src[s]->view_src : node->src[s];
+            if (!src->buffer) {
+                continue; // not a weight: allocated by the scheduler
+            }
+            for (size_t b = 0; b + 1 < n->backends.size(); ++b) {
+                ggml_backend_t dev = n->backends[b];
+                if (ggml_backend_buffer_get_type(src->buffer) != ggml_backend_get_default_buffer_type(dev) ||
+                    ggml_backend_supports_op(dev, node)) {
+                    continue;
+                }
+                const std::string key = std::string(ggml_backend_name(dev)) + " " + ggml_op_desc(node);
+                if (n->fallbacks.insert(key).second) {
+                    LLAMA_LOG_WARN("training: %s cannot run %s, so ggml runs it on the CPU and copies %s there at every step\n",
+                                   ggml_backend_name(dev), ggml_op_desc(node), ggml_get_name(src));
+                }
+            }
+        }
+    }
+}
+
 bool alloc_graph(llmrt_net * n, call & c, char * err, size_t errlen) {
+    if (n->backends.size() > 1) {
+        log_fallbacks(n, c);
+    }
     ggml_backend_sched_reset(n->sched);
     if (!ggml_backend_sched_alloc_graph(n->sched, c.gf)) {
         set_err(err, errlen, "allocating the compute buffers failed (out of memory?)");

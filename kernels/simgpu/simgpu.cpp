@@ -7,7 +7,9 @@
 // are split at backend boundaries and tensors are copied across. The
 // buffers are host memory and compute runs ggml's CPU kernels on them, so
 // results equal the CPU backend's. Sizes come from LLMRT_SIM_GPUS (e.g.
-// "2GiB,1GiB"); unset or empty registers no devices.
+// "2GiB,1GiB"); unset or empty registers no devices. LLMRT_SIM_GPUS_REFUSE
+// names ggml ops the devices refuse (e.g. "OUT_PROD"), to exercise the
+// fallback to the CPU that a real device's missing kernels cause.
 //
 // The library is linked without libggml-base: its ggml_* references are
 // left undefined and bind to the ggml the process already has (llmrt
@@ -63,6 +65,9 @@ struct sim_stream {
 
 // Devices live as long as the process: ggml has no way to unregister them.
 std::vector<std::unique_ptr<sim_device>> g_devices;
+
+// g_refused[op] is set for the ops LLMRT_SIM_GPUS_REFUSE names.
+bool g_refused[GGML_OP_COUNT] = {};
 ggml_backend_reg g_reg{};
 
 // The stream's identity for ggml_backend_*_guid checks: "llmrt-simgpu-v01".
@@ -332,7 +337,7 @@ bool usable_memory(const ggml_tensor * t) {
 
 // Honest: what the CPU backend computes, on memory this device can hold.
 bool dev_supports_op(ggml_backend_dev_t, const ggml_tensor * op) {
-    if (!usable_memory(op)) {
+    if (g_refused[op->op] || !usable_memory(op)) {
         return false;
     }
     for (int i = 0; i < GGML_MAX_SRC; i++) {
@@ -509,6 +514,16 @@ ggml_backend_reg_t sim_reg() {
     std::vector<size_t> sizes;
     if (!parse_env(&sizes)) {
         return nullptr;
+    }
+    if (const char * refuse = std::getenv("LLMRT_SIM_GPUS_REFUSE")) {
+        for (int op = 0; op < GGML_OP_COUNT; op++) {
+            const std::string name = ggml_op_name((ggml_op) op);
+            const std::string list = std::string(",") + refuse + ",";
+            if (list.find("," + name + ",") != std::string::npos) {
+                g_refused[op] = true;
+                GGML_LOG_INFO("simgpu: refusing %s (LLMRT_SIM_GPUS_REFUSE)\n", name.c_str());
+            }
+        }
     }
     if (sizes.size() > 16) {
         GGML_LOG_ERROR("simgpu: %zu devices requested, at most 16\n", sizes.size());

@@ -2,6 +2,7 @@ package simgputest_test
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/llmrt/llmrt/kernels"
@@ -17,63 +18,14 @@ func TestTrainingOnDevice(t *testing.T) {
 	for _, name := range []string{"stories260K", "qwen2"} {
 		t.Run(name, func(t *testing.T) {
 			path := modelPath(t, name)
-			type result struct {
-				losses []float32
-				params [][]float32
-			}
-			train := func(p kernels.ModelParams) result {
-				p.NoRepack = true // the matmul backward reads the file layout
-				m := load(t, path, p)
-				n, err := kernels.NewNet(m, kernels.NetParams{Threads: testThreads, Rank: 4, Alpha: 8, Seed: 3,
-					Targets: []string{"attn_q", "attn_v", "ffn_up"}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer n.Close()
-				toks, err := m.Tokenize("The purple zebra named Quix flew over the frozen lake at dawn.", true, false)
-				if err != nil {
-					t.Fatal(err)
-				}
-				L := len(toks)
-				pos, seg, labels := make([]int32, L), make([]int32, L), make([]int32, L)
-				for i := range toks {
-					pos[i] = int32(i)
-					labels[i] = -1
-					if i+1 < L {
-						labels[i] = toks[i+1]
-					}
-				}
-				var r result
-				for step := 1; step <= 20; step++ {
-					loss, _, err := n.Loss(toks, pos, seg, labels, true)
-					if err != nil {
-						t.Fatal(err)
-					}
-					r.losses = append(r.losses, loss)
-					if err := n.AdamW(5e-3, kernels.DefaultAdam, 1, step); err != nil {
-						t.Fatal(err)
-					}
-				}
-				for i := range n.Params() {
-					v, err := n.Get(i, kernels.ParamValue)
-					if err != nil {
-						t.Fatal(err)
-					}
-					r.params = append(r.params, v)
-				}
-				return r
-			}
+			train := func(p kernels.ModelParams) trainResult { return trainSteps(t, path, p) }
 			cpu := train(kernels.ModelParams{GPULayers: 0})
 			before := simStats(t, 0).Graphs
 			dev := train(kernels.ModelParams{GPULayers: -1, TensorSplit: []float32{1, 0}})
 			if simStats(t, 0).Graphs == before {
 				t.Fatal("no graph ran on SIM0 while training with the base on it")
 			}
-			for i := range cpu.losses {
-				if rel := math.Abs(float64(dev.losses[i]-cpu.losses[i])) / math.Abs(float64(cpu.losses[i])); rel > 1e-3 {
-					t.Fatalf("step %d: loss %.6f on the device, %.6f on the CPU", i+1, dev.losses[i], cpu.losses[i])
-				}
-			}
+			sameLosses(t, name, cpu, dev)
 			if !(cpu.losses[19] < cpu.losses[0]) {
 				t.Fatalf("the loss did not fall: %.4f -> %.4f", cpu.losses[0], cpu.losses[19])
 			}
@@ -152,5 +104,95 @@ func TestTrainingGradientsWherever(t *testing.T) {
 			}
 			n.Close()
 		}
+	}
+}
+
+// trainResult is 20 AdamW steps of LoRA training: each step's loss and the
+// trained tensors at the end.
+type trainResult struct {
+	losses []float32
+	params [][]float32
+}
+
+// trainSteps trains attn_q, attn_v and ffn_up pairs of rank 4 on one
+// sentence for 20 steps, with the model loaded as p says.
+func trainSteps(t *testing.T, path string, p kernels.ModelParams) trainResult {
+	t.Helper()
+	p.NoRepack = true // the matmul backward reads the file layout
+	m := load(t, path, p)
+	n, err := kernels.NewNet(m, kernels.NetParams{Threads: testThreads, Rank: 4, Alpha: 8, Seed: 3,
+		Targets: []string{"attn_q", "attn_v", "ffn_up"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	toks, err := m.Tokenize("The purple zebra named Quix flew over the frozen lake at dawn.", true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	L := len(toks)
+	pos, seg, labels := make([]int32, L), make([]int32, L), make([]int32, L)
+	for i := range toks {
+		pos[i] = int32(i)
+		labels[i] = -1
+		if i+1 < L {
+			labels[i] = toks[i+1]
+		}
+	}
+	var r trainResult
+	for step := 1; step <= 20; step++ {
+		loss, _, err := n.Loss(toks, pos, seg, labels, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.losses = append(r.losses, loss)
+		if err := n.AdamW(5e-3, kernels.DefaultAdam, 1, step); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n.Params() {
+		v, err := n.Get(i, kernels.ParamValue)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.params = append(r.params, v)
+	}
+	return r
+}
+
+// sameLosses fails unless the two runs' losses agree within 1e-3 relative.
+func sameLosses(t *testing.T, what string, cpu, dev trainResult) {
+	t.Helper()
+	for i := range cpu.losses {
+		if rel := math.Abs(float64(dev.losses[i]-cpu.losses[i])) / math.Abs(float64(cpu.losses[i])); rel > 1e-3 {
+			t.Fatalf("%s, step %d: loss %.6f on the device, %.6f on the CPU", what, i+1, dev.losses[i], cpu.losses[i])
+		}
+	}
+}
+
+// A device without a kernel the training graph needs: ggml's scheduler
+// runs the op on the CPU, training gives the CPU's losses, and the reason
+// is logged once (a child process whose devices refuse OUT_PROD, the
+// matmul backward).
+func TestDeviceWithoutAnOpFallsBack(t *testing.T) {
+	needSim(t)
+	child(t, "TestDeviceWithoutAnOpChild", "LLMRT_SIM_GPUS="+simGPUs, "LLMRT_SIM_GPUS_REFUSE=OUT_PROD")
+}
+
+func TestDeviceWithoutAnOpChild(t *testing.T) {
+	onlyInChild(t)
+	needSim(t)
+	path := modelPath(t, "stories260K")
+	cpu := trainSteps(t, path, kernels.ModelParams{GPULayers: 0})
+	dev := trainSteps(t, path, kernels.ModelParams{GPULayers: -1, TensorSplit: []float32{1, 0}})
+	sameLosses(t, "OUT_PROD refused", cpu, dev)
+	n := 0
+	for _, l := range loggedLines() {
+		if strings.Contains(l, "SIM0 cannot run OUT_PROD") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d log lines say SIM0 cannot run OUT_PROD, want 1:\n%s", n, strings.Join(loggedLines(), "\n"))
 	}
 }
