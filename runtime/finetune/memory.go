@@ -12,9 +12,9 @@ import (
 // its own copy of the base weights (Train loads the base itself; on the
 // first GPU unless spec.GPULayers is 0) and, from sched.EstimateTraining,
 // the LoRA tensors, their gradients, AdamW's moments and the activations of
-// a micro-batch, which kernels.NewNet keeps on its first backend (the
-// first GPU when there is one). Device "" is the scheduler's first GPU, or
-// the CPU on a machine without one.
+// a micro-batch, which kernels.NewNet keeps beside the weights they train.
+// Device "" is the scheduler's first GPU, or the CPU on a machine without
+// one.
 func TrainingMemory(spec Spec) ([]sched.DeviceBytes, error) {
 	spec.defaults()
 	facts, err := registry.Facts(spec.BaseName, spec.BasePath)
@@ -27,8 +27,7 @@ func TrainingMemory(spec Spec) ([]sched.DeviceBytes, error) {
 	}
 	weights := sched.DeviceBytes{Device: "", Breakdown: sched.Breakdown{Weights: facts.WeightBytes()}}
 	if spec.GPULayers == 0 {
-		weights.Device = "cpu"
-		return []sched.DeviceBytes{weights, {Device: "", Breakdown: state}}, nil
+		return []sched.DeviceBytes{{Device: "cpu", Breakdown: state.Add(weights.Breakdown)}}, nil
 	}
 	return []sched.DeviceBytes{{Device: "", Breakdown: state.Add(weights.Breakdown)}}, nil
 }
