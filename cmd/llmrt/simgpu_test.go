@@ -25,6 +25,14 @@ func TestSimulatedGPUsListed(t *testing.T) {
 		simulatedGPUsListed(t)
 		return
 	}
+	simChild(t, "TestSimulatedGPUsListed", "2GiB,1GiB")
+}
+
+// simChild re-runs this test binary with only the named test, with
+// LLMRT_SIM_GPUS set to sizes and llmrt loading the library from lib/,
+// and fails unless that test passed.
+func simChild(t *testing.T, test, sizes string) {
+	t.Helper()
 	lib, err := filepath.Abs(filepath.Join("..", "..", "lib"))
 	if err != nil {
 		t.Fatal(err)
@@ -32,10 +40,10 @@ func TestSimulatedGPUsListed(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(lib, "libggml-simgpu.so")); err != nil {
 		t.Fatalf("run make simgpu (make test does): %v", err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSimulatedGPUsListed$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), simChildEnv+"=1", "LLMRT_SIM_GPUS=2GiB,1GiB", "LLMRT_LIB_PATH="+lib)
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), simChildEnv+"=1", "LLMRT_SIM_GPUS="+sizes, "LLMRT_LIB_PATH="+lib)
 	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "--- PASS: TestSimulatedGPUsListed") {
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+test) {
 		t.Fatalf("child process: %v\n%s", err, out)
 	}
 }
@@ -91,19 +99,7 @@ func TestTuneOnSimulatedGPU(t *testing.T) {
 		tuneOnSimulatedGPU(t)
 		return
 	}
-	lib, err := filepath.Abs(filepath.Join("..", "..", "lib"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(lib, "libggml-simgpu.so")); err != nil {
-		t.Fatalf("run make simgpu (make test does): %v", err)
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestTuneOnSimulatedGPU$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), simChildEnv+"=1", "LLMRT_SIM_GPUS=2GiB", "LLMRT_LIB_PATH="+lib)
-	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "--- PASS: TestTuneOnSimulatedGPU") {
-		t.Fatalf("child process: %v\n%s", err, out)
-	}
+	simChild(t, "TestTuneOnSimulatedGPU", "2GiB")
 }
 
 func tuneOnSimulatedGPU(t *testing.T) {

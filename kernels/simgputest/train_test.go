@@ -62,16 +62,7 @@ func TestTrainingGradientsWherever(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			toks, _ := m.Tokenize("Once upon a time, there was a little girl named Lily. She loved to play", true, false)
-			L := len(toks)
-			pos, seg, labels := make([]int32, L), make([]int32, L), make([]int32, L)
-			for i := range toks {
-				pos[i] = int32(i)
-				labels[i] = -1
-				if i+1 < L {
-					labels[i] = toks[i+1]
-				}
-			}
+			toks, pos, seg, labels := trainingRow(t, m, "Once upon a time, there was a little girl named Lily. She loved to play")
 			if _, _, err := n.Loss(toks, pos, seg, labels, true); err != nil {
 				t.Fatal(err)
 			}
@@ -126,19 +117,7 @@ func trainSteps(t *testing.T, path string, p kernels.ModelParams) trainResult {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	toks, err := m.Tokenize("The purple zebra named Quix flew over the frozen lake at dawn.", true, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	L := len(toks)
-	pos, seg, labels := make([]int32, L), make([]int32, L), make([]int32, L)
-	for i := range toks {
-		pos[i] = int32(i)
-		labels[i] = -1
-		if i+1 < L {
-			labels[i] = toks[i+1]
-		}
-	}
+	toks, pos, seg, labels := trainingRow(t, m, "The purple zebra named Quix flew over the frozen lake at dawn.")
 	var r trainResult
 	for step := 1; step <= 20; step++ {
 		loss, _, err := n.Loss(toks, pos, seg, labels, true)
@@ -195,4 +174,24 @@ func TestDeviceWithoutAnOpChild(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("%d log lines say SIM0 cannot run OUT_PROD, want 1:\n%s", n, strings.Join(loggedLines(), "\n"))
 	}
+}
+
+// trainingRow is text as one training row: its tokens, positions, one
+// segment, and every token labelled with the next.
+func trainingRow(t *testing.T, m *kernels.Model, text string) (toks, pos, seg, labels []int32) {
+	t.Helper()
+	toks, err := m.Tokenize(text, true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	L := len(toks)
+	pos, seg, labels = make([]int32, L), make([]int32, L), make([]int32, L)
+	for i := range toks {
+		pos[i] = int32(i)
+		labels[i] = -1
+		if i+1 < L {
+			labels[i] = toks[i+1]
+		}
+	}
+	return toks, pos, seg, labels
 }
