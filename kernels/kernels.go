@@ -259,6 +259,18 @@ func cString(s *C.char) string {
 	return C.GoString(s)
 }
 
+// DevicesOf lists the devices of one backend ("SIM", "CUDA"), in ggml's
+// order.
+func DevicesOf(backend string) []Device {
+	var out []Device
+	for _, d := range Devices() {
+		if d.Backend == backend {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
 // MaxDevices is llama.cpp's compile-time limit on devices in a tensor split.
 func MaxDevices() int { Init(); return int(C.llama_max_devices()) }
 

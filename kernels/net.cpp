@@ -23,7 +23,6 @@
 #include <stdexcept>
 #include <thread>
 #include <random>
-#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -55,7 +54,7 @@ struct llmrt_net {
     ggml_backend_sched_t sched = nullptr;
     size_t graph_size = 0;
     std::vector<uint8_t> meta;          // tensor and graph headers of one call
-    std::set<std::string> fallbacks;    // "device op" pairs already logged
+    std::vector<std::vector<bool>> op_checked; // [backend][op x weight type]: fallback looked at
 
     // Trained tensors: one context and buffer per backend that holds some
     // (each pair lives where its base weight does).
@@ -226,11 +225,12 @@ void fill_mask(float * mask, const int32_t * seg, int L) {
     }
 }
 
-// log_fallbacks says once per device and op when a weight on a device
+// log_fallbacks says once per device, op and weight type when a weight on a device
 // meets an op the device has no kernel for: ggml's scheduler then runs the
 // op on the CPU and copies the weight there at every step. It looks at the
 // graph before allocation, while sources still point at the weights.
 void log_fallbacks(llmrt_net * n, call & c) {
+    n->op_checked.resize(n->backends.size(), std::vector<bool>((size_t) GGML_OP_COUNT * GGML_TYPE_COUNT));
     for (int i = 0; i < ggml_graph_n_nodes(c.gf); ++i) {
         ggml_tensor * node = ggml_graph_node(c.gf, i);
         for (int s = 0; s < GGML_MAX_SRC && node->src[s]; ++s) {
@@ -240,12 +240,17 @@ void log_fallbacks(llmrt_net * n, call & c) {
             }
             for (size_t b = 0; b + 1 < n->backends.size(); ++b) {
                 ggml_backend_t dev = n->backends[b];
-                if (ggml_backend_buffer_get_type(src->buffer) != ggml_backend_get_default_buffer_type(dev) ||
-                    ggml_backend_supports_op(dev, node)) {
+                if (ggml_backend_buffer_get_type(src->buffer) != ggml_backend_get_default_buffer_type(dev)) {
                     continue;
                 }
-                const std::string key = std::string(ggml_backend_name(dev)) + " " + ggml_op_desc(node);
-                if (n->fallbacks.insert(key).second) {
+                // One look per device, op and weight type: the graphs of
+                // every step repeat the same ops on the same weights.
+                const size_t key = (size_t) node->op * GGML_TYPE_COUNT + src->type;
+                if (n->op_checked[b][key]) {
+                    continue;
+                }
+                n->op_checked[b][key] = true;
+                if (!ggml_backend_supports_op(dev, node)) {
                     LLAMA_LOG_WARN("training: %s cannot run %s, so ggml runs it on the CPU and copies %s there at every step\n",
                                    ggml_backend_name(dev), ggml_op_desc(node), ggml_get_name(src));
                 }

@@ -143,10 +143,8 @@ func (a *app) setup() error {
 			a.log.Warn("simulated GPUs not loaded", "LLMRT_SIM_GPUS", spec, "err", err)
 		} else {
 			var names []string
-			for _, d := range kernels.Devices() {
-				if d.Backend == kernels.SimGPUBackend {
-					names = append(names, fmt.Sprintf("%s %.1f GiB", d.Name, float64(d.Total)/(1<<30)))
-				}
+			for _, d := range kernels.DevicesOf(kernels.SimGPUBackend) {
+				names = append(names, fmt.Sprintf("%s %.1f GiB", d.Name, float64(d.Total)/(1<<30)))
 			}
 			a.log.Info("simulated GPUs loaded", "LLMRT_SIM_GPUS", spec, "path", path, "devices", names)
 		}

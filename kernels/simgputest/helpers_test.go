@@ -223,15 +223,8 @@ func simStats(t *testing.T, i int) kernels.SimGPUStats {
 // simDevices lists the devices under test as kernels reports them: the
 // simulated ones, or the CUDA ones with LLMRT_TEST_DEVICE=cuda.
 func simDevices() []kernels.Device {
-	backend := kernels.SimGPUBackend
 	if useCUDA {
-		backend = "CUDA"
+		return kernels.DevicesOf("CUDA")
 	}
-	var out []kernels.Device
-	for _, d := range kernels.Devices() {
-		if d.Backend == backend {
-			out = append(out, d)
-		}
-	}
-	return out
+	return kernels.DevicesOf(kernels.SimGPUBackend)
 }

@@ -150,6 +150,13 @@ func (f *inflight) leave() {
 	}
 }
 
+// isDraining reports whether drain was called.
+func (f *inflight) isDraining() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.draining
+}
+
 // drain stops admissions and returns a channel closed when the last
 // admitted request has left.
 func (f *inflight) drain() <-chan struct{} {

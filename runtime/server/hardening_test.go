@@ -263,7 +263,7 @@ func TestDrainAnswers503(t *testing.T) {
 	}()
 	<-entered
 	ts.cancel() // like SIGTERM
-	for !ts.srv.draining.Load() {
+	for !ts.srv.flight.isDraining() {
 		time.Sleep(time.Millisecond)
 	}
 	for i := 0; i < 2; i++ { // the drain holds as long as the request does

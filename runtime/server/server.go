@@ -60,14 +60,13 @@ type Config struct {
 
 // Server is the HTTP API over a registry.Registry.
 type Server struct {
-	cfg      Config
-	reg      *registry.Registry
-	log      *slog.Logger
-	metrics  *metrics
-	mux      *http.ServeMux
-	started  time.Time
-	draining atomic.Bool
-	flight   inflight
+	cfg     Config
+	reg     *registry.Registry
+	log     *slog.Logger
+	metrics *metrics
+	mux     *http.ServeMux
+	started time.Time
+	flight  inflight
 	// loopback is set when Serve listens on a loopback address only.
 	loopback    atomic.Bool
 	fingerprint string
@@ -283,7 +282,7 @@ func (s *Server) authorized(r *http.Request) bool {
 func (s *Server) health(w http.ResponseWriter, r *http.Request) error {
 	status := "ok"
 	code := http.StatusOK
-	if s.draining.Load() {
+	if s.flight.isDraining() {
 		status, code = "draining", http.StatusServiceUnavailable
 		w.Header().Set("Retry-After", "5")
 		w.Header().Set("Connection", "close")
@@ -420,7 +419,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	idle := s.flight.drain()
-	s.draining.Store(true)
 	s.log.Info("shutting down: draining in-flight requests", "grace", s.cfg.ShutdownGrace)
 	grace := time.NewTimer(s.cfg.ShutdownGrace)
 	defer grace.Stop()

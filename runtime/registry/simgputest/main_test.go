@@ -85,17 +85,10 @@ func needDevices(t *testing.T) {
 
 // gpuDevices are ggml's GPUs under test, in ggml's order.
 func gpuDevices() []kernels.Device {
-	want := kernels.SimGPUBackend
 	if useCUDA {
-		want = "CUDA"
+		return kernels.DevicesOf("CUDA")
 	}
-	var out []kernels.Device
-	for _, d := range kernels.Devices() {
-		if d.Type == kernels.DeviceGPU && d.Backend == want {
-			out = append(out, d)
-		}
-	}
-	return out
+	return kernels.DevicesOf(kernels.SimGPUBackend)
 }
 
 // used is what GPU i holds by its own count: the simulated device's live
