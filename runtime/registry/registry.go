@@ -97,6 +97,20 @@ type modelEntry struct {
 	pinned   bool
 	loadedAt time.Time
 	res      *sched.Reservation // nil without a scheduler
+	// keepAlive, when set, overrides the registry's KeepAlive for this
+	// model (SetKeepAlive).
+	keepAlive *time.Duration
+}
+
+// keepAliveLocked is how long the model stays loaded when idle (< 0: never).
+func (me *modelEntry) keepAliveLocked(def time.Duration) time.Duration {
+	switch {
+	case me.pinned:
+		return -1
+	case me.keepAlive != nil:
+		return *me.keepAlive
+	}
+	return def
 }
 
 // NewRegistry starts a registry and its keep-alive janitor.
@@ -258,13 +272,14 @@ func (r *Registry) Acquire(ctx context.Context, id string) (*Lease, error) {
 			r.mu.Lock()
 			me.refs--
 			me.lastUsed = time.Now()
+			ka := me.keepAliveLocked(r.cfg.KeepAlive)
 			r.mu.Unlock()
 			// Only now tell the scheduler: it may evict the model at once,
 			// which needs the request count at zero.
 			if busyDone != nil {
 				busyDone()
 			}
-			if r.cfg.KeepAlive == 0 {
+			if ka == 0 {
 				r.sweep()
 			}
 		}
@@ -556,6 +571,32 @@ func (r *Registry) Preload(ctx context.Context, name string) error {
 	return nil
 }
 
+// SetKeepAlive sets how long a loaded model stays loaded when idle,
+// overriding the registry's KeepAlive for it: d < 0 keeps it loaded (and
+// pinned in the scheduler), 0 unloads it as soon as it is idle.
+func (r *Registry) SetKeepAlive(name string, d time.Duration) error {
+	r.mu.Lock()
+	me := r.models[name]
+	if me == nil || me.e == nil {
+		r.mu.Unlock()
+		return fmt.Errorf("model %q is not loaded", name)
+	}
+	me.pinned = d < 0
+	if d >= 0 {
+		me.keepAlive = &d
+	}
+	res := me.res
+	r.mu.Unlock()
+	if res != nil {
+		res.SetPinned(d < 0)
+		res.SetKeepAlive(max(d, 0))
+	}
+	if d >= 0 {
+		r.sweep()
+	}
+	return nil
+}
+
 // LoadedModel describes a loaded model.
 type LoadedModel struct {
 	Name     string       `json:"name"`
@@ -566,6 +607,10 @@ type LoadedModel struct {
 	LastUsed time.Time    `json:"last_used"`
 	Stats    engine.Stats `json:"stats"`
 	Adapters []string     `json:"adapters"`
+	// KeepAliveSeconds is how long the model stays loaded when idle (-1:
+	// until unloaded); ExpiresAt is when that ends for an idle model.
+	KeepAliveSeconds float64    `json:"keep_alive_seconds"`
+	ExpiresAt        *time.Time `json:"expires_at,omitempty"`
 }
 
 // Loaded lists the loaded models.
@@ -577,8 +622,16 @@ func (r *Registry) Loaded() []LoadedModel {
 		if me.e == nil {
 			continue
 		}
-		out = append(out, LoadedModel{Name: me.name, Path: me.path, Busy: me.refs, Pinned: me.pinned,
-			LoadedAt: me.loadedAt, LastUsed: me.lastUsed, Stats: me.e.Stats(), Adapters: me.e.Adapters()})
+		lm := LoadedModel{Name: me.name, Path: me.path, Busy: me.refs, Pinned: me.pinned,
+			LoadedAt: me.loadedAt, LastUsed: me.lastUsed, Stats: me.e.Stats(), Adapters: me.e.Adapters(), KeepAliveSeconds: -1}
+		if ka := me.keepAliveLocked(r.cfg.KeepAlive); ka >= 0 {
+			lm.KeepAliveSeconds = ka.Seconds()
+			if me.refs == 0 {
+				t := me.lastUsed.Add(ka)
+				lm.ExpiresAt = &t
+			}
+		}
+		out = append(out, lm)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -609,13 +662,10 @@ func (r *Registry) Unload(name string) error {
 
 // sweep unloads models idle past their keep-alive.
 func (r *Registry) sweep() {
-	if r.cfg.KeepAlive < 0 {
-		return
-	}
 	r.mu.Lock()
 	var idle []*modelEntry
 	for name, me := range r.models {
-		if me.e != nil && me.refs == 0 && !me.pinned && time.Since(me.lastUsed) >= r.cfg.KeepAlive {
+		if ka := me.keepAliveLocked(r.cfg.KeepAlive); me.e != nil && me.refs == 0 && ka >= 0 && time.Since(me.lastUsed) >= ka {
 			idle = append(idle, me)
 			delete(r.models, name)
 		}

@@ -2,7 +2,8 @@
 //
 // Endpoints: GET /v1/models[/{id}], POST /v1/chat/completions,
 // POST /v1/completions, POST /v1/embeddings, GET /health, GET /metrics
-// (Prometheus), and admin routes under /v1/adapters and /v1/system. Errors
+// (Prometheus), admin routes under /v1/adapters and /v1/system, and the
+// web console at / when Config.Console is set. Errors
 // use OpenAI's error object with the status OpenAI uses. Every request runs
 // under its client's context: a client that goes away frees its sequence at
 // the engine's next step.
@@ -55,6 +56,10 @@ type Config struct {
 	MetricsPublic bool
 	// Retriever enables the "rag" extension of chat completions.
 	Retriever Retriever
+	// Console, when set, serves GET / and the paths the API does not
+	// use (the web console, runtime/console). It is public: the page asks
+	// for the API key and sends it with every API call.
+	Console http.Handler
 	Logger    *slog.Logger
 }
 
@@ -117,6 +122,12 @@ func (s *Server) routes() {
 	s.handle("POST /v1/adapters", "adapters", api, s.addAdapter)
 	s.handle("DELETE /v1/adapters/{name...}", "adapters", api, s.removeAdapter)
 	s.handle("GET /v1/system", "system", get, s.system)
+	s.handle("POST /v1/system/load", "system", api, s.loadModel)
+	s.handle("POST /v1/system/unload", "system", api, s.unloadModel)
+	s.handle("POST /v1/system/keep_alive", "system", api, s.setKeepAlive)
+	if s.cfg.Console != nil {
+		s.handle("/", "console", route{body: bodyNone}, s.console)
+	}
 	s.handle("/v1/", "unknown", get, func(w http.ResponseWriter, r *http.Request) error {
 		return httpapi.NotFound("unknown_url", "unknown endpoint %s %s", r.Method, r.URL.Path)
 	})
