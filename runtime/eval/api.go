@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +22,8 @@ import (
 //	POST /v1/evals       {"model", "questions": [...] | "questions_file", "collection",
 //	                      "adapter", "top_k", "concurrency", "max_tokens", "future_queries"}
 //	GET  /v1/evals/{id}  status, and the report once it has finished
+//	GET  /v1/evals       every evaluation, newest first, with its arms' summaries
+//	                     (without the answers)
 //
 // Reports are kept in Dir (one JSON file per evaluation).
 type Service struct {
@@ -78,6 +81,7 @@ func (s *Service) Register(srv Router) {
 	s.jobs = map[string]*evalJob{}
 	srv.Handle("POST /v1/evals", "evals", s.create)
 	srv.Handle("GET /v1/evals/{id}", "evals", s.get)
+	srv.Handle("GET /v1/evals", "evals", s.list)
 }
 
 func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
@@ -211,4 +215,54 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "application/json")
 	_, err := w.Write(out)
 	return err
+}
+
+// list answers every evaluation, running and kept, newest first; reports
+// come without their answers (GET /v1/evals/{id} has them).
+func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
+	byID := map[string]evalJob{}
+	if s.Dir != "" {
+		ents, err := os.ReadDir(s.Dir)
+		if err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("list evaluations: %w", err)
+		}
+		for _, e := range ents {
+			id, ok := strings.CutSuffix(e.Name(), ".json")
+			if !ok {
+				continue
+			}
+			b, err := os.ReadFile(filepath.Join(s.Dir, e.Name()))
+			var j evalJob
+			if err != nil || json.Unmarshal(b, &j) != nil || j.ID != id {
+				s.Logger.Warn("unreadable evaluation report skipped", "file", e.Name())
+				continue
+			}
+			byID[id] = j
+		}
+	}
+	s.mu.Lock()
+	for id, j := range s.jobs {
+		c := *j
+		if c.Report != nil {
+			rep := *c.Report
+			c.Report = &rep
+		}
+		byID[id] = c
+	}
+	s.mu.Unlock()
+	out := make([]evalJob, 0, len(byID))
+	for _, j := range byID {
+		if j.Report != nil {
+			j.Report.Answers = nil
+		}
+		j.Markdown = ""
+		out = append(out, j)
+	}
+	slices.SortFunc(out, func(a, b evalJob) int {
+		if a.CreatedAt != b.CreatedAt {
+			return int(b.CreatedAt - a.CreatedAt)
+		}
+		return strings.Compare(b.ID, a.ID)
+	})
+	return httpapi.WriteJSON(w, http.StatusOK, map[string]any{"object": "list", "data": out})
 }

@@ -89,4 +89,32 @@ func TestEvalAPI(t *testing.T) {
 	if resp, _ := http.Get(url + "/eval-nope"); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("unknown eval: %d", resp.StatusCode)
 	}
+	// The list has the run with its arms but not its answers, from memory
+	// and, after a restart, from the saved report.
+	listed := func(url string) map[string]any {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var l struct{ Data []map[string]any }
+		json.NewDecoder(resp.Body).Decode(&l)
+		if len(l.Data) != 1 || l.Data[0]["id"] != id || l.Data[0]["status"] != "succeeded" {
+			t.Fatalf("list: %v", l.Data)
+		}
+		rep := l.Data[0]["report"].(map[string]any)
+		if len(rep["arms"].([]any)) != 1 || rep["answers"] != nil || l.Data[0]["report_markdown"] != nil {
+			t.Fatalf("listed report %v", l.Data[0])
+		}
+		return rep
+	}
+	listed(url)
+	srv2 := server.New(server.Config{DefaultModel: "stories260K", Logger: quiet}, reg)
+	(&Service{Dir: filepath.Join(dir, "evals"), Registry: reg, Logger: quiet}).Register(srv2)
+	ln2, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	done2 := make(chan error, 1)
+	go func() { done2 <- srv2.Serve(ctx2, ln2) }()
+	defer func() { cancel2(); <-done2 }()
+	listed("http://" + ln2.Addr().String() + "/v1/evals")
 }
