@@ -305,6 +305,7 @@ func (s *Service) Register(srv Router) {
 	srv.Handle("GET /v1/fine_tuning/jobs/{id}", "fine_tuning", s.getJob)
 	srv.Handle("GET /v1/fine_tuning/jobs/{id}/events", "fine_tuning", s.listEvents)
 	srv.Handle("POST /v1/fine_tuning/jobs/{id}/cancel", "fine_tuning", s.cancelJob)
+	srv.Handle("GET /v1/fine_tuning/jobs/{id}/adapter", "fine_tuning", s.downloadAdapter)
 }
 
 func (s *Service) uploadFile(w http.ResponseWriter, r *http.Request) error {

@@ -142,6 +142,9 @@ func (s *store) saveFile(name, purpose string, r io.Reader) (File, error) {
 // ErrBadFile is a fine-tune file that is not JSONL.
 var ErrBadFile = errors.New("invalid training file")
 
+// maxBadLines is how many bad lines an upload's error lists.
+const maxBadLines = 20
+
 func checkJSONL(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -150,7 +153,8 @@ func checkJSONL(path string) error {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	line, n := 0, 0
+	line, n, bad := 0, 0, 0
+	var msgs []string
 	for sc.Scan() {
 		line++
 		b := strings.TrimSpace(sc.Text())
@@ -159,12 +163,21 @@ func checkJSONL(path string) error {
 		}
 		var m map[string]any
 		if err := json.Unmarshal([]byte(b), &m); err != nil {
-			return fmt.Errorf("%w: line %d is not a JSON object: %v", ErrBadFile, line, err)
+			if bad++; bad <= maxBadLines {
+				msgs = append(msgs, fmt.Sprintf("line %d is not a JSON object: %v", line, err))
+			}
+			continue
 		}
 		n++
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("%w: line %d: %v", ErrBadFile, line+1, err)
+	}
+	if bad > 0 {
+		if bad > maxBadLines {
+			msgs = append(msgs, fmt.Sprintf("and %d more", bad-maxBadLines))
+		}
+		return fmt.Errorf("%w: %d of %d lines are bad:\n%s", ErrBadFile, bad, n+bad, strings.Join(msgs, "\n"))
 	}
 	if n == 0 {
 		return fmt.Errorf("%w: the file has no examples", ErrBadFile)
