@@ -24,6 +24,7 @@ import (
 //	POST   /v1/collections/{name}/documents         add: JSON {path} | {documents: [{name, text, format}]},
 //	                                                or multipart/form-data files
 //	DELETE /v1/collections/{name}/documents?source= remove one source
+//	GET    /v1/collections/{name}/chunks?source=    one source's chunks in document order
 //	POST   /v1/collections/{name}/query             {query, top_k, mode, mmr}
 type API struct {
 	Store *Store
@@ -50,6 +51,24 @@ func (a *API) Register(srv Router) {
 	srv.HandleUpload("POST /v1/collections/{name}/documents", "collections", a.addDocuments)
 	srv.Handle("DELETE /v1/collections/{name}/documents", "collections", a.removeDocument)
 	srv.Handle("POST /v1/collections/{name}/query", "collections", a.query)
+	srv.Handle("GET /v1/collections/{name}/chunks", "collections", a.chunks)
+}
+
+func (a *API) chunks(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	src := r.URL.Query().Get("source")
+	if src == "" {
+		return httpapi.BadRequest("source", "the source query parameter names the document whose chunks to list")
+	}
+	c, err := a.Store.Get(r.Context(), name)
+	if err != nil {
+		return a.errOf(name, err)
+	}
+	cs := c.Chunks(src)
+	if cs == nil {
+		return httpapi.NotFound("source_not_found", "collection %q has no source %q", name, src)
+	}
+	return httpapi.WriteJSON(w, http.StatusOK, map[string]any{"object": "list", "data": cs})
 }
 
 // CollectionObject is a collection in API answers.

@@ -182,6 +182,29 @@ func TestCollectionsAPIAndChatRAG(t *testing.T) {
 		t.Fatalf("rag on a missing collection: %d", bad)
 	}
 
+	// A source's chunks, in document order.
+	code, out = call(t, "GET", url+"/handbook/chunks?source=tom", nil)
+	chunks, _ := out["data"].([]any)
+	if code != http.StatusOK || len(chunks) == 0 {
+		t.Fatalf("chunks: %d %v", code, out)
+	}
+	var joined strings.Builder
+	prev := -1.0
+	for _, c := range chunks {
+		m := c.(map[string]any)
+		if m["source"] != "tom" || m["start"].(float64) < prev {
+			t.Fatalf("chunk %v out of place", m)
+		}
+		prev = m["start"].(float64)
+		joined.WriteString(m["text"].(string))
+	}
+	if !strings.Contains(joined.String(), sentence) {
+		t.Fatalf("the chunks of tom do not hold its text: %q", joined.String())
+	}
+	if code, out = call(t, "GET", url+"/handbook/chunks?source=nobody", nil); code != http.StatusNotFound || errCode(out) != "source_not_found" {
+		t.Fatalf("chunks of an unknown source: %d %v", code, out)
+	}
+
 	// Removing a source drops its chunks from retrieval.
 	if code, out = call(t, "DELETE", url+"/handbook/documents?source=tom", nil); code != http.StatusOK {
 		t.Fatalf("remove source: %d %v", code, out)
