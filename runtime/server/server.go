@@ -60,7 +60,7 @@ type Config struct {
 	// use (the web console, runtime/console). It is public: the page asks
 	// for the API key and sends it with every API call.
 	Console http.Handler
-	Logger    *slog.Logger
+	Logger  *slog.Logger
 }
 
 // Server is the HTTP API over a registry.Registry.
