@@ -15,6 +15,7 @@ import (
 
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/models/store"
+	"github.com/llmrt/llmrt/runtime/console"
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/eval"
 	"github.com/llmrt/llmrt/runtime/finetune"
@@ -146,7 +147,7 @@ server retrieves passages for the last user turn from the collection
 				DefaultModel: defModel, APIKeys: apiKeys, CORSOrigins: cors, MaxBodyBytes: maxBody,
 				RequestTimeout: timeout, ShutdownGrace: grace, Logger: a.log, StreamInterval: streamInterval,
 				AllowedHosts: allowedHosts, MetricsPublic: metricsPublic,
-				Retriever: chatRetriever{coll},
+				Retriever: chatRetriever{coll}, Console: console.Handler(),
 			}, reg)
 			(&rag.API{Store: coll, AllowPaths: ragPaths}).Register(srv)
 			// Fine-tuning jobs (/v1/files, /v1/fine_tuning/jobs) train in
