@@ -331,6 +331,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if n := evalJS[int](b, `document.querySelectorAll('#ev-chart svg circle.point').length`); n != 4 {
 		t.Fatalf("the chart has %d points, want 4", n)
 	}
+	fourArms := evalJS[string](b, `document.querySelector('#ev-run').dataset.run`)
 	b.setValue("#ev-collection", "")
 	b.setValue("#ev-adapter", "")
 	b.do(chromedp.Click(chromedp.CSS("#ev-start")))
@@ -354,7 +355,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		{"#/chat?collection=handbook", "chat", "true"},
 		{"#/finetune", "finetune", `document.querySelector('#ft-job svg.chart')`},
 		{"#/collections", "collections", `document.querySelector('#coll-view')`},
-		{"#/evals", "evals", `document.querySelector('#ev-run svg.chart')`},
+		{"#/evals?id=" + fourArms, "evals", `document.querySelector('#ev-run svg.chart')`},
 	}
 	for _, w := range []int64{1280, 390} {
 		b.do(chromedp.EmulateViewport(w, 860))
@@ -362,6 +363,11 @@ func TestConsoleInBrowser(t *testing.T) {
 			b.page("#/models?x", "models") // a real page change, so the next one renders anew
 			b.page(p.hash, p.name)
 			b.wait(p.extra, 20*time.Second)
+			if p.name == "evals" {
+				b.do(chromedp.Click(chromedp.CSS(`tr[data-run]:nth-child(1) input[type=checkbox]`)), chromedp.Click(chromedp.CSS(`tr[data-run]:nth-child(2) input[type=checkbox]`)))
+				b.wait(`document.querySelector('#ev-compare table.compare')`, 10*time.Second)
+			}
+			evalJS[any](b, `document.getElementById('toast').className = ''; window.scrollTo(0, 0); null`)
 			if sw := evalJS[int](b, `document.documentElement.scrollWidth`); sw > int(w) {
 				t.Errorf("%s at %d px is %d px wide", p.name, w, sw)
 			}

@@ -28,7 +28,11 @@ function label(v) {
   return String(+v.toPrecision(4));
 }
 
-function frame({ width = 640, height = 280, xMin, xMax, yMin, yMax, xLabel, yLabel, title }) {
+// chartWidth fits the chart's drawing to a phone's screen, so that its
+// text keeps a readable size when the SVG scales.
+const chartWidth = () => Math.max(320, Math.min(640, window.innerWidth - 48));
+
+function frame({ width = chartWidth(), height = 280, xMin, xMax, yMin, yMax, xLabel, yLabel, title }) {
   const m = { l: 56, r: 16, t: title ? 28 : 12, b: 42 };
   const W = width - m.l - m.r;
   const H = height - m.t - m.b;
@@ -100,12 +104,14 @@ export function scatterChart({ points, xLabel, yLabel, title, desc }) {
     const cy = f.y(p.y);
     f.svg.append(s('circle', { cx, cy, r: 5, fill: color, class: 'point', 'data-label': p.label },
       s('title', {}, `${p.group ? p.group + ' ' : ''}${p.label}: ${yLabel} ${label(p.y)}, ${xLabel} ${label(p.x)}`)));
-    f.svg.append(s('text', { x: cx + 8, y: cy - 6, class: 'point-label' }, p.label));
+    // Labels near the right edge go to the left of their point.
+    const left = cx > f.m.l + f.W * 0.75;
+    f.svg.append(s('text', { x: left ? cx - 8 : cx + 8, y: cy - 6, 'text-anchor': left ? 'end' : 'start', class: 'point-label' }, p.label));
   }
   if (groups.length > 1) {
     groups.forEach((g, i) => {
-      f.svg.append(s('rect', { x: f.m.l + 8 + i * 150, y: f.m.t + 2, width: 10, height: 10, fill: PALETTE[i % PALETTE.length] }));
-      f.svg.append(s('text', { x: f.m.l + 22 + i * 150, y: f.m.t + 11, class: 'legend' }, g));
+      f.svg.append(s('rect', { x: f.m.l + 8, y: f.m.t + 2 + i * 15, width: 10, height: 10, fill: PALETTE[i % PALETTE.length] }));
+      f.svg.append(s('text', { x: f.m.l + 22, y: f.m.t + 11 + i * 15, class: 'legend' }, g));
     });
   }
   return f.svg;

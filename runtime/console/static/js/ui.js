@@ -62,7 +62,7 @@ export function fmtTime(t) {
 }
 
 export function fmtDuration(s) {
-  if (s < 0) return 'forever';
+  if (s < 0) return 'until unloaded';
   if (s < 120) return `${Math.round(s)}s`;
   if (s < 7200) return `${Math.round(s / 60)}m`;
   return `${(s / 3600).toFixed(1)}h`;
@@ -88,13 +88,18 @@ export function badge(status) {
   return h('span.badge', { dataset: { status } }, status);
 }
 
-// table builds a table from column headers and rows of cells.
+// table builds a table from column headers and rows of cells (arrays, or
+// tr elements). Each cell carries its column's name, which narrow screens
+// show beside it when the rows stack (style.css).
 export function table(headers, rows, opts = {}) {
-  return h('div.table-wrap', h('table', { className: opts.className || '' },
+  const body = rows.map((r) => (r instanceof Node ? r : h('tr', r.map((c) => h('td', c)))));
+  for (const tr of body) {
+    [...tr.children].forEach((cell, i) => { if (headers[i]) cell.dataset.label = headers[i]; });
+  }
+  return h('div.table-wrap', h('table', { className: ('stack ' + (opts.className || '')).trim() },
     opts.caption ? h('caption', opts.caption) : null,
     h('thead', h('tr', headers.map((x) => h('th', { scope: 'col' }, x)))),
-    h('tbody', rows.length ? rows.map((r) => (r instanceof Node ? r : h('tr', r.map((c) => h('td', c))))) :
-      h('tr', h('td.empty', { colSpan: headers.length }, opts.empty || 'none')))));
+    h('tbody', body.length ? body : h('tr', h('td.empty', { colSpan: headers.length }, opts.empty || 'none')))));
 }
 
 // field wraps an input with its label.
