@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	cdpbrowser "github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 )
@@ -165,6 +166,15 @@ func evalJS[T any](b *browser, expr string) T {
 	return v
 }
 
+// answered waits for the chat's answer and fails if it is an error.
+func (b *browser) answered() {
+	b.t.Helper()
+	b.wait(`['done', 'error'].includes(document.querySelector('li.msg.assistant')?.dataset.state)`, time.Minute)
+	if st := evalJS[string](b, `document.querySelector('li.msg.assistant').dataset.state`); st != "done" {
+		b.t.Fatalf("the chat answered %s: %s", st, evalJS[string](b, `document.querySelector('li.msg.assistant').textContent`))
+	}
+}
+
 // page switches to a console page and waits until it has loaded.
 func (b *browser) page(hash, name string) {
 	b.t.Helper()
@@ -209,6 +219,20 @@ func (b *browser) setValue(sel, v string) {
 	}
 }
 
+// waitFile waits until a download has reached its name with at least
+// size bytes.
+func waitFile(t *testing.T, path string, size int64) {
+	t.Helper()
+	for i := 0; i < 300; i++ {
+		if st, err := os.Stat(path); err == nil && st.Size() >= size {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ents, _ := os.ReadDir(filepath.Dir(path))
+	t.Fatalf("no download %s (the folder has %v)", path, ents)
+}
+
 func screenshotDir(t *testing.T) string {
 	dir, err := filepath.Abs(filepath.Join("..", "..", "console-screenshots"))
 	if err == nil {
@@ -237,7 +261,7 @@ In a storm the keeper rang the fog bell every thirty seconds.
 func TestConsoleInBrowser(t *testing.T) {
 	exe := chromium(t)
 	home := t.TempDir()
-	base := startServe(t, home, "--stream-interval", "0", "--ctx", "512", "--parallel", "2")
+	base := startServe(t, home, "--stream-interval", "0", "--ctx", "1024", "--parallel", "2")
 	files := t.TempDir()
 	write := func(name, s string) string {
 		p := filepath.Join(files, name)
@@ -250,6 +274,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.do(chromedp.Navigate(base + "/"))
 	b.wait(`document.querySelector('main').dataset.ready === 'models'`, 30*time.Second)
 
+	// The pages are reachable from the keyboard: Tab to a link, Enter.
+	b.step("Keyboard")
+	for i := 0; i < 12 && evalJS[string](b, `document.activeElement.textContent`) != "Chat"; i++ {
+		b.do(chromedp.KeyEvent(kb.Tab))
+	}
+	b.do(chromedp.KeyEvent(kb.Enter))
+	b.wait(`document.querySelector('main').dataset.ready === 'chat'`, 10*time.Second)
+
 	b.step("Chat")
 	// Chat, from the keyboard: the answer streams in several events and
 	// ends with its token rate.
@@ -257,7 +289,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.setValue("#chat-temp", "0")
 	b.setValue("#chat-max-tokens", "24")
 	b.do(chromedp.Focus(chromedp.CSS("#chat-input")), chromedp.KeyEvent("Once upon a time"), chromedp.KeyEvent(kb.Enter))
-	b.wait(`document.querySelector('li.msg.assistant')?.dataset.state === 'done'`, time.Minute)
+	b.answered()
 	if n := evalJS[int](b, `+document.querySelector('li.msg.assistant').dataset.chunks`); n < 2 {
 		t.Fatalf("the answer came in %d events, want a stream", n)
 	}
@@ -274,9 +306,16 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.setValue("#coll-name", "handbook")
 	b.do(chromedp.Click(chromedp.CSS("#coll-create")))
 	b.wait(`document.querySelector('#coll-view')?.dataset.collection === 'handbook'`, 30*time.Second)
-	b.do(chromedp.SetUploadFiles(chromedp.CSS("#coll-files"), []string{write("lighthouse.md", consoleHandbook), write("garden.txt", "Tomatoes need six hours of sun a day.\n")}),
+	pdf, err := filepath.Abs("../../examples/aurora/handbook/07-maintenance.pdf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.do(chromedp.SetUploadFiles(chromedp.CSS("#coll-files"), []string{write("lighthouse.md", consoleHandbook), write("garden.txt", "Tomatoes need six hours of sun a day.\n"),
+		write("bees.html", "<html><body><h1>Bees</h1><p>A hive keeps its honey at thirty-five degrees.</p></body></html>"), pdf}),
 		chromedp.Click(chromedp.CSS("#coll-upload")))
-	b.wait(`document.querySelector('#coll-view tr[data-source="lighthouse.md"]') && document.querySelector('#coll-view tr[data-source="garden.txt"]')`, time.Minute)
+	for _, src := range []string{"lighthouse.md", "garden.txt", "bees.html", "07-maintenance.pdf"} {
+		b.wait(fmt.Sprintf(`+document.querySelector('#coll-view tr[data-source=%q] td:nth-child(3)')?.textContent > 0`, src), time.Minute)
+	}
 	b.do(chromedp.Click(chromedp.CSS(`#coll-view tr[data-source="lighthouse.md"] button`)))
 	b.wait(`document.querySelector('#coll-chunks ol.chunks li')?.textContent.includes('whale oil')`, 30*time.Second)
 	b.setValue("#coll-query", "fog bell in a storm")
@@ -293,7 +332,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.setValue("#chat-max-tokens", "8")
 	b.setValue("#chat-input", "How often did the keeper ring the fog bell?")
 	b.do(chromedp.Click(chromedp.CSS("#chat-send")))
-	b.wait(`document.querySelector('li.msg.assistant')?.dataset.state === 'done'`, time.Minute)
+	b.answered()
 	b.wait(`document.querySelector('#citations li.cite[data-source="lighthouse.md"] .excerpt')?.textContent.includes('fog bell')`, 10*time.Second)
 
 	b.step("Fine-tuning")
@@ -311,8 +350,35 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.do(chromedp.Click(chromedp.CSS("#ft-start")))
 	b.wait(`document.querySelector('#ft-job')?.dataset.status === 'succeeded'`, 3*time.Minute)
 	b.wait(`+document.querySelector('#ft-job svg.chart polyline[data-series="training loss"]')?.dataset.points >= 2`, 10*time.Second)
+	// The adapter downloads from the page, as GGUF and as a PEFT zip.
+	dl := t.TempDir()
+	if _, err := chromedp.CallBrowser(b.ctx, cdpbrowser.SetDownloadBehavior, cdpbrowser.SetDownloadBehaviorParams{Behavior: "allow", DownloadPath: dl}); err != nil {
+		t.Fatal(err)
+	}
+	jobID := evalJS[string](b, `document.querySelector('#ft-job').dataset.job`)
+	want, err := os.ReadFile(filepath.Join(home, "adapters", jobID+".gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.do(chromedp.Click(chromedp.CSS("#ft-download-gguf")))
+	waitFile(t, filepath.Join(dl, "console.gguf"), int64(len(want)))
+	if got, _ := os.ReadFile(filepath.Join(dl, "console.gguf")); string(got) != string(want) {
+		t.Fatal("the downloaded GGUF differs from the job's adapter")
+	}
+	b.do(chromedp.Click(chromedp.CSS("#ft-download-peft")))
+	waitFile(t, filepath.Join(dl, "console-peft.zip"), 1)
 	b.do(chromedp.Click(chromedp.CSS("#ft-serve")))
 	b.wait(`document.querySelector('main').dataset.ready === 'chat' && document.querySelector('#chat-model').value === 'ft:stories260K:console'`, time.Minute)
+
+	// A long job is cancelled from the page.
+	b.step("Cancel")
+	b.page("#/finetune", "finetune")
+	b.setValue("#ft-epochs", "1000")
+	b.setValue("#ft-suffix", "long")
+	b.do(chromedp.Click(chromedp.CSS("#ft-start")))
+	b.wait(`document.querySelector('#ft-job')?.dataset.status === 'running' && document.querySelector('#ft-cancel')`, time.Minute)
+	b.do(chromedp.Click(chromedp.CSS("#ft-cancel")))
+	b.wait(`document.querySelector('#ft-job')?.dataset.status === 'cancelled'`, 30*time.Second)
 
 	b.step("Evaluations")
 	// Evaluations: four arms (base, RAG, fine-tuned, both) with their table
@@ -381,7 +447,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.setValue("#chat-max-tokens", "32")
 	b.setValue("#chat-input", "How often did the keeper ring the fog bell?")
 	b.do(chromedp.Click(chromedp.CSS("#chat-send")))
-	b.wait(`document.querySelector('li.msg.assistant')?.dataset.state === 'done'`, time.Minute)
+	b.answered()
 	b.shot(dir, "chat-rag-1280")
 
 	b.step("Unload from the page.")
@@ -422,8 +488,9 @@ func TestConsoleAPIKey(t *testing.T) {
 	b.setValue("#key-input", "wrong")
 	b.do(chromedp.Click(chromedp.CSS(`#key-form button[type=submit]`)))
 	b.wait(`document.querySelector('#key-dialog').open && document.querySelector('#key-error').textContent.includes('refused')`, 30*time.Second)
-	b.setValue("#key-input", "s3cret")
-	b.do(chromedp.Click(chromedp.CSS(`#key-form button[type=submit]`)))
+	// From the keyboard this time: the field has the focus, Enter submits.
+	b.setValue("#key-input", "")
+	b.do(chromedp.KeyEvent("s3cret"), chromedp.KeyEvent(kb.Enter))
 	b.wait(`document.querySelector('main').dataset.ready === 'models' && !document.querySelector('#key-dialog').open`, 30*time.Second)
 	b.expect("status of 401", 0)
 	// The key stays for the tab: other pages load without asking again.
