@@ -97,6 +97,13 @@ func (s *Server) unloadModel(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	name := s.baseOf(c.Model)
+	loaded := false
+	for _, m := range s.reg.Loaded() {
+		loaded = loaded || m.Name == name
+	}
+	if !loaded {
+		return httpapi.NotFound("model_not_loaded", "model %q is not loaded", name)
+	}
 	if err := s.reg.Unload(name); err != nil {
 		return httpapi.Conflict("model_busy", "%v", err)
 	}
