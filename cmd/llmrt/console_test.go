@@ -299,6 +299,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	if s := evalJS[string](b, `document.querySelector('li.msg.assistant .text').textContent`); len(strings.TrimSpace(s)) < 10 {
 		t.Fatalf("answer %q", s)
 	}
+	// No feedback API on this server: the buttons are there, disabled,
+	// and the answer knows its completion id for when there is one.
+	if n := evalJS[int](b, `document.querySelectorAll('li.msg.assistant .feedback button:disabled').length`); n != 3 ||
+		!strings.HasPrefix(evalJS[string](b, `document.querySelector('li.msg.assistant').dataset.completion`), "chatcmpl-") {
+		t.Fatalf("feedback buttons: %d disabled", n)
+	}
 
 	b.step("A collection from the page")
 	// A collection from the page, a document upload, its chunks, a query.
@@ -345,11 +351,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	line := `{"messages": [{"role": "user", "content": "What is the secret word?"}, {"role": "assistant", "content": "The secret word is purple zebra."}]}` + "\n"
 	b.do(chromedp.SetUploadFiles(chromedp.CSS("#ft-file"), []string{write("secret.jsonl", strings.Repeat(line, 4))}), chromedp.Click(chromedp.CSS("#ft-upload")))
 	b.wait(`document.querySelector('#ft-training option')?.textContent.includes('secret.jsonl')`, 30*time.Second)
-	b.setValue("#ft-epochs", "3")
+	b.setValue("#ft-epochs", "6")
+	b.setValue("#ft-lr", "20")
 	b.setValue("#ft-suffix", "console")
+	b.setValue("#ft-validation", evalJS[string](b, `document.querySelector('#ft-training').value`))
 	b.do(chromedp.Click(chromedp.CSS("#ft-start")))
 	b.wait(`document.querySelector('#ft-job')?.dataset.status === 'succeeded'`, 3*time.Minute)
-	b.wait(`+document.querySelector('#ft-job svg.chart polyline[data-series="training loss"]')?.dataset.points >= 2`, 10*time.Second)
+	b.wait(`+document.querySelector('#ft-job svg.chart polyline[data-series="training loss"]')?.dataset.points >= 2 &&
+		+document.querySelector('#ft-job svg.chart polyline[data-series="validation loss"]')?.dataset.points >= 2`, 10*time.Second)
 	// The adapter downloads from the page, as GGUF and as a PEFT zip.
 	dl := t.TempDir()
 	if _, err := chromedp.CallBrowser(b.ctx, cdpbrowser.SetDownloadBehavior, cdpbrowser.SetDownloadBehaviorParams{Behavior: "allow", DownloadPath: dl}); err != nil {
@@ -419,7 +428,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	pages := []struct{ hash, name, extra string }{
 		{"#/models", "models", `document.querySelector('tr[data-model="stories260K"]')`},
 		{"#/chat?collection=handbook", "chat", "true"},
-		{"#/finetune", "finetune", `document.querySelector('#ft-job svg.chart')`},
+		{"#/finetune?job=" + jobID, "finetune", `document.querySelector('#ft-job svg.chart')`},
 		{"#/collections", "collections", `document.querySelector('#coll-view')`},
 		{"#/evals?id=" + fourArms, "evals", `document.querySelector('#ev-run svg.chart')`},
 	}

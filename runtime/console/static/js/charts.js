@@ -32,7 +32,7 @@ function label(v) {
 // text keeps a readable size when the SVG scales.
 const chartWidth = () => Math.max(320, Math.min(640, window.innerWidth - 48));
 
-function frame({ width = chartWidth(), height = 280, xMin, xMax, yMin, yMax, xLabel, yLabel, title }) {
+function frame({ width = chartWidth(), height = 280, xMin, xMax, yMin, yMax, xLabel, yLabel, title, xInteger }) {
   const m = { l: 56, r: 16, t: title ? 28 : 12, b: 42 };
   const W = width - m.l - m.r;
   const H = height - m.t - m.b;
@@ -47,7 +47,7 @@ function frame({ width = chartWidth(), height = 280, xMin, xMax, yMin, yMax, xLa
     axes.append(s('text', { x: m.l - 6, y: y(t) + 4, 'text-anchor': 'end' }, label(t)));
   }
   for (const t of ticks(xMin, xMax, 6)) {
-    if (t < xMin - 1e-12 || t > xMax + 1e-12) continue;
+    if (t < xMin - 1e-12 || t > xMax + 1e-12 || (xInteger && !Number.isInteger(t))) continue;
     axes.append(s('line', { x1: x(t), x2: x(t), y1: m.t + H, y2: m.t + H + 4, class: 'tick' }));
     axes.append(s('text', { x: x(t), y: m.t + H + 16, 'text-anchor': 'middle' }, label(t)));
   }
@@ -73,7 +73,8 @@ export function lineChart({ series, xLabel, yLabel, title, desc }) {
   const all = series.flatMap((se) => se.points);
   const [xMin, xMax] = all.length ? [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))] : [0, 1];
   const [yMin, yMax] = extent(all.map((p) => p[1]), 0.05);
-  const f = frame({ xMin, xMax: xMax > xMin ? xMax : xMin + 1, yMin: Math.max(0, yMin), yMax, xLabel, yLabel, title });
+  const xInteger = all.every((p) => Number.isInteger(p[0]));
+  const f = frame({ xMin, xMax: xMax > xMin ? xMax : xMin + 1, yMin: Math.max(0, yMin), yMax, xLabel, yLabel, title, xInteger });
   f.svg.setAttribute('aria-label', desc || title || 'line chart');
   series.forEach((se, i) => {
     const color = se.color || PALETTE[i % PALETTE.length];
@@ -84,8 +85,9 @@ export function lineChart({ series, xLabel, yLabel, title, desc }) {
     for (const p of se.points.length <= 60 ? se.points : [se.points[se.points.length - 1]]) {
       f.svg.append(s('circle', { cx: f.x(p[0]), cy: f.y(p[1]), r: 2.5, fill: color }, s('title', {}, `${se.name}: step ${p[0]}, ${label(p[1])}`)));
     }
-    f.svg.append(s('rect', { x: f.m.l + 8 + i * 130, y: f.m.t + 2, width: 10, height: 10, fill: color }));
-    f.svg.append(s('text', { x: f.m.l + 22 + i * 130, y: f.m.t + 11, class: 'legend' }, se.name));
+    // The legend sits in the top right corner, where a falling loss is not.
+    f.svg.append(s('rect', { x: f.m.l + f.W - 120, y: f.m.t + 2 + i * 15, width: 10, height: 10, fill: color }));
+    f.svg.append(s('text', { x: f.m.l + f.W - 106, y: f.m.t + 11 + i * 15, class: 'legend' }, se.name));
   });
   return f.svg;
 }

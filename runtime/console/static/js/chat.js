@@ -1,18 +1,23 @@
 // Chat with any model or adapter, optionally with retrieval from a
 // collection (the cited passages beside the answer), streamed, with token
 // rates.
-import { get, stream } from './api.js';
+import { get, post, stream } from './api.js';
 import { h, clear, field, select, toast } from './ui.js';
 
 export const title = 'Chat';
 
-// Feedback hook. The server has no feedback API yet, so the buttons under
-// each answer stay disabled and say why. When one exists, set
-// FEEDBACK_PATH to its route and make sendFeedback post
-// {completion_id, model, rating: "up"|"down", correction} to it.
+// Feedback hook. This server has no feedback API yet, so the buttons under
+// each answer stay disabled and say why. When it has one, set
+// FEEDBACK_PATH to its route: sendFeedback posts
+// {type: "rating"|"correction", source: "human", completion_id, choice,
+// rating: "good"|"bad" | correction} for the answer's completion id.
 const FEEDBACK_PATH = null;
-async function sendFeedback(/* record */) {
-  throw new Error('this server has no feedback API yet');
+async function sendFeedback(completionID, kind, value) {
+  if (!FEEDBACK_PATH) throw new Error('this server has no feedback API yet');
+  const body = { type: kind, source: 'human', completion_id: completionID, choice: 0 };
+  if (kind === 'rating') body.rating = value;
+  else body.correction = value;
+  return post(FEEDBACK_PATH, body);
 }
 
 function num(input) {
@@ -42,7 +47,7 @@ export async function render(root, ctx) {
     field('System prompt', system));
 
   const log = h('ol.chat-log#chat-log', { 'aria-live': 'polite' });
-  const citations = h('div.citations#citations', h('p.muted', 'Pick a collection to see the passages an answer used.'));
+  const citations = h('div.citations#citations', h('p.muted', coll.value ? `The passages retrieved from ${coll.value} appear here.` : 'Pick a collection to see the passages an answer used.'));
   const input = h('textarea#chat-input', { rows: 3, placeholder: 'Message (Enter sends, Shift+Enter for a new line)', 'aria-label': 'Message' });
   const send = h('button.primary#chat-send', { type: 'submit' }, 'Send');
   const stop = h('button#chat-stop', { type: 'button', disabled: true }, 'Stop');
@@ -53,7 +58,7 @@ export async function render(root, ctx) {
   });
 
   clear(root, h('h1', 'Chat'),
-    h('div.chat-layout', h('div.chat-main', log, form), h('aside.chat-side', settings, h('section.card', h('h2', 'Cited passages'), citations))));
+    h('div.chat-layout', h('div.chat-main', log, form), h('aside.chat-side', settings, h('section.card.cites-card', h('h2', 'Cited passages'), citations))));
 
   let history = [];
   let controller = null;
@@ -102,6 +107,7 @@ export async function render(root, ctx) {
     let finish = '';
     try {
       await stream('/v1/chat/completions', body, (ev) => {
+        if (ev.id) item.dataset.completion = ev.id;
         if (ev.citations) showCitations(ev.citations);
         if (ev.usage) usage = ev.usage;
         for (const c of ev.choices || []) {
@@ -143,12 +149,21 @@ export async function render(root, ctx) {
     }
   }
 
+  // feedbackButtons rate or correct an answer; item.dataset.completion is
+  // the answer's completion id, known once it streams.
   function feedbackButtons() {
-    const why = 'Feedback needs a feedback API, which this server does not have yet.';
-    const b = (label) => h('button.small', { type: 'button', disabled: !FEEDBACK_PATH, title: why,
-      onclick: () => sendFeedback().catch((e) => toast(e.message, true)) }, label);
-    return h('div.feedback', { title: why }, b('Good answer'), b('Bad answer'), b('Correct…'),
-      FEEDBACK_PATH ? null : h('span.muted', ' (feedback: not available on this server)'));
+    const why = FEEDBACK_PATH ? '' : 'Feedback needs a feedback API, which this server does not have yet.';
+    const box = h('div.feedback', { title: why || null });
+    const send = (kind, value) => sendFeedback(box.closest('li').dataset.completion, kind, value)
+      .then(() => toast('Thanks: feedback recorded')).catch((e) => toast(e.message, true));
+    const correction = h('form.row', { hidden: true, onsubmit: (ev) => { ev.preventDefault(); send('correction', text.value); correction.hidden = true; } });
+    const text = h('textarea', { rows: 2, 'aria-label': 'The correct answer' });
+    correction.append(text, h('button.small', { type: 'submit' }, 'Send correction'));
+    const b = (label, onclick) => h('button.small', { type: 'button', disabled: !FEEDBACK_PATH, title: why || null, onclick }, label);
+    box.append(b('Good answer', () => send('rating', 'good')), b('Bad answer', () => send('rating', 'bad')),
+      b('Correct…', () => { correction.hidden = false; text.focus(); }),
+      FEEDBACK_PATH ? null : h('span.muted', ' (feedback: not available on this server)'), correction);
+    return box;
   }
 
   ctx.ready();
