@@ -20,9 +20,21 @@ struct llama_model * llmrt_load_model(const char * path, struct llama_model_para
     return llmrt_model_load(path, params, err);
 }
 
+// Set while this thread runs a call whose warnings and errors the Go side
+// returns in its error (so they are not logged a second time).
+static _Thread_local int llmrt_log_quiet;
+
 static void llmrt_log_cb(enum ggml_log_level level, const char * text, void * user) {
     (void) user;
-    goLog((int) level, (char *) text);
+    goLog((int) level, (char *) text, llmrt_log_quiet);
+}
+
+int llmrt_model_quantize_quiet(const char * in, const char * out_path, int32_t ftype, int32_t nthread, uint32_t * out,
+                               llmrt_err * err) {
+    llmrt_log_quiet = 1;
+    int rc = llmrt_model_quantize(in, out_path, ftype, nthread, false, false, out, err);
+    llmrt_log_quiet = 0;
+    return rc;
 }
 
 void llmrt_set_log(void) { llama_log_set(llmrt_log_cb, NULL); }

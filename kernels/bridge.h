@@ -25,6 +25,11 @@ struct llama_model * llmrt_load_model(const char * path, struct llama_model_para
 // Route llama.cpp/ggml logs to Go.
 void llmrt_set_log(void);
 
+// llmrt_model_quantize without requantizing, whose llama.cpp warnings and
+// errors reach Go's error instead of the log.
+int llmrt_model_quantize_quiet(const char * in, const char * out_path, int32_t ftype, int32_t nthread, uint32_t * out,
+                               llmrt_err * err);
+
 // Sets the abort callback of a context parameter block.
 void llmrt_ctx_params_set_abort(struct llama_context_params * p, llmrt_abort_t * a);
 

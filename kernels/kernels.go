@@ -77,8 +77,11 @@ var lastLog struct {
 	lines []string
 }
 
+// goLog receives one llama.cpp log line; quiet lines (from a call whose
+// error will carry them) are kept for that error but not logged.
+//
 //export goLog
-func goLog(level C.int, text *C.char) {
+func goLog(level C.int, text *C.char, quiet C.int) {
 	msg := strings.TrimRight(C.GoString(text), "\n")
 	lvl := int32(level)
 	if lvl == 5 { // GGML_LOG_LEVEL_CONT continues the previous line
@@ -92,7 +95,7 @@ func goLog(level C.int, text *C.char) {
 		}
 		lastLog.Unlock()
 	}
-	if lvl < logLevel.Load() || msg == "" {
+	if lvl < logLevel.Load() || msg == "" || (quiet != 0 && lvl >= 3) {
 		return
 	}
 	if l := logger.Load(); l != nil {

@@ -1,8 +1,10 @@
 package kernels_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -254,11 +256,18 @@ func TestQuantize(t *testing.T) {
 		t.Fatalf("F16 size %d not below F32 size %d", m.Info().SizeBytes, orig.Info().SizeBytes)
 	}
 	// stories260K's feed-forward width (172) is not a multiple of Q8_0's
-	// block of 32: llama.cpp refuses, and the error says why.
+	// block of 32: llama.cpp refuses, and the error says why. What
+	// llama.cpp said is in the error only, not logged a second time.
+	var logged bytes.Buffer
+	kernels.SetLogger(slog.New(slog.NewTextHandler(&logged, nil)))
 	bad := filepath.Join(dir, "q8.gguf")
 	err = kernels.Quantize(context.Background(), testmodel.Shared(t, "stories260K.gguf"), bad, kernels.FTypeQ8_0, 2)
-	if err == nil || !strings.Contains(err.Error(), "not divisible by 32") {
+	kernels.SetLogger(nil)
+	if err == nil || !strings.Contains(err.Error(), "not divisible by 32") || !strings.Contains(err.Error(), "failed to quantize") {
 		t.Fatalf("Q8_0 of stories260K: %v", err)
+	}
+	if strings.Contains(logged.String(), "quantize") {
+		t.Fatalf("the error was logged too: %s", logged.String())
 	}
 	if err := kernels.Quantize(context.Background(), filepath.Join(dir, "none.gguf"), bad, kernels.FTypeQ8_0, 2); err == nil {
 		t.Fatal("quantized a missing file")

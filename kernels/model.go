@@ -557,7 +557,7 @@ func Quantize(ctx context.Context, in, out string, ft FType, threads int) error 
 	takeLastLog()
 	var rc C.uint32_t
 	var ge guardErr
-	if C.llmrt_model_quantize(cin, ctmp, C.int32_t(ft), C.int32_t(threads), C.bool(false), C.bool(false), &rc, ge.p()) != 0 {
+	if C.llmrt_model_quantize_quiet(cin, ctmp, C.int32_t(ft), C.int32_t(threads), &rc, ge.p()) != 0 {
 		os.Remove(tmp)
 		return ge.err("quantize " + in)
 	}
