@@ -12,6 +12,7 @@ import (
 
 	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/models/gguf"
+	"github.com/llmrt/llmrt/models/quant"
 	"github.com/llmrt/llmrt/models/store"
 	"github.com/llmrt/llmrt/runtime/sched"
 )
@@ -219,7 +220,14 @@ func (a *app) quantizeCmd() *cobra.Command {
 		Short: "Quantize a model with llama.cpp (Q8_0, Q4_K_M, ...)",
 		Long: `quantize converts MODEL (a store name or path) to OUTPUT. An OUTPUT without a
 slash or .gguf suffix is a store name. Types: F32, F16, BF16, Q4_0, Q8_0,
-Q4_K_M, Q5_K_M, Q6_K.`,
+Q4_K_M, Q5_K_M, Q6_K.
+
+A quantized type stores rows of a weight matrix in blocks (32 values for
+Q4_0/Q8_0, 256 for the K types). Where a row does not split into blocks,
+the K types fall back per tensor (Q4_K to Q5_0, Q5_K to Q5_1, Q6_K to Q8_0,
+or F16 when even blocks of 32 do not fit) and the summary says which
+tensors did and why; Q4_0 and Q8_0 have no fallback and refuse the model,
+naming the types that do fit.`,
 		Example: `  llmrt quantize ./qwen2.5-0.5b-f16.gguf qwen2.5-0.5b-q8 --type Q8_0`,
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -227,7 +235,12 @@ Q4_K_M, Q5_K_M, Q6_K.`,
 			if err != nil {
 				return usageError{err}
 			}
+			spec, _ := quant.SpecOf(ft)
 			in, err := a.modelPath(args[0])
+			if err != nil {
+				return err
+			}
+			src, err := gguf.Open(in)
 			if err != nil {
 				return err
 			}
@@ -240,8 +253,11 @@ Q4_K_M, Q5_K_M, Q6_K.`,
 				out = s.PathFor(out)
 			}
 			start := time.Now()
-			a.log.Info("quantizing", "in", in, "out", out, "type", typ)
+			a.log.Info("quantizing", "in", in, "out", out, "type", spec.Name)
 			if err := kernels.Quantize(cmd.Context(), in, out, ft, threads); err != nil {
+				if why := quant.Unfit(src, spec); why != nil {
+					return fmt.Errorf("quantize %s to %s: %w", in, spec.Name, why)
+				}
 				return err
 			}
 			st, err := os.Stat(out)
@@ -249,6 +265,14 @@ Q4_K_M, Q5_K_M, Q6_K.`,
 				return err
 			}
 			fmt.Fprintf(a.stdout, "wrote %s (%s) in %s\n", out, sched.FormatBytes(st.Size()), time.Since(start).Round(time.Millisecond))
+			res, err := gguf.Open(out)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, "tensors by type:")
+			for _, l := range quant.Summary(src, quant.Explain(src, res, spec), spec) {
+				fmt.Fprintln(a.stdout, l)
+			}
 			return nil
 		},
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/lora/dataset"
 	"github.com/llmrt/llmrt/models/gguf"
+	"github.com/llmrt/llmrt/models/quant"
 	"github.com/llmrt/llmrt/runtime/engine"
 )
 
@@ -307,38 +308,30 @@ func Train(ctx context.Context, spec Spec, h Hooks) (lora.Summary, error) {
 }
 
 // trainableBase returns the model file to train on and, when the base had
-// to be converted, what was done ("F16 -> Q8_0").
+// to be converted, what was done ("F16 -> Q8_0"). Only the F16/BF16
+// matrices are converted; quantized ones (whatever `llmrt quantize` left,
+// Q5_0 and Q8_0 fallbacks included) are copied as they are.
 func trainableBase(ctx context.Context, spec Spec, log *slog.Logger) (string, string, error) {
 	f, err := gguf.Open(spec.BasePath)
 	if err != nil {
 		return "", "", err
 	}
-	half := ""
-	q8ok := true // Q8_0 needs rows in blocks of 32 values
-	for _, t := range f.Tensors {
-		if len(t.Dims) == 2 && (t.Type == gguf.TypeF16 || t.Type == gguf.TypeBF16) {
-			half = t.Type.String()
-		}
-		if len(t.Dims) == 2 && t.Dims[0]%32 != 0 {
-			q8ok = false
-		}
-	}
+	half, names, to := quant.Half(f)
 	if half == "" {
 		return spec.BasePath, "", nil
 	}
-	to, ft := "Q8_0", kernels.FTypeQ8_0
-	if !q8ok {
-		to, ft = "F32", kernels.FTypeF32
+	conv := strings.TrimSuffix(spec.Out, ".gguf") + ".base-" + strings.ToLower(to.String()) + ".gguf"
+	note := half + " -> " + to.String()
+	reason := fmt.Sprintf("%d %s matrices, which have no backward pass in ggml", len(names), half)
+	if to == gguf.TypeF32 {
+		reason += " (F32, as not all their rows split into Q8_0 blocks of 32)"
 	}
-	conv := strings.TrimSuffix(spec.Out, ".gguf") + ".base-" + strings.ToLower(to) + ".gguf"
-	note := half + " -> " + to
-	reason := half + " weights have no backward pass in ggml"
 	if st, err := os.Stat(conv); err == nil && st.Size() > 0 {
 		log.Info("training on a converted copy of the base", "base", spec.BasePath, "copy", conv, "conversion", note, "reason", reason)
 		return conv, note, nil
 	}
 	log.Info("converting the base for training", "base", spec.BasePath, "copy", conv, "conversion", note, "reason", reason)
-	if err := kernels.Quantize(ctx, spec.BasePath, conv, ft, spec.Threads); err != nil {
+	if err := quant.TrainableCopy(ctx, spec.BasePath, conv); err != nil {
 		return "", "", fmt.Errorf("convert %s to %s for training: %w", spec.BasePath, to, err)
 	}
 	return conv, note, nil
