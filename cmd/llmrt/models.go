@@ -20,17 +20,25 @@ import (
 func (a *app) pullCmd() *cobra.Command {
 	var name, sum string
 	var ifMissing bool
+	var retries int
 	cmd := &cobra.Command{
 		Use:   "pull SOURCE",
-		Short: "Fetch a model into the local store",
-		Long: `pull downloads a GGUF model into the store ($LLMRT_HOME/models). SOURCE is
-hf://OWNER/REPO/FILE.gguf[@REVISION] (Hugging Face), an https URL, or a known
-name (` + strings.Join(catalogNames(), ", ") + `).
-Interrupted downloads resume; the file is verified (sha256) before it is
-moved into place. LLMRT_MIRROR (a directory or base URL) is tried first, for
-air-gapped sites; HF_TOKEN is sent to Hugging Face when set.`,
+		Short: "Fetch a model into the local store, or import a local .gguf file",
+		Long: `pull puts a GGUF model into the store ($LLMRT_HOME/models). SOURCE is
+hf://OWNER/REPO/FILE.gguf[@REVISION] (Hugging Face), an http(s) URL, a known
+name (` + strings.Join(catalogNames(), ", ") + `), or a local .gguf file, which
+is copied into the store (the original can then be moved or deleted).
+A model already installed from the same source is not fetched again: pull
+compares its sha256 with the catalogue's, --sha256, the local file's or what
+Hugging Face announces, and says "up to date".
+Interrupted downloads resume; each failed attempt is logged with its error
+before the next; the file is verified (sha256) before it is moved into place.
+LLMRT_MIRROR (a directory or base URL) is tried first, for air-gapped sites;
+HF_ENDPOINT replaces https://huggingface.co; HF_TOKEN is sent to Hugging Face
+when set.`,
 		Example: `  llmrt pull stories260K
   llmrt pull hf://ggml-org/models/tinyllamas/stories260K.gguf
+  llmrt pull ./my-model-q8_0.gguf --name my-model
   LLMRT_MIRROR=/mnt/models llmrt pull hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q8_0.gguf`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -48,16 +56,22 @@ air-gapped sites; HF_TOKEN is sent to Hugging Face when set.`,
 					return nil
 				}
 			}
+			if retries < 0 {
+				return usageError{fmt.Errorf("--retries %d: want 0 or more", retries)}
+			}
 			var bar *progress
 			opt := store.PullOptions{
-				Name: name, SHA256: sum,
-				Mirror: os.Getenv("LLMRT_MIRROR"), Token: os.Getenv("HF_TOKEN"),
+				Name: name, SHA256: sum, Retries: retries, Logger: a.log,
+				Mirror: os.Getenv("LLMRT_MIRROR"), Token: os.Getenv("HF_TOKEN"), HFEndpoint: os.Getenv("HF_ENDPOINT"),
 				Progress: func(done, total int64) {
 					if bar == nil {
 						bar = newProgress(a.stderr, a.log, "pull "+args[0], "bytes", total)
 					}
 					bar.Set(done, total)
 				},
+			}
+			if retries == 0 {
+				opt.Retries = -1 // Pull's default is 5; 0 retries is asked for
 			}
 			m, err := s.Pull(cmd.Context(), args[0], opt)
 			if bar != nil {
@@ -70,13 +84,21 @@ air-gapped sites; HF_TOKEN is sent to Hugging Face when set.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "pulled %s (%s, sha256 %s)\n", m.Name, sched.FormatBytes(m.Size), m.SHA256)
+			switch {
+			case m.UpToDate:
+				fmt.Fprintf(a.stdout, "%s is up to date (%s, sha256 %s)\n", m.Name, sched.FormatBytes(m.Size), m.SHA256)
+			case strings.Contains(m.Source, "://"):
+				fmt.Fprintf(a.stdout, "pulled %s (%s, sha256 %s)\n", m.Name, sched.FormatBytes(m.Size), m.SHA256)
+			default:
+				fmt.Fprintf(a.stdout, "imported %s as %s (%s, sha256 %s)\n", m.Source, m.Name, sched.FormatBytes(m.Size), m.SHA256)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "store name (default: the file name without .gguf)")
 	cmd.Flags().StringVar(&sum, "sha256", "", "expected sha256 of the file")
 	cmd.Flags().BoolVar(&ifMissing, "if-missing", false, "do nothing when the model is already installed")
+	cmd.Flags().IntVar(&retries, "retries", 5, "attempts after a failed one before giving up")
 	return cmd
 }
 

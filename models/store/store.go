@@ -49,6 +49,9 @@ type Model struct {
 	SHA256   string    `json:"sha256,omitempty"`
 	Source   string    `json:"source,omitempty"`
 	Modified time.Time `json:"modified"`
+	// UpToDate is set by Pull when the installed file already matched the
+	// source and nothing was fetched.
+	UpToDate bool `json:"-"`
 }
 
 // Open creates the store's directories if needed.

@@ -1,11 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -221,5 +224,159 @@ func TestResolveSource(t *testing.T) {
 	}
 	if _, err := ResolveSource("hf://only/two"); err == nil {
 		t.Error("short hf:// accepted")
+	}
+}
+
+// A local .gguf file is imported (copied, named after the file) and a
+// second pull of it is "up to date"; paths that name nothing, files that
+// are not GGUF and unknown names get errors that say what SOURCE can be.
+func TestPullImportsLocalFile(t *testing.T) {
+	data, sum := stories(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "my-model.gguf")
+	os.WriteFile(src, data, 0o644)
+	s, _ := Open(t.TempDir())
+	m, err := s.Pull(context.Background(), src, PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Name != "my-model" || m.SHA256 != sum || m.Source != src || m.UpToDate {
+		t.Fatalf("imported %+v", m)
+	}
+	if got, _ := os.ReadFile(m.Path); !bytes.Equal(got, data) {
+		t.Fatal("stored copy differs")
+	}
+	again, err := s.Pull(context.Background(), "file://"+src, PullOptions{})
+	if err != nil || !again.UpToDate || again.SHA256 != sum {
+		t.Fatalf("second import: %+v, %v", again, err)
+	}
+	// The store keeps its copy when the original goes.
+	os.Remove(src)
+	if _, err := s.Resolve("my-model"); err != nil {
+		t.Fatal(err)
+	}
+	notGGUF := filepath.Join(dir, "notes.gguf")
+	os.WriteFile(notGGUF, []byte("hello"), 0o644)
+	for in, want := range map[string]string{
+		filepath.Join(dir, "missing.gguf"): "no such file",
+		notGGUF:                            "not a GGUF model",
+		dir:                                "a directory",
+		"no-such-model":                    "not a known model name (ggml-vocab-bert-bge,",
+	} {
+		if _, err := s.Pull(context.Background(), in, PullOptions{}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("pull %s: %v, want %q", in, err, want)
+		}
+	}
+	if _, err := s.Resolve("notes"); err == nil {
+		t.Fatal("a file that is not GGUF was stored")
+	}
+}
+
+// digestServer serves data like Hugging Face: HEAD answers with the sha256
+// in X-Linked-Etag (when sum is set); it counts GETs.
+func digestServer(t *testing.T, data []byte, sum string) (*httptest.Server, *atomic.Int32) {
+	var gets atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sum != "" {
+			w.Header().Set("X-Linked-Etag", `"`+sum+`"`)
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		if r.Method == http.MethodGet {
+			gets.Add(1)
+			w.Write(data)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &gets
+}
+
+// Pulling an installed model checks its sha256 (or, when the source
+// announces none, its source and size) and fetches nothing when it matches;
+// a damaged copy is fetched again.
+func TestPullInstalledIsUpToDate(t *testing.T) {
+	data, sum := stories(t)
+	srv, gets := digestServer(t, data, sum)
+	s, _ := Open(t.TempDir())
+	src := srv.URL + "/o/r/stories260K.gguf"
+	var logs bytes.Buffer
+	opt := PullOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	if _, err := s.Pull(context.Background(), src, opt); err != nil || gets.Load() != 1 {
+		t.Fatalf("first pull: %v, %d GETs", err, gets.Load())
+	}
+	m, err := s.Pull(context.Background(), src, opt)
+	if err != nil || !m.UpToDate || m.SHA256 != sum || gets.Load() != 1 {
+		t.Fatalf("second pull: %+v, %v, %d GETs", m, err, gets.Load())
+	}
+	// A known digest needs no request at all.
+	srv.Close()
+	if m, err := s.Pull(context.Background(), src, PullOptions{SHA256: sum}); err != nil || !m.UpToDate {
+		t.Fatalf("pull with --sha256 while the server is gone: %+v, %v", m, err)
+	}
+	// A damaged copy is noticed (the file changed since its manifest) and replaced.
+	srv2, gets2 := digestServer(t, data, sum)
+	bad := append([]byte(nil), data...)
+	bad[len(bad)-1] ^= 1
+	os.WriteFile(m.Path, bad, 0o644)
+	m, err = s.Pull(context.Background(), srv2.URL+"/o/r/stories260K.gguf", opt)
+	if err != nil || m.UpToDate || gets2.Load() != 1 || !strings.Contains(logs.String(), "installed copy differs") {
+		t.Fatalf("damaged copy: %+v, %v, %d GETs\n%s", m, err, gets2.Load(), logs.String())
+	}
+	if got, _ := os.ReadFile(m.Path); !bytes.Equal(got, data) {
+		t.Fatal("damaged copy not replaced")
+	}
+	// Without a digest from the server, the same source and size count.
+	srv3, gets3 := digestServer(t, data, "")
+	src3 := srv3.URL + "/plain/stories260K.gguf"
+	s3, _ := Open(t.TempDir())
+	s3.Pull(context.Background(), src3, opt)
+	if m, err := s3.Pull(context.Background(), src3, opt); err != nil || !m.UpToDate || gets3.Load() != 1 {
+		t.Fatalf("no digest: %+v, %v, %d GETs", m, err, gets3.Load())
+	}
+}
+
+// Each failed attempt is logged with its error before the retry; a server
+// that answers 503 twice is waited out, one that is not there is given up
+// on with a hint. hf:// sources go to HFEndpoint when it is set.
+func TestPullLogsEachRetry(t *testing.T) {
+	data, sum := stories(t)
+	var calls atomic.Int32
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) <= 2 {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		if r.URL.Path != "/owner/repo/resolve/main/stories260K.gguf" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(data)
+	}))
+	defer flaky.Close()
+	var logs bytes.Buffer
+	opt := PullOptions{SHA256: sum, HFEndpoint: flaky.URL, RetryWait: time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	s, _ := Open(t.TempDir())
+	if _, err := s.Pull(context.Background(), "hf://owner/repo/stories260K.gguf", opt); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), "download failed; retrying"); n != 2 || !strings.Contains(logs.String(), "503") ||
+		!strings.Contains(logs.String(), "retry=1/5") || !strings.Contains(logs.String(), flaky.URL) {
+		t.Fatalf("%d retry lines:\n%s", n, logs.String())
+	}
+	// Nothing listens on a closed listener's port.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := "http://" + ln.Addr().String()
+	ln.Close()
+	logs.Reset()
+	opt.HFEndpoint, opt.Retries = gone, 2
+	_, err = s.Pull(context.Background(), "hf://owner/repo/other.gguf", opt)
+	if err == nil || !strings.Contains(err.Error(), "gave up after 2 retries") || !strings.Contains(err.Error(), "connection refused") ||
+		!strings.Contains(err.Error(), "LLMRT_MIRROR") {
+		t.Fatalf("offline: %v", err)
+	}
+	if n := strings.Count(logs.String(), "connection refused"); n != 2 {
+		t.Fatalf("%d logged refusals:\n%s", n, logs.String())
 	}
 }
