@@ -24,18 +24,20 @@ import (
 const JSONObject = `root ::= object
 ` + primitives
 
-// primitives are the shared rules; whitespace is bounded so a model cannot
-// pad forever.
+// primitives are the shared rules. Whitespace is allowed once between two
+// JSON tokens (after each one) and bounded like llama.cpp's converter: one
+// space, or one newline and up to 20 spaces or tabs of indentation. A model
+// fond of newlines therefore cannot pad its answer until max_tokens.
 const primitives = `value ::= object | array | string | number | boolean | null
-object ::= "{" ws ( string ws ":" ws value ( ws "," ws string ws ":" ws value )* )? ws "}"
-array ::= "[" ws ( value ( ws "," ws value )* )? ws "]"
+object ::= "{" ws ( string ws ":" ws value ws ( "," ws string ws ":" ws value ws )* )? "}"
+array ::= "[" ws ( value ws ( "," ws value ws )* )? "]"
 string ::= "\"" char* "\""
 char ::= [^"\\\x7F\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} )
 number ::= integer ( "." [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,4} )?
 integer ::= "-"? ( "0" | [1-9] [0-9]{0,15} )
 boolean ::= "true" | "false"
 null ::= "null"
-ws ::= [ \t\n]{0,8}
+ws ::= ( " " | "\n" [ \t]{0,20} )?
 `
 
 // FromJSONSchema converts a JSON Schema into a GBNF grammar whose root
@@ -540,19 +542,21 @@ func (c *converter) visitArray(s map[string]any, hint, path string) (string, err
 	if hasHi && hi < lo {
 		return "", fmt.Errorf("%s: maxItems %d < minItems %d", path, hi, lo)
 	}
+	// Every element is followed by its whitespace, so there is one ws
+	// between any two tokens.
 	var seq []string
 	for i, p := range prefix {
 		if i > 0 {
-			seq = append(seq, `ws "," ws`)
+			seq = append(seq, `"," ws`)
 		}
-		seq = append(seq, p)
+		seq = append(seq, p+" ws")
 	}
 	if len(prefix) > 0 {
 		body := `"[" ws ` + strings.Join(seq, " ")
 		if !noMore {
-			body += ` ( ws "," ws ` + item + ` )*`
+			body += ` ( "," ws ` + item + ` ws )*`
 		}
-		return c.rule(hint+"-tuple", body+` ws "]"`), nil
+		return c.rule(hint+"-tuple", body+` "]"`), nil
 	}
 	more := "*"
 	if lo > 1 || hasHi {
@@ -566,11 +570,11 @@ func (c *converter) visitArray(s map[string]any, hint, path string) (string, err
 			more = fmt.Sprintf("{%d,}", min)
 		}
 	}
-	body := item + ` ( ws "," ws ` + item + ` )` + more
+	body := item + ` ws ( "," ws ` + item + ` ws )` + more
 	if lo == 0 {
 		body = "( " + body + " )?"
 	}
-	return c.rule(hint+"-array", `"[" ws `+body+` ws "]"`), nil
+	return c.rule(hint+"-array", `"[" ws `+body+` "]"`), nil
 }
 
 func (c *converter) visitProps(s map[string]any, hint, path string) (string, error) {
@@ -610,7 +614,7 @@ func (c *converter) visitProps(s map[string]any, hint, path string) (string, err
 		if err != nil {
 			return "", err
 		}
-		kv[i] = c.rule(hint+"-"+k+"-kv", literal(mustJSON(k))+` ws ":" ws `+r)
+		kv[i] = c.rule(hint+"-"+k+"-kv", literal(mustJSON(k))+` ws ":" ws `+r+` ws`)
 	}
 	// T[i]: members from property i on, after something was emitted;
 	// F[i]: the same when nothing was emitted yet (no leading comma).
@@ -618,8 +622,8 @@ func (c *converter) visitProps(s map[string]any, hint, path string) (string, err
 	tail := `""`
 	first := `""`
 	if extra != "" {
-		gen := `string ws ":" ws ` + extra
-		tail = c.rule(hint+"-extra-tail", `( ws "," ws `+gen+` )*`)
+		gen := `string ws ":" ws ` + extra + ` ws`
+		tail = c.rule(hint+"-extra-tail", `( "," ws `+gen+` )*`)
 		first = c.rule(hint+"-extra-first", `( `+gen+` `+tail+` )?`)
 	}
 	T := make([]string, n+1)
@@ -628,14 +632,14 @@ func (c *converter) visitProps(s map[string]any, hint, path string) (string, err
 	for i := n - 1; i >= 0; i-- {
 		k := keys[i]
 		if required[k] {
-			T[i] = c.rule(fmt.Sprintf("%s-t%d", hint, i), `ws "," ws `+kv[i]+` `+T[i+1])
+			T[i] = c.rule(fmt.Sprintf("%s-t%d", hint, i), `"," ws `+kv[i]+` `+T[i+1])
 			F[i] = c.rule(fmt.Sprintf("%s-f%d", hint, i), kv[i]+` `+T[i+1])
 		} else {
-			T[i] = c.rule(fmt.Sprintf("%s-t%d", hint, i), `( ws "," ws `+kv[i]+` )? `+T[i+1])
+			T[i] = c.rule(fmt.Sprintf("%s-t%d", hint, i), `( "," ws `+kv[i]+` )? `+T[i+1])
 			F[i] = c.rule(fmt.Sprintf("%s-f%d", hint, i), kv[i]+` `+T[i+1]+` | `+F[i+1])
 		}
 	}
-	return c.rule(hint+"-object", `"{" ws `+F[0]+` ws "}"`), nil
+	return c.rule(hint+"-object", `"{" ws `+F[0]+` "}"`), nil
 }
 
 func mustJSON(s string) string {
