@@ -59,6 +59,13 @@ struct llama_sampler * llmrt_sampler_init_grammar(const struct llama_vocab * voc
 // the caller reports *tripped. *tripped lives as long as the sampler.
 struct llama_sampler * llmrt_sampler_init_dead_end(int32_t ** tripped);
 
+// A sampler to chain after the grammar and the dead-end guard (closer.cpp):
+// it steers the output so that it completes grammar within budget tokens
+// and sets *closed when it had to write the shortest completion itself.
+// NULL when the grammar does not parse or an exception was caught.
+struct llama_sampler * llmrt_sampler_init_close_within(const struct llama_vocab * vocab, const char * grammar, int32_t budget,
+                                                       int32_t ** closed);
+
 // NULL on failure (llama.cpp logs why; err holds an exception's message).
 struct llama_model * llmrt_model_load(const char * path, struct llama_model_params params, llmrt_err * err);
 struct llama_context * llmrt_init_from_model(struct llama_model * model, struct llama_context_params params, llmrt_err * err);

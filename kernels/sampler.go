@@ -28,6 +28,11 @@ type SamplerParams struct {
 	// constrained to it.
 	Grammar   string
 	LogitBias map[int32]float32
+	// CloseWithin > 0 (with a Grammar) keeps the output completable within
+	// that many tokens: near the end only tokens after which the grammar's
+	// shortest completion still fits are allowed, and when none is, that
+	// completion is written (Closed then reports true).
+	CloseWithin int
 }
 
 // GrammarError reports a grammar that llama.cpp's GBNF parser rejects.
@@ -47,7 +52,14 @@ type Sampler struct {
 	// deadEnd is set by the sampler chained after a grammar when the
 	// grammar allowed no candidate (guard.h); nil without a grammar.
 	deadEnd *C.int32_t
+	// closed is set by the close-within sampler when it wrote the
+	// grammar's shortest completion; nil without CloseWithin.
+	closed *C.int32_t
 }
+
+// Closed reports whether the output was completed by CloseWithin rather
+// than by the model (it was cut short by its token budget).
+func (s *Sampler) Closed() bool { return s.closed != nil && *s.closed != 0 }
 
 // ErrGrammarDeadEnd is returned by Sample when the grammar allows no token
 // of the model's vocabulary at this point of the output.
@@ -107,7 +119,7 @@ func (m *Model) NewSampler(p SamplerParams) (*Sampler, error) {
 		takeLastLog()
 		var ge guardErr
 		g := C.llmrt_sampler_init_grammar(m.vocab, cg, root, ge.p())
-		C.free(unsafe.Pointer(cg))
+		defer C.free(unsafe.Pointer(cg))
 		C.free(unsafe.Pointer(root))
 		if g == nil {
 			reason := takeLastLog()
@@ -122,6 +134,11 @@ func (m *Model) NewSampler(p SamplerParams) (*Sampler, error) {
 		C.llama_sampler_chain_add(chain, g)
 		if err := add(C.llmrt_sampler_init_dead_end(&s.deadEnd), "grammar guard"); err != nil {
 			return fail(err)
+		}
+		if p.CloseWithin > 0 {
+			if err := add(C.llmrt_sampler_init_close_within(m.vocab, cg, C.int32_t(p.CloseWithin), &s.closed), "close within"); err != nil {
+				return fail(err)
+			}
 		}
 	}
 	if p.Temperature <= 0 {

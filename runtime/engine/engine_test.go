@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -527,5 +528,33 @@ func TestGrammarWithIgnoreEOSStops(t *testing.T) {
 	}
 	if (res.Text != "yes" && res.Text != "no") || res.FinishReason != FinishStop {
 		t.Fatalf("grammar output %q finish %q", res.Text, res.FinishReason)
+	}
+}
+
+// CloseWithin ends a grammar's output inside the token budget: a list the
+// model would go on writing is closed with the grammar's shortest ending,
+// and the result says it was cut short (FinishLength).
+func TestCloseWithinEndsGrammar(t *testing.T) {
+	e := openStories(t, Options{NParallel: 1})
+	g := `root ::= "[" item ( ", " item )* "]"
+item ::= "\"" [a-zA-Z .]* "\""`
+	full := regexp.MustCompile(`^\["[a-zA-Z .]*"(, "[a-zA-Z .]*")*\]$`)
+	for _, budget := range []int{8, 20} {
+		req := Request{Prompt: prompt(t, e, "Once upon a time"), MaxTokens: budget, Sampling: kernels.SamplerParams{Grammar: g}}
+		open, err := e.Generate(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if full.MatchString(open.Text) {
+			t.Fatalf("without CloseWithin the model already ends its list in %d tokens: %q", budget, open.Text)
+		}
+		req.Sampling.CloseWithin = budget
+		res, err := e.Generate(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !full.MatchString(res.Text) || res.FinishReason != FinishLength || res.CompletionTokens > budget {
+			t.Fatalf("budget %d: %q, finish %s after %d tokens", budget, res.Text, res.FinishReason, res.CompletionTokens)
+		}
 	}
 }

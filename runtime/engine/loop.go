@@ -413,7 +413,11 @@ func (e *Engine) sampleSlot(sl *slot) {
 	sl.nGen++
 	e.stats.generated.Add(1)
 	if !s.req.IgnoreEOS && e.model.IsEOG(tok) {
-		e.endSlot(sl, e.result(sl, FinishStop), nil, false)
+		reason := FinishStop
+		if s.smp.Closed() { // the grammar's ending was written for want of tokens
+			reason = FinishLength
+		}
+		e.endSlot(sl, e.result(sl, reason), nil, false)
 		return
 	}
 	t := Token{ID: tok, Text: string(e.model.TokenPiece(tok, false))}

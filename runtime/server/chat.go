@@ -190,7 +190,7 @@ func (s *Server) planChat(r *http.Request, req *ChatRequest, lease *registry.Lea
 	if err != nil {
 		return nil, httpapi.BadRequest("messages", "chat template: %v", err)
 	}
-	if aerr := s.applyResponseFormat(req.ResponseFormat, &sp); aerr != nil {
+	if aerr := s.applyResponseFormat(req.ResponseFormat, &sp, maxTok); aerr != nil {
 		return nil, aerr
 	}
 	if len(toks) >= e.CtxPerSeq() {

@@ -6,8 +6,10 @@ import (
 	"github.com/llmrt/llmrt/runtime/httpapi"
 )
 
-// applyResponseFormat turns response_format into a grammar constraint.
-func (s *Server) applyResponseFormat(rf *ResponseFormat, sp *kernels.SamplerParams) *httpapi.APIError {
+// applyResponseFormat turns response_format into a grammar constraint
+// that also keeps the answer completable within maxTok tokens (0: no
+// limit), so that JSON cut short by max_tokens still parses.
+func (s *Server) applyResponseFormat(rf *ResponseFormat, sp *kernels.SamplerParams, maxTok int) *httpapi.APIError {
 	if rf == nil || rf.Type == "" || rf.Type == "text" {
 		return nil
 	}
@@ -29,5 +31,6 @@ func (s *Server) applyResponseFormat(rf *ResponseFormat, sp *kernels.SamplerPara
 	default:
 		return httpapi.BadRequest("response_format.type", "response_format.type must be text, json_object or json_schema, got %q", rf.Type)
 	}
+	sp.CloseWithin = maxTok
 	return nil
 }
