@@ -203,16 +203,7 @@ func (a *app) showModel(path string) error {
 	}
 	fmt.Fprintf(tw, "parameters\t%s\n", humanCount(f.ParamCount()))
 	fmt.Fprintf(tw, "tensor bytes\t%s\n", sched.FormatBytes(f.TensorBytes()))
-	types := map[string]int{}
-	for _, t := range f.Tensors {
-		types[t.Type.String()]++
-	}
-	var tl []string
-	for k, v := range types {
-		tl = append(tl, fmt.Sprintf("%s×%d", k, v))
-	}
-	sort.Strings(tl)
-	fmt.Fprintf(tw, "tensors\t%d (%s)\n", len(f.Tensors), strings.Join(tl, ", "))
+	fmt.Fprintf(tw, "tensors\t%d (%s)\n", len(f.Tensors), tensorTypes(f))
 	for _, k := range []string{"context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count", "attention.head_count_kv"} {
 		if v, ok := f.Uint(arch + "." + k); ok {
 			fmt.Fprintf(tw, "%s\t%d\n", k, v)
@@ -232,6 +223,20 @@ func (a *app) showModel(path string) error {
 		fmt.Fprintf(tw, "chat template\tnone\n")
 	}
 	return tw.Flush()
+}
+
+// tensorTypes counts a model's tensors by type: "F16×5, F32×11".
+func tensorTypes(f *gguf.File) string {
+	types := map[string]int{}
+	for _, t := range f.Tensors {
+		types[t.Type.String()]++
+	}
+	var tl []string
+	for k, v := range types {
+		tl = append(tl, fmt.Sprintf("%s×%d", k, v))
+	}
+	sort.Strings(tl)
+	return strings.Join(tl, ", ")
 }
 
 func (a *app) quantizeCmd() *cobra.Command {
@@ -277,6 +282,10 @@ naming the types that do fit.`,
 			start := time.Now()
 			a.log.Info("quantizing", "in", in, "out", out, "type", spec.Name)
 			if err := kernels.Quantize(cmd.Context(), in, out, ft, threads); err != nil {
+				if strings.Contains(err.Error(), "requantizing from type") {
+					return fmt.Errorf("quantize %s to %s: the model is already quantized (%s) and llama.cpp does not quantize twice; quantize from its F16, BF16 or F32 original",
+						in, spec.Name, tensorTypes(src))
+				}
 				if why := quant.Unfit(src, spec); why != nil {
 					return fmt.Errorf("quantize %s to %s: %w", in, spec.Name, why)
 				}

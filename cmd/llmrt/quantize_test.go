@@ -31,6 +31,9 @@ func TestQuantizeExplainsAndResultTunes(t *testing.T) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
 		}
 	}
+	if _, errOut, code := cli(t, home, "quantize", "q4", "q4again", "--type", "Q4_0"); code != 1 || !strings.Contains(errOut, "already quantized (F16×5, F32×11, Q5_0×29, Q8_0×3)") {
+		t.Fatalf("requantizing: exit %d\n%s", code, errOut)
+	}
 	data := filepath.Join(t.TempDir(), "d.jsonl")
 	os.WriteFile(data, []byte(strings.Repeat(`{"prompt": "The dog", "completion": " ran to the park."}`+"\n", 4)), 0o644)
 	out, errOut, code = cli(t, home, "tune", "-m", "q4", "--data", data, "--out", "q4t", "--epochs", "2", "--eval-split", "0", "-t", "1")
