@@ -1,5 +1,7 @@
 package index
 
+import "math"
+
 // Portable distance kernels. The amd64 build replaces the dispatching
 // functions dot, l2sq and dotI8 (distance_amd64.go) with versions that call
 // the AVX2+FMA assembly when the CPU has it; every other build uses these
@@ -102,4 +104,25 @@ func Kernels() string {
 		return "AVX2+FMA"
 	}
 	return "portable"
+}
+
+// Similarity scores b against a as Search scores an item against its
+// query under m: the cosine similarity (0 when either vector is all
+// zeros), the dot product, or the negated squared Euclidean distance.
+// a and b must have the same length.
+func Similarity(m Metric, a, b []float32) float32 {
+	if len(a) != len(b) {
+		panic("index: Similarity of vectors of different lengths")
+	}
+	switch m {
+	case L2:
+		return -l2sq(a, b)
+	case Dot:
+		return dot(a, b)
+	}
+	na, nb := dot(a, a), dot(b, b)
+	if na == 0 || nb == 0 {
+		return 0
+	}
+	return float32(float64(dot(a, b)) / math.Sqrt(float64(na)*float64(nb)))
 }

@@ -198,3 +198,32 @@ func TestBatchKernels(t *testing.T) {
 	useAsm = saved
 	dotBatch(make([]float32, 4), make([]float32, 8), []uint32{2}, make([]float32, 1))
 }
+
+// Similarity agrees with the scores Search gives under each metric.
+func TestSimilarity(t *testing.T) {
+	const dim = 37
+	for _, m := range []Metric{Cosine, Dot, L2} {
+		h, err := New(Options{Dim: dim, Metric: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for id := uint64(0); id < 20; id++ {
+			h.Add(id, vecFor(id, dim), nil)
+		}
+		q := vecFor(99, dim)
+		rs, err := h.Search(q, 20, SearchOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			got := Similarity(m, q, vecFor(r.ID, dim))
+			if math.Abs(float64(got-r.Score)) > 1e-4*max(1, math.Abs(float64(r.Score))) {
+				t.Fatalf("%v: Similarity %v, search score %v", m, got, r.Score)
+			}
+		}
+		h.Close()
+	}
+	if s := Similarity(Cosine, []float32{0, 0}, []float32{1, 0}); s != 0 {
+		t.Fatalf("cosine with a zero vector: %v", s)
+	}
+}

@@ -31,4 +31,6 @@
 //     are taken every StoreOptions.SnapshotEvery operations, and Open
 //     replays the log after the newest good snapshot, cutting a torn tail
 //     and reporting (never loading) a corrupt record (see durable.go).
+//     OpenReadOnly loads the same state without the lock or any write, beside
+//     a Store open in another process; Store.Compact drops tombstones.
 package index

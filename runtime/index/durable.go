@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -80,6 +81,7 @@ type Store struct {
 	failed  error  // sticky: the log may not match memory; writes refused
 	snapErr error  // why the last automatic snapshot failed
 	closed  bool
+	ro      bool // OpenReadOnly: recover into memory, change no file
 }
 
 // StoreOptions configure Open.
@@ -162,6 +164,27 @@ func Open(dir string, opt StoreOptions) (*Store, Recovery, error) {
 	return s, rec, nil
 }
 
+// OpenReadOnly recovers the state of the store in dir into memory as Open
+// would, without taking the lock or changing any file, so it works while a
+// Store in another process has dir open. It sees every operation that Store
+// acknowledged before the call; an append in progress ends the log like a
+// torn tail. When that Store's rotations remove a file being read, the
+// error wraps fs.ErrNotExist and calling again succeeds. opt.Dim, if not
+// zero, must match the store's as in Open. The index is the caller's: it
+// is not durable, and Close frees it.
+func OpenReadOnly(dir string, opt Options) (*HNSW, Recovery, error) {
+	var rec Recovery
+	s := &Store{dir: dir, opt: StoreOptions{Options: opt}, ro: true}
+	if err := s.recover(&rec); err != nil {
+		if s.h != nil {
+			s.h.Close()
+		}
+		return nil, rec, err
+	}
+	rec.Generation = s.gen
+	return s.h, rec, nil
+}
+
 func (s *Store) release() {
 	if s.log != nil {
 		s.log.Close()
@@ -227,7 +250,7 @@ func (s *Store) syncDir() error {
 // recover loads the newest good snapshot and replays the logs after it.
 func (s *Store) recover(rec *Recovery) error {
 	// Snapshots that never reached their rename are garbage.
-	if ents, err := os.ReadDir(s.dir); err == nil {
+	if ents, err := os.ReadDir(s.dir); err == nil && !s.ro {
 		for _, e := range ents {
 			if n := e.Name(); strings.HasPrefix(n, snapPrefix) && strings.HasSuffix(n, snapSuffix+".tmp") {
 				os.Remove(filepath.Join(s.dir, n))
@@ -249,6 +272,9 @@ func (s *Store) recover(rec *Recovery) error {
 	for i := len(snaps) - 1; i >= 0 && s.h == nil; i-- {
 		g := snaps[i]
 		h, err := s.readSnapshot(g)
+		if errors.Is(err, fs.ErrNotExist) {
+			return err // removed since it was listed (a rotation elsewhere)
+		}
 		if err != nil {
 			damaged = append(damaged, g)
 			if rec.DamagedSnapshot == nil {
@@ -287,7 +313,7 @@ func (s *Store) recover(rec *Recovery) error {
 		missing := s.snapGen + uint64(len(chain))
 		return fmt.Errorf("%w; cannot fall back to %s: %s is missing", rec.DamagedSnapshot, s.snapPath(s.snapGen), s.logPath(missing))
 	}
-	if len(chain) == 0 {
+	if len(chain) == 0 && !s.ro {
 		chain = []uint64{s.snapGen} // created below
 	}
 	for i, g := range chain {
@@ -296,6 +322,9 @@ func (s *Store) recover(rec *Recovery) error {
 		}
 	}
 	s.since = rec.Replayed
+	if s.ro {
+		return nil
+	}
 	if len(damaged) > 0 {
 		for _, g := range damaged {
 			p := s.snapPath(g)
@@ -334,14 +363,17 @@ func (s *Store) create(logs []uint64) error {
 			return fmt.Errorf("index: store %s: %s holds %d bytes of records but no snapshot exists", s.dir, p, st.Size()-walHeaderSize)
 		}
 	}
-	for _, g := range logs {
-		os.Remove(s.logPath(g))
-	}
 	h, err := New(s.opt.Options)
 	if err != nil {
 		return fmt.Errorf("index: new store %s: %w", s.dir, err)
 	}
 	s.h = h
+	if s.ro {
+		return nil
+	}
+	for _, g := range logs {
+		os.Remove(s.logPath(g))
+	}
 	return s.rotate(0)
 }
 
@@ -364,7 +396,11 @@ func (s *Store) readSnapshot(g uint64) (*HNSW, error) {
 // is reported; in an earlier log either is an error.
 func (s *Store) replay(g uint64, last bool, rec *Recovery) error {
 	p := s.logPath(g)
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+	flag := os.O_RDWR | os.O_CREATE
+	if s.ro {
+		flag, s.gen = os.O_RDONLY, g
+	}
+	f, err := os.OpenFile(p, flag, 0o644)
 	if err != nil {
 		return fmt.Errorf("index: %w", err)
 	}
@@ -383,6 +419,9 @@ func (s *Store) replay(g uint64, last bool, rec *Recovery) error {
 		// New, or its header never reached the disk: (re)write it.
 		if !last && size > 0 {
 			return fmt.Errorf("index: %s: %d-byte file, shorter than the log header", p, size)
+		}
+		if s.ro {
+			return nil
 		}
 		if err := f.Truncate(0); err != nil {
 			return fmt.Errorf("index: %s: %w", p, err)
@@ -427,6 +466,15 @@ func (s *Store) replay(g uint64, last bool, rec *Recovery) error {
 			}
 			return fmt.Errorf("index: %s (not the newest log) is damaged at offset %d: %s", p, sc.end, what)
 		}
+		if s.ro {
+			// Report what Open would cut, and leave the file alone.
+			if sc.corrupt != nil {
+				rec.Corrupt = fmt.Errorf("index: %s: %w (%d bytes from there not loaded)", p, sc.corrupt, size-sc.end)
+			} else {
+				rec.TornBytes += size - sc.end
+			}
+			return nil
+		}
 		if sc.corrupt != nil {
 			// Keep the evidence before cutting it off.
 			cp := fmt.Sprintf("%s.corrupt-%d", p, sc.end)
@@ -444,7 +492,7 @@ func (s *Store) replay(g uint64, last bool, rec *Recovery) error {
 			return fmt.Errorf("index: %s: %w", p, err)
 		}
 	}
-	if last {
+	if last && !s.ro {
 		s.log, s.logEnd, s.gen, keep = f, sc.end, g, true
 	}
 	return nil
@@ -784,6 +832,36 @@ func (s *Store) Snapshot() error {
 		s.snapErr = nil
 	}
 	return err
+}
+
+// Compact rebuilds the graph from the live items alone, dropping the
+// tombstones that deletes leave (their vectors stay in memory and in every
+// snapshot until then), and rotates to a snapshot of it. Searches that
+// started on the old graph finish on it.
+func (s *Store) Compact() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.writable(); err != nil {
+		return err
+	}
+	h, err := s.h.compacted()
+	if err != nil {
+		return fmt.Errorf("index: compact %s: %w", s.dir, err)
+	}
+	old := s.h
+	s.h = h
+	if err := s.rotate(s.gen + 1); err != nil && s.failed == nil {
+		s.h = old // nothing switched: the old graph stays
+		h.Close()
+		return err
+	} else if err != nil {
+		s.hp.Store(h)
+		return err
+	}
+	s.hp.Store(h)
+	s.snapErr = nil
+	// old is left to the garbage collector: searches may still hold it.
+	return nil
 }
 
 // Health is nil, or why the store refuses writes (reopen it), or why the

@@ -646,7 +646,8 @@ func ingestChild(dir string) {
 // previous kill left, and small SnapshotEvery values put kills inside
 // rotations): every acknowledged item is there with its exact vector and
 // metadata, every acknowledged delete holds, and nothing else is stored but
-// the one batch (and delete) in flight at each kill, also exact.
+// the one batch (and delete) in flight at each kill, also exact. Meanwhile
+// read-only opens beside the child see everything it acknowledged.
 func TestKill9Recovery(t *testing.T) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -717,6 +718,7 @@ func TestKill9Recovery(t *testing.T) {
 		delay := time.Duration(50+rng.IntN(350)) * time.Millisecond
 		deadline := time.After(delay)
 		lockChecked := round > 0
+		roChecks, acks := 0, 0
 	read:
 		for {
 			select {
@@ -732,6 +734,14 @@ func TestKill9Recovery(t *testing.T) {
 						t.Errorf("open while the child holds the store: %v", err)
 					}
 					lockChecked = true
+				}
+				if strings.HasPrefix(l, "ack ") {
+					acks++
+				}
+				if strings.HasPrefix(l, "ack ") && (acks == 2 || acks == 10 || acks == 40) {
+					// A reader beside the writer sees all it acknowledged.
+					roChecks++
+					checkReadOnly(t, dir, added, deleted, unsure, pendingDel)
 				}
 			case <-deadline:
 				cmd.Process.Signal(syscall.SIGKILL)
@@ -757,7 +767,7 @@ func TestKill9Recovery(t *testing.T) {
 			unsure[uint64(pendingDel)] = true
 		}
 		next += 25
-		t.Logf("round %d: child recovered %s; killed after %v (snapshot every %d), %d items acknowledged so far", round, childRec, delay, every, len(added))
+		t.Logf("round %d: child recovered %s; killed after %v (snapshot every %d), %d items acknowledged so far, %d read-only opens beside it", round, childRec, delay, every, len(added), roChecks)
 	}
 	s, rec := openStore(t, dir, StoreOptions{Options: Options{Dim: dim, Metric: L2}})
 	defer s.Close()
@@ -791,6 +801,41 @@ func TestKill9Recovery(t *testing.T) {
 		rounds, midRotation, len(added), len(deleted), s.Len(), rec)
 }
 
+// checkReadOnly opens the store read-only while the child writes to it:
+// every add and delete acknowledged so far holds (but those in flight now or
+// at an earlier kill), and every item it holds, acknowledged yet or not, is
+// exact.
+func checkReadOnly(t *testing.T, dir string, added, deleted, unsure map[uint64]bool, pendingDel int64) {
+	t.Helper()
+	const dim = 16
+	var h *HNSW
+	var err error
+	for try := 0; try < 20; try++ {
+		if h, _, err = OpenReadOnly(dir, Options{Dim: dim, Metric: L2}); !errors.Is(err, os.ErrNotExist) {
+			break // a file vanishes only when the child rotates meanwhile
+		}
+	}
+	if err != nil {
+		t.Errorf("read-only open beside the writer: %v", err)
+		return
+	}
+	defer h.Close()
+	for id := range added {
+		switch ok := h.Has(id); {
+		case int64(id) == pendingDel || unsure[id]:
+		case deleted[id] && ok:
+			t.Errorf("read-only: deleted %d is there", id)
+		case !deleted[id] && !ok:
+			t.Errorf("read-only: acknowledged %d is missing", id)
+		}
+	}
+	for _, id := range h.IDs() {
+		if v, m, _ := h.Get(id); !slices.Equal(v, vecFor(id, dim)) || m["n"] != storeMeta(id)["n"] {
+			t.Errorf("read-only: %d holds another vector or metadata", id)
+		}
+	}
+}
+
 // inRotation reports whether a store's directory shows a rotation cut
 // short: a temporary snapshot, or a newest log without its snapshot.
 func inRotation(dir string) bool {
@@ -800,4 +845,135 @@ func inRotation(dir string) bool {
 	snaps, _ := listGens(dir, snapPrefix, snapSuffix)
 	logs, _ := listGens(dir, logPrefix, logSuffix)
 	return len(snaps) > 0 && len(logs) > 0 && logs[len(logs)-1] > snaps[len(snaps)-1]
+}
+
+// A read-only open sees the store as Open would recover it, beside an open
+// Store, and changes no file: not a torn tail, not a temporary snapshot.
+func TestStoreReadOnly(t *testing.T) {
+	const dim = 8
+	dir := t.TempDir()
+	opt := StoreOptions{Options: Options{Dim: dim, Metric: Cosine}, SnapshotEvery: -1, NoSync: true}
+	if _, _, err := OpenReadOnly(filepath.Join(dir, "none"), opt.Options); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("read-only open of no store: %v", err)
+	}
+	s, _ := openStore(t, dir, opt)
+	addRange(t, s, 0, 50, dim)
+	if err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	addRange(t, s, 50, 20, dim)
+	s.Delete(context.Background(), []uint64{3, 55})
+	h, rec, err := OpenReadOnly(dir, opt.Options) // the writer holds the lock
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Len() != 68 || rec.Replayed != 22 || !rec.Snapshot || rec.Generation != 1 || h.Has(3) || h.Has(55) {
+		t.Fatalf("read-only: %d items, %+v", h.Len(), rec)
+	}
+	for id := uint64(0); id < 70; id++ {
+		if id != 3 && id != 55 {
+			want, _ := s.Index().Vector(id)
+			if v, _, ok := h.Get(id); !ok || !slices.Equal(v, want) {
+				t.Fatalf("read-only: item %d differs", id)
+			}
+		}
+	}
+	h.Close()
+	s.Close()
+	if _, _, err := OpenReadOnly(dir, Options{Dim: 4, Metric: Cosine}); err == nil || !strings.Contains(err.Error(), "dimension 8") {
+		t.Fatalf("read-only open with another dimension: %v", err)
+	}
+
+	// A torn tail and a half-written snapshot are seen past, and left.
+	log := filepath.Join(dir, "log-1.wal")
+	appendRaw(t, log, []byte{9, 0, 0})
+	tmp := filepath.Join(dir, "snapshot-2.hnsw.tmp")
+	os.WriteFile(tmp, []byte("half"), 0o644)
+	before := must(os.ReadFile(log))
+	h, rec, err = OpenReadOnly(dir, Options{})
+	if err != nil || h.Len() != 68 || rec.TornBytes != 3 {
+		t.Fatalf("read-only over a torn tail: %v, %+v", err, rec)
+	}
+	h.Close()
+	if after := must(os.ReadFile(log)); !slices.Equal(after, before) {
+		t.Fatal("read-only open changed the log")
+	}
+	if _, err := os.Stat(tmp); err != nil {
+		t.Fatalf("read-only open removed a file: %v", err)
+	}
+	s, rec = openStore(t, dir, opt)
+	defer s.Close()
+	if s.Len() != 68 || rec.TornBytes != 3 {
+		t.Fatalf("open after the read-only one: %d items, %+v", s.Len(), rec)
+	}
+}
+
+func appendRaw(t *testing.T, path string, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Compact drops the tombstones: the live items, their vectors and
+// metadata stay, and a reopened store holds the compacted graph.
+func TestStoreCompact(t *testing.T) {
+	const dim = 16
+	dir := t.TempDir()
+	opt := StoreOptions{Options: Options{Dim: dim, Metric: L2, ExactBelow: -1}, SnapshotEvery: -1, NoSync: true}
+	s, _ := openStore(t, dir, opt)
+	addRange(t, s, 0, 600, dim)
+	var dels []uint64
+	for id := uint64(0); id < 600; id++ {
+		if id%3 != 0 {
+			dels = append(dels, id)
+		}
+	}
+	if err := s.Delete(context.Background(), dels); err != nil {
+		t.Fatal(err)
+	}
+	if s.Index().Tombstones() != 400 {
+		t.Fatalf("%d tombstones", s.Index().Tombstones())
+	}
+	old := s.Index()
+	if err := s.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Index().Tombstones() != 0 || s.Len() != 200 || s.Index().MemoryBytes() >= old.MemoryBytes() {
+		t.Fatalf("after compaction: %d tombstones, %d items, %d bytes (were %d)", s.Index().Tombstones(), s.Len(), s.Index().MemoryBytes(), old.MemoryBytes())
+	}
+	// A search that holds the old graph still works.
+	if _, err := old.Search(vecFor(7, dim), 3, SearchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(s *Store) {
+		t.Helper()
+		for id := uint64(0); id < 600; id++ {
+			if id%3 == 0 {
+				checkItem(t, s, id, dim)
+				if r, err := s.Search(vecFor(id, dim), 1, SearchOptions{}); err != nil || r[0].ID != id {
+					t.Fatalf("search for %d: %v %v", id, r, err)
+				}
+			} else if s.Has(id) {
+				t.Fatalf("deleted %d is back", id)
+			}
+		}
+	}
+	check(s)
+	addRange(t, s, 1000, 5, dim)
+	s.Close()
+	s, rec := openStore(t, dir, opt)
+	defer s.Close()
+	if s.Len() != 205 || s.Index().Tombstones() != 0 || rec.Replayed != 5 {
+		t.Fatalf("reopened: %d items, %d tombstones, %+v", s.Len(), s.Index().Tombstones(), rec)
+	}
+	check(s)
+	if ids := s.Index().IDs(); len(ids) != 205 || ids[0] != 0 || ids[204] != 1004 || !slices.IsSorted(ids) {
+		t.Fatalf("ids %v", ids)
+	}
 }
