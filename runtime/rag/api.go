@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/llmrt/llmrt/runtime/httpapi"
+	"github.com/llmrt/llmrt/runtime/index"
 )
 
 // API serves a Store over HTTP under /v1/collections:
@@ -94,7 +95,7 @@ func (a *API) errOf(name string, err error) error {
 		return httpapi.Conflict("collection_exists", "collection %q already exists", name)
 	case errors.Is(err, ErrNoEmbedder):
 		return httpapi.Unavailable(0, "the server has no embedding model for collections")
-	case errors.Is(err, ErrModelMismatch), errors.Is(err, ErrLocked):
+	case errors.Is(err, ErrModelMismatch), errors.Is(err, ErrLocked), errors.Is(err, ErrReadOnly):
 		return httpapi.Conflict("collection_unavailable", "collection %q: %v", name, err)
 	}
 	return err
@@ -109,7 +110,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) error {
 		return httpapi.BadRequest("name", "%v", err)
 	}
 	if req.Metric != "" {
-		if err := validMetric(req.Metric); err != nil {
+		if _, err := index.ParseMetric(req.Metric); err != nil {
 			return httpapi.BadRequest("metric", "%v", err)
 		}
 	}

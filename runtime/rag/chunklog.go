@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -53,47 +55,83 @@ type chunkLog struct {
 }
 
 // openChunkLog replays the log through apply (with each record's line
-// length) and opens it for appending. A torn last line is cut off; a bad
-// line before the last is an error.
-func openChunkLog(path string, apply func(rec *logRecord, n int64) error) (*chunkLog, error) {
+// length) and opens it for appending. A torn last line is cut off and its
+// length returned; a bad line before the last is an error.
+func openChunkLog(path string, apply func(rec *logRecord, n int64) error) (*chunkLog, int64, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	r := bufio.NewReaderSize(f, 1<<20)
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	end, err := replayChunkLog(f, st.Size(), path, apply)
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	if st.Size() > end {
+		if err := f.Truncate(end); err != nil {
+			f.Close()
+			return nil, 0, err
+		}
+	}
+	return &chunkLog{path: path, f: f, size: end}, st.Size() - end, nil
+}
+
+// readChunkLog replays the log like openChunkLog but changes nothing: a
+// torn last line (or one a writer is appending) is passed over. It returns
+// what the open file was when read (nil if there is no log) for the caller
+// to compare with the file at path later, and the bytes passed over.
+func readChunkLog(path string, apply func(rec *logRecord, n int64) error) (os.FileInfo, int64, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	end, err := replayChunkLog(f, st.Size(), path, apply)
+	if err != nil {
+		return nil, 0, err
+	}
+	return st, st.Size() - end, nil
+}
+
+// replayChunkLog applies the records of f's first size bytes and returns
+// the offset after the last whole one.
+func replayChunkLog(f *os.File, size int64, path string, apply func(rec *logRecord, n int64) error) (int64, error) {
+	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 1<<20)
 	var off int64
 	for {
 		line, err := r.ReadBytes('\n')
 		if err == io.EOF {
 			// A line without its newline was torn by a crash.
-			break
+			return off, nil
 		}
 		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("read %s: %w", path, err)
+			return 0, fmt.Errorf("read %s: %w", path, err)
 		}
 		var rec logRecord
 		if jerr := json.Unmarshal(bytes.TrimSpace(line), &rec); jerr != nil {
 			// Only the last line can be torn; then nothing follows it.
 			if _, perr := r.Peek(1); perr == io.EOF {
-				break
+				return off, nil
 			}
-			f.Close()
-			return nil, fmt.Errorf("%s: corrupt record at byte %d: %w", path, off, jerr)
+			return 0, fmt.Errorf("%s: corrupt record at byte %d: %w", path, off, jerr)
 		}
 		if err := apply(&rec, int64(len(line))); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("%s: record at byte %d: %w", path, off, err)
+			return 0, fmt.Errorf("%s: record at byte %d: %w", path, off, err)
 		}
 		off += int64(len(line))
 	}
-	if st, err := f.Stat(); err == nil && st.Size() > off {
-		if err := f.Truncate(off); err != nil {
-			f.Close()
-			return nil, err
-		}
-	}
-	return &chunkLog{path: path, f: f, size: off}, nil
 }
 
 // append writes records and syncs; it returns the bytes each took.

@@ -61,7 +61,7 @@ func equalInts(a, b []int) bool {
 }
 
 func TestStoreSearch(t *testing.T) {
-	s, _ := openTestStore(t, newBOW(), false)
+	s, _ := openTestStore(t, newBOW())
 	ctx := context.Background()
 	c, err := s.Create(ctx, "kb", CreateOptions{})
 	if err != nil {

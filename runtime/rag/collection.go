@@ -10,11 +10,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/llmrt/llmrt/runtime/index"
 )
 
 // Chunk is a stored piece of a source document.
@@ -59,19 +62,15 @@ var (
 	ErrModelMismatch = errors.New("rag: collection was built with another embedding model")
 	ErrLocked        = errors.New("rag: collection is open in another process")
 	ErrNoSource      = errors.New("rag: no such source in the collection")
+	ErrReadOnly      = errors.New("rag: collection is open read-only")
 )
 
 const (
 	manifestFile = "manifest.json"
 	chunksFile   = "chunks.jsonl"
-	vectorsFile  = "vectors.bin"
 	indexDir     = "index"
-	dirtyFile    = "dirty"
 	lockFile     = "lock"
 )
-
-// indexOpener opens (or creates) the vector index of a collection in dir.
-type indexOpener func(ctx context.Context, dir string, m Manifest) (vectorIndex, error)
 
 // source is an ingested source and its chunk ids.
 type source struct {
@@ -82,28 +81,81 @@ type source struct {
 
 // Collection is an open collection. It is safe for concurrent use: searches
 // run in parallel; ingestions and removals are serialised.
+//
+// A writer (the default) holds the collection's lock and keeps the chunk
+// vectors in an index.Store; a read-only collection holds no lock and reads
+// the vectors once, at open, with index.OpenReadOnly.
 type Collection struct {
-	mem  MemoryReporter
-	name string
-	dir  string
-	man  Manifest
-	emb  Embedder
+	mem      MemoryReporter
+	name     string
+	dir      string
+	man      Manifest
+	emb      Embedder
+	readOnly bool
+	rec      Recovery
 
-	ingestMu sync.Mutex // one ingestion or removal at a time
+	// ingestMu admits one ingestion or removal at a time; it guards the
+	// log, nextID and the vector store's writes.
+	ingestMu sync.Mutex
 
-	mu      sync.RWMutex
-	closed  bool
-	sources map[string]*source
-	chunks  map[uint64]*Chunk
-	bm      *bm25
-	vecs    *vecFile
-	idx     vectorIndex
-	log     *chunkLog
-	nextID  uint64
-	dirty   bool // the dirty marker exists
-	stale   bool // the index missed an update: rebuild on next open
-	lock    *os.File
-	liveLog int64 // log bytes of live records
+	mu       sync.RWMutex
+	closed   bool
+	sources  map[string]*source
+	chunks   map[uint64]*Chunk
+	bm       *bm25
+	store    *index.Store // the writer's chunk vectors
+	frozen   *index.HNSW  // the reader's chunk vectors
+	log      *chunkLog    // nil when read-only
+	nextID   uint64
+	lock     *os.File
+	liveLog  int64 // log bytes of live records
+	maxLogID uint64
+}
+
+// Recovery is what opening a collection found and mended.
+type Recovery struct {
+	// Index is the vector store's own recovery (see index.Recovery).
+	Index index.Recovery
+	// TornBytes is an unfinished record at the end of the chunk log (cut
+	// off by a writer; passed over by a reader).
+	TornBytes int64
+	// OrphanVectors are vectors of no live chunk, left by a commit or a
+	// removal that was cut short: deleted.
+	OrphanVectors int
+	// Reembedded counts live chunks whose vector was lost (to a corrupt
+	// log record, or a removed index directory): embedded again.
+	Reembedded int
+	// MissingVectors counts such chunks left without a vector (read-only
+	// or without an embedder): keyword search still finds them.
+	MissingVectors int
+	// Migrated is set when the collection was converted from the
+	// vectors.bin layout.
+	Migrated bool
+}
+
+// String summarises what recovery did; it is empty for a clean open.
+func (r Recovery) String() string {
+	var parts []string
+	add := func(n int64, what string) {
+		if n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, what))
+		}
+	}
+	if r.Migrated {
+		parts = append(parts, "migrated from vectors.bin to the vector store")
+	}
+	add(r.TornBytes, "bytes of an unfinished chunk log record cut")
+	add(r.Index.TornBytes, "bytes of an unfinished vector log record cut")
+	if r.Index.Corrupt != nil {
+		parts = append(parts, r.Index.Corrupt.Error())
+	}
+	if r.Index.DamagedSnapshot != nil {
+		parts = append(parts, "fell back from a damaged snapshot: "+r.Index.DamagedSnapshot.Error())
+	}
+	add(int64(r.OrphanVectors), "vectors of uncommitted or removed chunks deleted")
+	add(int64(r.Reembedded), "chunks without a vector embedded again")
+	add(int64(r.MissingVectors), "chunks without a vector (found by keyword search only)")
+	return strings.Join(parts, "; ")
 }
 
 // lockDir takes the collection's lock file, exclusively.
@@ -132,12 +184,15 @@ func tryLock(dir string) error {
 	return lf.Close()
 }
 
-func openCollection(ctx context.Context, dir string, emb Embedder, openIndex indexOpener) (_ *Collection, err error) {
-	lf, err := lockDir(dir)
-	if err != nil {
-		return nil, err
+// openCollection opens the collection in dir for writing (under its lock)
+// or, with readOnly, for reading beside a writer.
+func openCollection(ctx context.Context, dir string, emb Embedder, readOnly bool) (_ *Collection, err error) {
+	c := &Collection{dir: dir, emb: emb, readOnly: readOnly}
+	if !readOnly {
+		if c.lock, err = lockDir(dir); err != nil {
+			return nil, err
+		}
 	}
-	c := &Collection{dir: dir, emb: emb, lock: lf, sources: map[string]*source{}, chunks: map[uint64]*Chunk{}, bm: newBM25()}
 	defer func() {
 		if err != nil {
 			c.release()
@@ -158,111 +213,227 @@ func openCollection(ctx context.Context, dir string, emb Embedder, openIndex ind
 				ErrModelMismatch, man.Name, man.Model, man.Dim, emb.Name(), sh.Dim)
 		}
 	}
-	if c.vecs, err = openVecFile(filepath.Join(dir, vectorsFile), man.Dim); err != nil {
-		return nil, err
+	if readOnly {
+		return c, c.openReader(ctx)
 	}
-	var maxChunk uint64
-	c.log, err = openChunkLog(filepath.Join(dir, chunksFile), func(rec *logRecord, n int64) error {
-		switch rec.Op {
-		case "put":
-			if rec.Source == nil {
-				return errors.New("put without a source")
-			}
-			c.dropSource(rec.Source.Path)
-			for _, sc := range rec.Chunks {
-				maxChunk = max(maxChunk, sc.ID)
-			}
-			c.putSource(*rec.Source, rec.Chunks, n)
-		case "del":
-			c.dropSource(rec.Path)
-		default:
-			return fmt.Errorf("unknown op %q", rec.Op)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	missing := 0
-	for id := range c.chunks {
-		if _, ok := c.vecs.offs[id]; !ok {
-			missing++
-		}
-	}
-	if missing > 0 {
-		return nil, fmt.Errorf("%s: %d chunks have no vector in %s", dir, missing, vectorsFile)
-	}
-	c.nextID = max(maxChunk, c.vecs.maxID()) + 1
-	if _, err := os.Stat(filepath.Join(dir, dirtyFile)); err == nil {
-		c.dirty = true
-	}
-	if c.idx, err = openIndex(ctx, filepath.Join(dir, indexDir), man); err != nil {
-		return nil, fmt.Errorf("open index of %s: %w", man.Name, err)
-	}
-	if c.dirty || c.idx.Len() != len(c.chunks) {
-		if err := c.rebuildIndex(ctx, openIndex); err != nil {
-			return nil, err
-		}
-	}
-	// Vectors of removed chunks go once the index agrees with the log.
-	live := c.liveIDs()
-	for id := range c.vecs.offs {
-		if !live[id] {
-			c.vecs.forget([]uint64{id})
-		}
-	}
-	if err := c.compact(); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return c, c.openWriter(ctx)
 }
 
-// rebuildIndex recreates the index from vectors.bin.
-func (c *Collection) rebuildIndex(ctx context.Context, openIndex indexOpener) error {
-	if err := c.markDirty(); err != nil {
-		return err
-	}
-	c.idx.Close()
-	c.idx = nil
-	dir := filepath.Join(c.dir, indexDir)
-	if err := os.RemoveAll(dir); err != nil {
-		return err
-	}
-	idx, err := openIndex(ctx, dir, c.man)
+// indexOptions are the vector index's options from the manifest.
+func (c *Collection) indexOptions() (index.Options, error) {
+	metric, err := index.ParseMetric(c.man.Metric)
 	if err != nil {
-		return fmt.Errorf("create index of %s: %w", c.name, err)
+		return index.Options{}, fmt.Errorf("collection %s: %w", c.name, err)
 	}
-	c.idx = idx
-	ids := make([]uint64, 0, len(c.chunks))
-	for id := range c.chunks {
-		ids = append(ids, id)
-	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	const batch = 1024
-	for len(ids) > 0 {
-		n := min(batch, len(ids))
-		vs := make([][]float32, n)
-		for i, id := range ids[:n] {
-			v, err := c.vecs.get(id)
-			if err != nil {
-				return err
-			}
-			vs[i] = v
+	return index.Options{Dim: c.man.Dim, Metric: metric, M: c.man.Index.M, EfConstruction: c.man.Index.EfConstruction, EfSearch: c.man.Index.EfSearch}, nil
+}
+
+// reset empties the in-memory state before the chunk log is replayed.
+func (c *Collection) reset() {
+	c.sources, c.chunks, c.bm = map[string]*source{}, map[uint64]*Chunk{}, newBM25()
+	c.liveLog, c.maxLogID = 0, 0
+}
+
+// apply replays one chunk log record of n bytes.
+func (c *Collection) apply(rec *logRecord, n int64) error {
+	switch rec.Op {
+	case "put":
+		if rec.Source == nil {
+			return errors.New("put without a source")
 		}
-		if err := idx.Add(ctx, ids[:n], vs); err != nil {
-			return fmt.Errorf("rebuild index of %s: %w", c.name, err)
+		c.dropSource(rec.Source.Path)
+		for _, sc := range rec.Chunks {
+			c.maxLogID = max(c.maxLogID, sc.ID)
 		}
-		ids = ids[n:]
+		c.putSource(*rec.Source, rec.Chunks, n)
+	case "del":
+		c.dropSource(rec.Path)
+	default:
+		return fmt.Errorf("unknown op %q", rec.Op)
 	}
 	return nil
 }
 
-func (c *Collection) liveIDs() map[uint64]bool {
-	live := make(map[uint64]bool, len(c.chunks))
-	for id := range c.chunks {
-		live[id] = true
+// openWriter replays the chunk log, opens the vector store (migrating the
+// vectors.bin layout first) and reconciles the two.
+func (c *Collection) openWriter(ctx context.Context) error {
+	c.reset()
+	var err error
+	if c.log, c.rec.TornBytes, err = openChunkLog(filepath.Join(c.dir, chunksFile), c.apply); err != nil {
+		return err
 	}
-	return live
+	opt, err := c.indexOptions()
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(c.dir, legacyVectors)); err == nil {
+		if err := c.migrate(ctx, opt); err != nil {
+			return fmt.Errorf("collection %s: migrate %s to the vector store: %w", c.name, legacyVectors, err)
+		}
+		c.rec.Migrated = true
+	}
+	dir := filepath.Join(c.dir, indexDir)
+	if c.store, c.rec.Index, err = index.Open(dir, index.StoreOptions{Options: opt}); err != nil {
+		return fmt.Errorf("collection %s: %w (moving %s away makes the next open embed every chunk again)", c.name, err, dir)
+	}
+	c.nextID = c.maxLogID + 1
+	if err := c.reconcile(ctx); err != nil {
+		return err
+	}
+	return c.compact()
+}
+
+// reconcile makes the vector store agree with the chunk log, which decides:
+// vectors of no live chunk are deleted, and live chunks without a vector
+// are embedded again (with no embedder they are only counted).
+func (c *Collection) reconcile(ctx context.Context) error {
+	h := c.store.Index()
+	var orphans []uint64
+	for _, id := range h.IDs() {
+		c.nextID = max(c.nextID, id+1)
+		if c.chunks[id] == nil {
+			orphans = append(orphans, id)
+		}
+	}
+	if err := c.store.Delete(ctx, orphans); err != nil {
+		return fmt.Errorf("collection %s: delete vectors of no chunk: %w", c.name, err)
+	}
+	c.rec.OrphanVectors = len(orphans)
+	missing := c.withoutVector(h)
+	if c.emb == nil {
+		c.rec.MissingVectors = len(missing)
+		return nil
+	}
+	for len(missing) > 0 {
+		n := min(32, len(missing))
+		texts := make([]string, n)
+		for i, id := range missing[:n] {
+			texts[i] = EmbedText(c.chunks[id].Title, c.chunks[id].Text)
+		}
+		vecs, err := c.emb.Embed(ctx, texts)
+		if err == nil && len(vecs) != n {
+			err = fmt.Errorf("embedder returned %d vectors for %d texts", len(vecs), n)
+		}
+		if err == nil {
+			err = c.store.Add(ctx, missing[:n], vecs, nil)
+		}
+		if err != nil {
+			return fmt.Errorf("collection %s: embed chunks that lost their vector: %w", c.name, err)
+		}
+		c.rec.Reembedded += n
+		missing = missing[n:]
+	}
+	return nil
+}
+
+// withoutVector lists the live chunks that h holds no vector for.
+func (c *Collection) withoutVector(h *index.HNSW) []uint64 {
+	var out []uint64
+	for id := range c.chunks {
+		if !h.Has(id) {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// openReader loads the collection without its lock and without writing,
+// beside a writer in another process. The chunk log and the vectors are
+// read one after the other: a writer stores a document's vectors before its
+// log record and deletes vectors only after a log record, so the two agree
+// unless the log changed meanwhile, and then both are read again.
+func (c *Collection) openReader(ctx context.Context) error {
+	const attempts = 20
+	var err error
+	for try := 0; try < attempts; try++ {
+		if try > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(try) * 10 * time.Millisecond):
+			}
+		}
+		var stable bool
+		if stable, err = c.readOnce(); err == nil && stable {
+			return nil
+		}
+		if c.frozen != nil {
+			c.frozen.Close()
+			c.frozen = nil
+		}
+	}
+	if err == nil {
+		err = fmt.Errorf("collection %s changed on every one of %d reads; try again", c.name, attempts)
+	}
+	return err
+}
+
+// readOnce reads the chunk log and then the vectors, and reports whether
+// the log stayed the same meanwhile.
+func (c *Collection) readOnce() (bool, error) {
+	before, err := c.readLog()
+	if err != nil {
+		return false, err
+	}
+	if err := c.readVectors(); err != nil {
+		return false, err
+	}
+	return c.logUnchanged(before), nil
+}
+
+// readLog replays the chunk log into memory, changing no file, and
+// returns what the log file was (nil if there is none).
+func (c *Collection) readLog() (os.FileInfo, error) {
+	c.reset()
+	c.rec = Recovery{}
+	st, torn, err := readChunkLog(filepath.Join(c.dir, chunksFile), c.apply)
+	c.rec.TornBytes = torn
+	return st, err
+}
+
+// readVectors loads the vectors into memory, changing no file.
+func (c *Collection) readVectors() error {
+	if c.frozen != nil {
+		c.frozen.Close()
+		c.frozen = nil
+	}
+	opt, err := c.indexOptions()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(c.dir, indexDir)
+	if _, serr := os.Stat(filepath.Join(c.dir, legacyVectors)); serr == nil {
+		c.frozen, err = c.legacyIndex(opt)
+	} else {
+		c.frozen, c.rec.Index, err = index.OpenReadOnly(dir, opt)
+		if _, serr := os.Stat(dir); errors.Is(err, fs.ErrNotExist) && errors.Is(serr, fs.ErrNotExist) {
+			c.frozen, err = index.New(opt) // created, never written
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("collection %s: %w", c.name, err)
+	}
+	c.rec.MissingVectors = len(c.withoutVector(c.frozen))
+	return nil
+}
+
+// logUnchanged reports whether the chunk log is still the file readLog
+// read, at the same size and time.
+func (c *Collection) logUnchanged(before os.FileInfo) bool {
+	after, err := os.Stat(filepath.Join(c.dir, chunksFile))
+	if before == nil {
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	return err == nil && os.SameFile(before, after) && before.Size() == after.Size() && before.ModTime().Equal(after.ModTime())
+}
+
+// vectors is the index of the chunk vectors; nil once closed.
+func (c *Collection) vectors() *index.HNSW {
+	if c.store != nil {
+		return c.store.Index()
+	}
+	return c.frozen
 }
 
 // putSource installs a source's chunks in memory (the caller removed any
@@ -296,24 +467,9 @@ func (c *Collection) dropSource(path string) []uint64 {
 	return s.ids
 }
 
-// markDirty records that the index may disagree with the log until a
-// clean close.
-func (c *Collection) markDirty() error {
-	if c.dirty {
-		return nil
-	}
-	p := filepath.Join(c.dir, dirtyFile)
-	if err := os.WriteFile(p, nil, 0o644); err != nil {
-		return err
-	}
-	if err := syncDir(p); err != nil {
-		return err
-	}
-	c.dirty = true
-	return nil
-}
-
-// compact rewrites the log and the vector file when most of them is dead.
+// compact rewrites the chunk log when most of it is dead, and rebuilds the
+// vector graph when most of its nodes are deleted ones. The caller is the
+// writer, holding ingestMu (or opening).
 func (c *Collection) compact() error {
 	if dead := c.log.size - c.liveLog; dead > 64<<10 && dead > c.liveLog {
 		paths := make([]string, 0, len(c.sources))
@@ -329,15 +485,17 @@ func (c *Collection) compact() error {
 		if err != nil {
 			return fmt.Errorf("compact %s: %w", c.log.path, err)
 		}
+		c.mu.Lock()
 		c.liveLog = 0
 		for i, p := range paths {
 			c.sources[p].logSize = ns[i]
 			c.liveLog += ns[i]
 		}
+		c.mu.Unlock()
 	}
-	if dead := c.vecs.dead(); dead > 1024 && dead > int64(len(c.vecs.offs)) {
-		if err := c.vecs.compact(c.liveIDs()); err != nil {
-			return fmt.Errorf("compact %s: %w", c.vecs.path, err)
+	if h := c.store.Index(); h != nil && h.Tombstones() > 1024 && h.Tombstones() > h.Len() {
+		if err := c.store.Compact(); err != nil {
+			return fmt.Errorf("compact the vectors of %s: %w", c.name, err)
 		}
 	}
 	return nil
@@ -358,11 +516,10 @@ func (c *Collection) reportMemory() {
 	if c.mem == nil {
 		return
 	}
-	c.mu.RLock()
-	idx := c.idx
 	var n int64
-	if idx != nil {
-		n = idx.MemoryBytes()
+	c.mu.RLock()
+	if h := c.vectors(); h != nil {
+		n = h.MemoryBytes()
 	}
 	c.mu.RUnlock()
 	c.mem.SetMemory(c.name, n)
@@ -373,6 +530,12 @@ func (c *Collection) Name() string { return c.name }
 
 // Manifest returns the collection's manifest.
 func (c *Collection) Manifest() Manifest { return c.man }
+
+// ReadOnly reports whether the collection was opened for reading only.
+func (c *Collection) ReadOnly() bool { return c.readOnly }
+
+// Recovery is what opening the collection found and mended.
+func (c *Collection) Recovery() Recovery { return c.rec }
 
 // Sources lists the ingested sources by path.
 func (c *Collection) Sources() []SourceInfo {
@@ -429,7 +592,7 @@ func (c *Collection) Stats() (Stats, error) {
 		return Stats{}, ErrClosed
 	}
 	st := Stats{Name: c.name, Model: c.man.Model, Dim: c.man.Dim, Metric: c.man.Metric, Chunking: c.man.Chunking,
-		Created: c.man.Created, Documents: len(c.sources), Chunks: len(c.chunks), IndexBytes: c.idx.MemoryBytes()}
+		Created: c.man.Created, Documents: len(c.sources), Chunks: len(c.chunks), IndexBytes: c.vectors().MemoryBytes()}
 	for _, ch := range c.chunks {
 		st.Tokens += ch.Tokens
 	}
@@ -450,8 +613,8 @@ func dirSize(dir string) int64 {
 	return n
 }
 
-// close closes the index and files; the dirty marker goes when the index
-// closed cleanly.
+// close snapshots the vectors (so the next open replays no log), closes
+// the files and drops the lock.
 func (c *Collection) close() error {
 	c.ingestMu.Lock()
 	defer c.ingestMu.Unlock()
@@ -462,27 +625,25 @@ func (c *Collection) close() error {
 	}
 	c.closed = true
 	var errs []error
-	if c.idx != nil {
-		if err := c.idx.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close index of %s: %w", c.name, err))
-		} else if c.dirty && !c.stale {
-			if err := os.Remove(filepath.Join(c.dir, dirtyFile)); err != nil && !os.IsNotExist(err) {
-				errs = append(errs, err)
-			}
+	if c.store != nil {
+		if err := c.store.Snapshot(); err != nil {
+			errs = append(errs, fmt.Errorf("close collection %s: %w", c.name, err))
 		}
 	}
-	c.idx = nil
-	c.release()
+	if err := c.release(); err != nil {
+		errs = append(errs, fmt.Errorf("close collection %s: %w", c.name, err))
+	}
 	return errors.Join(errs...)
 }
 
-// release closes the files and drops the lock.
-func (c *Collection) release() {
-	if c.idx != nil {
-		c.idx.Close()
+// release closes the vectors and files and drops the lock.
+func (c *Collection) release() error {
+	var err error
+	if c.store != nil {
+		err = c.store.Close()
 	}
-	if c.vecs != nil {
-		c.vecs.close()
+	if c.frozen != nil {
+		c.frozen.Close()
 	}
 	if c.log != nil {
 		c.log.close()
@@ -492,6 +653,7 @@ func (c *Collection) release() {
 		c.lock.Close()
 		c.lock = nil
 	}
+	return err
 }
 
 func readManifest(dir string) (Manifest, error) {

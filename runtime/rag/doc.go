@@ -8,18 +8,29 @@
 //
 //	manifest.json  embedding model, dimension, metric, chunking, creation time
 //	chunks.jsonl   append-only log: one record per ingested or removed source
-//	vectors.bin    append-only chunk vectors (fixed-size records with CRC)
-//	index/         the HNSW index (runtime/index), derived from vectors.bin
-//	lock           flock held while the collection is open
+//	index/         the chunk vectors and their HNSW graph: an index.Store
+//	               (checksummed log, snapshots, recovery; see runtime/index)
+//	lock           flock held by the process writing the collection
 //
-// The chunk log is the commit point: a source's chunks become visible when
-// its record is appended and synced, after its vectors were written to
-// vectors.bin and added to the index. A torn last line is ignored on load.
-// The vector index is a derived structure: when a collection was not closed
-// cleanly (a crash), or the index disagrees with the log, it is rebuilt from
-// vectors.bin, so no state can hold a chunk without its vector or a vector
-// of a removed chunk. Logs are compacted (atomically rewritten) when most of
-// their records are dead.
+// Storing a document appends its vectors to the vector store (fsynced),
+// then its record to the chunk log (fsynced): the record is the commit
+// point, and the document is acknowledged (AddOptions.Stored, AddReport)
+// only after it. Then the vectors of the document's old version are
+// deleted. Removing a source logs a "del" record, then deletes its vectors.
+// Opening a collection for writing cuts a torn last record from both logs
+// and reconciles them by chunk id, the chunk log deciding: vectors of no
+// live chunk (a commit or removal cut short) are deleted, and a live chunk
+// without its vector (lost to a corrupt vector log record, or a removed
+// index/) is embedded again. A crash at any point therefore loses nothing
+// that was acknowledged and leaves nothing half stored. The chunk log is
+// rewritten when most of it is dead, and the graph rebuilt when most of its
+// nodes are deleted ones (index.Store.Compact). Collections in the earlier
+// layout (vectors.bin beside a derived graph) are migrated on open.
+//
+// A read-only Store (StoreOptions.ReadOnly) reads collections without the
+// lock and without writing, beside a writer: it reads the chunk log, then
+// the vectors (index.OpenReadOnly), and reads both again if the log changed
+// meanwhile, so every chunk it sees has its vector.
 //
 // Chunking splits a document into sections by headings (Markdown #/setext,
 // HTML h1-h6, PDF pages), sections into paragraphs and sentences, and packs
@@ -49,9 +60,6 @@
 // Ingestion reads, hashes, parses and chunks every changed file of a
 // folder before embedding (so the progress total is exact); the chunk
 // texts of one AddPath call are held in memory until they are stored.
-//
-// StoreOptions.Exact swaps the HNSW index for an exhaustive in-memory
-// search rebuilt from vectors.bin on open, for small collections and tests.
 //
 // Retrieval embeds the query and searches the index (the index itself
 // scans exhaustively while a collection is small). Hybrid mode also ranks

@@ -50,7 +50,7 @@ func TestEngineEmbedder(t *testing.T) {
 		}
 	}
 
-	s, _ := openTestStore(t, emb, true)
+	s, _ := openTestStore(t, emb)
 	c, err := s.Create(ctx, "stories", CreateOptions{Chunking: ChunkOptions{Size: 64, Overlap: 8}})
 	if err != nil {
 		t.Fatal(err)

@@ -163,10 +163,10 @@ func pdfLines(lines ...string) string {
 }
 
 // openTestStore opens a store in a temporary folder, closed at cleanup.
-func openTestStore(t *testing.T, emb Embedder, exact bool) (*Store, string) {
+func openTestStore(t *testing.T, emb Embedder) (*Store, string) {
 	t.Helper()
 	dir := t.TempDir()
-	s, err := OpenStore(dir, StoreOptions{Embedder: emb, Exact: exact})
+	s, err := OpenStore(dir, StoreOptions{Embedder: emb})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,9 @@ type AddOptions struct {
 	// Prune removes, when a folder is added, the collection's sources
 	// under that folder whose files are gone.
 	Prune bool
+	// Stored, if set, is called after each document is stored: it
+	// survives a crash from then on.
+	Stored func(SourceInfo)
 }
 
 // AddReport says what an ingestion did. Paths are absolute.
@@ -72,8 +75,8 @@ type pending struct {
 // (cancellation, embedding, storage).
 func (c *Collection) AddPath(ctx context.Context, path string, opt AddOptions) (AddReport, error) {
 	var rep AddReport
-	if c.emb == nil {
-		return rep, ErrNoEmbedder
+	if err := c.writable(); err != nil {
+		return rep, err
 	}
 	root := absPath(path)
 	st, err := os.Stat(root)
@@ -191,8 +194,8 @@ func (c *Collection) AddPath(ctx context.Context, path string, opt AddOptions) (
 // doc.Text).
 func (c *Collection) AddDocument(ctx context.Context, doc Document, hash string, opt AddOptions) (AddReport, error) {
 	var rep AddReport
-	if c.emb == nil {
-		return rep, ErrNoEmbedder
+	if err := c.writable(); err != nil {
+		return rep, err
 	}
 	if doc.Source == "" {
 		return rep, errors.New("document has no source")
@@ -245,7 +248,7 @@ func (c *Collection) embedAndCommit(ctx context.Context, docs []*pending, opt Ad
 	var refs []ref
 	for i, d := range docs {
 		if d.left == 0 {
-			if err := c.commit(ctx, d, rep); err != nil {
+			if err := c.commit(ctx, d, opt, rep); err != nil {
 				return err
 			}
 		}
@@ -282,7 +285,7 @@ func (c *Collection) embedAndCommit(ctx context.Context, docs []*pending, opt Ad
 			d.vecs[r.piece] = vecs[i]
 			d.left--
 			if d.left == 0 {
-				if err := c.commit(ctx, d, rep); err != nil {
+				if err := c.commit(ctx, d, opt, rep); err != nil {
 					return err
 				}
 			}
@@ -295,31 +298,42 @@ func (c *Collection) embedAndCommit(ctx context.Context, docs []*pending, opt Ad
 	return nil
 }
 
-// commit stores one embedded document: vectors first, then the index,
-// then the log record (the commit point), then the removal of the
-// document's old chunks from the index.
-func (c *Collection) commit(ctx context.Context, d *pending, rep *AddReport) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return ErrClosed
+// writable reports why the collection cannot take writes, if it cannot.
+func (c *Collection) writable() error {
+	if c.readOnly {
+		return fmt.Errorf("%s: %w", c.name, ErrReadOnly)
 	}
-	if err := c.markDirty(); err != nil {
-		return err
+	if c.emb == nil {
+		return ErrNoEmbedder
+	}
+	return nil
+}
+
+// isClosed reports whether close has run.
+func (c *Collection) isClosed() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.closed
+}
+
+// commit stores one embedded document; the caller holds ingestMu. The
+// vectors go first (durable in the vector store), then the log record,
+// which is the commit point; then the document replaces its old version in
+// memory and the old chunks' vectors are deleted. A crash between the steps
+// leaves vectors of no live chunk, which the next open deletes.
+func (c *Collection) commit(ctx context.Context, d *pending, opt AddOptions, rep *AddReport) error {
+	if c.isClosed() {
+		return ErrClosed
 	}
 	ids := make([]uint64, len(d.pieces))
 	for i := range ids {
 		ids[i] = c.nextID + uint64(i)
 	}
 	if len(ids) > 0 {
-		if err := c.vecs.append(ids, d.vecs); err != nil {
-			return err
+		if err := c.store.Add(ctx, ids, d.vecs, nil); err != nil {
+			return fmt.Errorf("store the vectors of %s: %w", d.info.Path, err)
 		}
 		c.nextID += uint64(len(ids))
-		if err := c.idx.Add(ctx, ids, d.vecs); err != nil {
-			c.stale = true
-			return fmt.Errorf("index %s: %w", d.info.Path, err)
-		}
 	}
 	info := d.info
 	info.Added = time.Now().UTC()
@@ -331,17 +345,19 @@ func (c *Collection) commit(ctx context.Context, d *pending, rep *AddReport) err
 	}
 	ns, err := c.log.append(rec)
 	if err != nil {
-		c.stale = true // the index holds vectors the log does not
+		c.store.Delete(context.WithoutCancel(ctx), ids) // else the next open does
 		return err
 	}
+	c.mu.Lock()
 	old := c.dropSource(info.Path)
 	c.putSource(info, rec.Chunks, ns[0])
-	c.vecs.forget(old)
-	if len(old) > 0 {
-		if err := c.idx.Delete(ctx, old); err != nil {
-			c.stale = true
-		}
+	c.mu.Unlock()
+	if opt.Stored != nil {
+		opt.Stored(info)
 	}
+	// Searches skip ids without a chunk, and the next open deletes what
+	// this fails to.
+	c.store.Delete(context.WithoutCancel(ctx), old)
 	if d.update {
 		rep.Updated = append(rep.Updated, info.Path)
 	} else {
@@ -354,6 +370,9 @@ func (c *Collection) commit(ctx context.Context, d *pending, rep *AddReport) err
 
 // RemoveSource removes a source and its chunks from the collection.
 func (c *Collection) RemoveSource(ctx context.Context, path string) error {
+	if c.readOnly {
+		return fmt.Errorf("%s: %w", c.name, ErrReadOnly)
+	}
 	c.ingestMu.Lock()
 	defer c.ingestMu.Unlock()
 	c.mu.RLock()
@@ -366,25 +385,24 @@ func (c *Collection) RemoveSource(ctx context.Context, path string) error {
 	return c.removeSource(ctx, path)
 }
 
+// removeSource logs the removal (the commit point), drops the source from
+// memory and deletes its vectors; the caller holds ingestMu.
 func (c *Collection) removeSource(ctx context.Context, path string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
+	c.mu.RLock()
+	closed, known := c.closed, c.sources[path] != nil
+	c.mu.RUnlock()
+	if closed {
 		return ErrClosed
 	}
-	if c.sources[path] == nil {
+	if !known {
 		return fmt.Errorf("%s: %w", path, ErrNoSource)
-	}
-	if err := c.markDirty(); err != nil {
-		return err
 	}
 	if _, err := c.log.append(&logRecord{Op: "del", Path: path}); err != nil {
 		return err
 	}
+	c.mu.Lock()
 	old := c.dropSource(path)
-	c.vecs.forget(old)
-	if err := c.idx.Delete(ctx, old); err != nil {
-		c.stale = true
-	}
+	c.mu.Unlock()
+	c.store.Delete(context.WithoutCancel(ctx), old) // else the next open does
 	return c.compact()
 }

@@ -53,7 +53,7 @@ func chunkIDs(c *Collection, path string) []uint64 {
 func TestIngestFormats(t *testing.T) {
 	needPDFTool(t)
 	emb := newBOW()
-	s, _ := openTestStore(t, emb, false)
+	s, _ := openTestStore(t, emb)
 	ctx := context.Background()
 	c, err := s.Create(ctx, "docs", CreateOptions{Chunking: ChunkOptions{Size: 64, Overlap: 8}})
 	if err != nil {
@@ -132,7 +132,7 @@ func TestIngestFormats(t *testing.T) {
 
 func TestReingest(t *testing.T) {
 	emb := newBOW()
-	s, _ := openTestStore(t, emb, false)
+	s, _ := openTestStore(t, emb)
 	ctx := context.Background()
 	c, err := s.Create(ctx, "docs", CreateOptions{Chunking: ChunkOptions{Size: 32, Overlap: 4}})
 	if err != nil {
@@ -194,7 +194,7 @@ func TestReingest(t *testing.T) {
 		t.Fatalf("new text: hits %+v, err %v", hits, err)
 	}
 	// The index holds only live chunks.
-	if n := c.idx.Len(); n != len(c.chunks) {
+	if n := c.vectors().Len(); n != len(c.chunks) {
 		t.Errorf("index holds %d vectors for %d chunks", n, len(c.chunks))
 	}
 
@@ -222,14 +222,14 @@ func TestReingest(t *testing.T) {
 	if hits, _ := c.Search(ctx, "password", SearchOptions{Mode: Keyword}); len(hits) != 0 {
 		t.Errorf("pruned source still found: %+v", hits)
 	}
-	if c.idx.Len() != len(c.chunks) {
-		t.Errorf("index holds %d vectors for %d chunks", c.idx.Len(), len(c.chunks))
+	if c.vectors().Len() != len(c.chunks) {
+		t.Errorf("index holds %d vectors for %d chunks", c.vectors().Len(), len(c.chunks))
 	}
 }
 
 func TestIngestSingleFileAndErrors(t *testing.T) {
 	emb := newBOW()
-	s, _ := openTestStore(t, emb, false)
+	s, _ := openTestStore(t, emb)
 	ctx := context.Background()
 	c, err := s.Create(ctx, "one", CreateOptions{})
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/llmrt/llmrt/runtime/index"
 )
 
 // Mode selects the rankings a search uses.
@@ -119,24 +121,17 @@ func (c *Collection) Search(ctx context.Context, query string, opt SearchOptions
 		return h
 	}
 	if opt.Mode != Keyword {
-		// Ask for a few more than needed: chunks of a source being
-		// replaced can still be in the index for a moment.
-		res, err := c.idx.Search(ctx, q, cand+8)
+		res, err := c.searchVectors(ctx, q, cand)
 		if err != nil {
 			return nil, fmt.Errorf("search %s: %w", c.name, err)
 		}
-		rank := 0
-		for _, r := range res {
-			if c.chunks[r.id] == nil || rank == cand {
-				continue
-			}
-			rank++
+		for i, r := range res {
 			h := get(r.id)
-			h.VectorRank = rank
+			h.VectorRank = i + 1
 			if opt.Mode == Vector {
 				h.Score = r.score
 			} else {
-				h.Score += 1 / float32(rrfK+rank)
+				h.Score += 1 / float32(rrfK+i+1)
 			}
 		}
 	}
@@ -168,6 +163,29 @@ func (c *Collection) Search(ctx context.Context, query string, opt SearchOptions
 	return hits, nil
 }
 
+// searchVectors returns the k live chunks nearest q, best first, ties by
+// id. The caller holds mu. It asks the index for a few more than k: a
+// committing or removing writer leaves vectors of no live chunk for a
+// moment, and the extra candidates make the order of equal scores not
+// depend on how the graph was built.
+func (c *Collection) searchVectors(ctx context.Context, q []float32, k int) ([]scored, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	rs, err := c.vectors().Search(q, k+16, index.SearchOptions{})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]scored, 0, len(rs))
+	for _, r := range rs {
+		if c.chunks[r.ID] != nil {
+			out = append(out, scored{r.ID, r.Score})
+		}
+	}
+	sortScored(out)
+	return out[:min(k, len(out))], nil
+}
+
 func sortHits(h []Hit) {
 	s := make([]scored, len(h))
 	at := make(map[uint64]Hit, len(h))
@@ -183,19 +201,22 @@ func sortHits(h []Hit) {
 
 // mmr picks k of the hits by maximal marginal relevance. Relevance is the
 // cosine to the query vector when there is one, else the score relative to
-// the best; redundancy is the cosine between chunk vectors.
+// the best; redundancy is the cosine between chunk vectors (0 for a chunk
+// without one, see Recovery.MissingVectors). The caller holds mu.
 func (c *Collection) mmr(q []float32, hits []Hit, k int, lambda float64) ([]Hit, error) {
 	vecs := make([][]float32, len(hits))
 	rel := make([]float64, len(hits))
-	for i, h := range hits {
-		v, err := c.vecs.get(h.Chunk.ID)
-		if err != nil {
-			return nil, err
+	cosine := func(a, b []float32) float64 {
+		if a == nil || b == nil {
+			return 0
 		}
-		vecs[i] = v
+		return float64(index.Similarity(index.Cosine, a, b))
+	}
+	for i, h := range hits {
+		vecs[i], _ = c.vectors().Vector(h.Chunk.ID)
 		switch {
 		case q != nil:
-			rel[i] = float64(similarity(Cosine, q, v))
+			rel[i] = cosine(q, vecs[i])
 		case hits[0].Score > 0:
 			rel[i] = float64(h.Score / hits[0].Score)
 		}
@@ -218,7 +239,7 @@ func (c *Collection) mmr(q []float32, hits []Hit, k int, lambda float64) ([]Hit,
 		chosen = append(chosen, best)
 		for i := range hits {
 			if !used[i] {
-				maxSim[i] = max(maxSim[i], float64(similarity(Cosine, vecs[i], vecs[best])))
+				maxSim[i] = max(maxSim[i], cosine(vecs[i], vecs[best]))
 			}
 		}
 	}

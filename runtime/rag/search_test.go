@@ -21,7 +21,7 @@ var topics = []string{
 
 func topicCollection(t *testing.T, emb Embedder, extra map[string]string) *Collection {
 	t.Helper()
-	s, _ := openTestStore(t, emb, false)
+	s, _ := openTestStore(t, emb)
 	ctx := context.Background()
 	c, err := s.Create(ctx, "topics", CreateOptions{Chunking: ChunkOptions{Size: 64, Overlap: -1}})
 	if err != nil {
@@ -96,7 +96,7 @@ func TestSearchRRF(t *testing.T) {
 		"c": {0, 0, 1, 0},
 		"g": {0, 0, 0, 1},
 	}}
-	s, _ := openTestStore(t, emb, false)
+	s, _ := openTestStore(t, emb)
 	ctx := context.Background()
 	c, err := s.Create(ctx, "rrf", CreateOptions{})
 	if err != nil {
@@ -149,7 +149,7 @@ func TestSearchMMR(t *testing.T) {
 		"d3": {0.8, 0, 0.6, 0},
 		"d4": {0, 0, 0, 1},
 	}}
-	s, _ := openTestStore(t, emb, false)
+	s, _ := openTestStore(t, emb)
 	ctx := context.Background()
 	c, err := s.Create(ctx, "mmr", CreateOptions{})
 	if err != nil {
@@ -231,7 +231,7 @@ func TestSearchWhileIngesting(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	if c.idx.Len() != len(c.chunks) {
-		t.Errorf("index %d vs chunks %d", c.idx.Len(), len(c.chunks))
+	if c.vectors().Len() != len(c.chunks) {
+		t.Errorf("index %d vs chunks %d", c.vectors().Len(), len(c.chunks))
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,16 +14,19 @@ import (
 	"time"
 
 	"github.com/llmrt/llmrt/internal/atomicfile"
+	"github.com/llmrt/llmrt/runtime/index"
 )
 
 // Store is a directory of collections. Collections are opened on first use
-// and stay open until Delete or Close; a collection is locked (flock) while
-// open, so two processes cannot write one at a time.
+// and stay open until Delete or Close. A writing store locks (flock) each
+// collection it opens, so two processes cannot write one at a time; a
+// read-only store takes no lock and reads beside a writer.
 type Store struct {
-	root      string
-	emb       Embedder
-	openIndex indexOpener
-	mem       MemoryReporter
+	root     string
+	emb      Embedder
+	mem      MemoryReporter
+	log      *slog.Logger
+	readOnly bool
 
 	mu     sync.Mutex
 	closed bool
@@ -34,12 +38,17 @@ type StoreOptions struct {
 	// Embedder embeds chunks and queries; nil opens the store for
 	// listing, stats, deletion and keyword search only.
 	Embedder Embedder
-	// Exact replaces the HNSW index by an exhaustive in-memory search
-	// rebuilt from the stored vectors on open (no index directory).
-	Exact bool
+	// ReadOnly opens collections for searching, listing and stats only,
+	// without their lock, so while another process (llmrt serve) writes
+	// them. Each collection is read as it was when opened. Create,
+	// Delete and writes fail with ErrReadOnly.
+	ReadOnly bool
 	// Memory, if set, is told how much memory each open collection's
 	// index holds (llmrt serve books it in the scheduler's ledger).
 	Memory MemoryReporter
+	// Logger, if set, is told what opening a collection for writing
+	// repaired (see Recovery).
+	Logger *slog.Logger
 }
 
 // MemoryReporter receives the memory of open collections' indexes.
@@ -49,6 +58,13 @@ type MemoryReporter interface {
 	// Forget reports that the collection was closed or deleted.
 	Forget(collection string)
 }
+
+// Metrics a collection can use (index.ParseMetric reads them).
+const (
+	Cosine = "cosine"
+	Dot    = "dot"
+	L2     = "l2"
+)
 
 // CreateOptions configure a new collection.
 type CreateOptions struct {
@@ -63,19 +79,13 @@ func OpenStore(dir string, opt StoreOptions) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	s := &Store{root: dir, emb: opt.Embedder, mem: opt.Memory, open: map[string]*Collection{}}
-	if opt.Exact {
-		s.openIndex = openFlatIndex
-	} else {
-		s.openIndex = openHNSWIndex
-	}
+	s := &Store{root: dir, emb: opt.Embedder, mem: opt.Memory, log: opt.Logger, readOnly: opt.ReadOnly, open: map[string]*Collection{}}
 	return s, nil
 }
 
-func openFlatIndex(_ context.Context, _ string, m Manifest) (vectorIndex, error) {
-	return newFlatIndex(m.Metric, m.Dim), nil
-}
-
+// validName is strict because a collection name becomes a directory and a
+// URL path segment, unlike model names (runtime/registry), which name files
+// the user already has.
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // CheckName reports whether name can name a collection: 1 to 64 letters,
@@ -92,15 +102,20 @@ func (s *Store) Create(ctx context.Context, name string, opt CreateOptions) (*Co
 	if err := CheckName(name); err != nil {
 		return nil, err
 	}
+	if s.readOnly {
+		return nil, fmt.Errorf("create %s: %w", name, ErrReadOnly)
+	}
 	if s.emb == nil {
 		return nil, ErrNoEmbedder
 	}
 	if opt.Metric == "" {
 		opt.Metric = Cosine
 	}
-	if err := validMetric(opt.Metric); err != nil {
+	metric, err := index.ParseMetric(opt.Metric)
+	if err != nil {
 		return nil, err
 	}
+	opt.Metric = metric.String()
 	ch := opt.Chunking.withDefaults()
 	sh, err := s.emb.Shape(ctx)
 	if err != nil {
@@ -134,7 +149,7 @@ func (s *Store) Create(ctx context.Context, name string, opt CreateOptions) (*Co
 	if err := atomicfile.WriteBytes(filepath.Join(dir, manifestFile), append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("create %s: %w", name, err)
 	}
-	c, err := openCollection(ctx, dir, s.emb, s.openIndex)
+	c, err := openCollection(ctx, dir, s.emb, false)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
@@ -166,9 +181,12 @@ func (s *Store) Get(ctx context.Context, name string) (*Collection, error) {
 		}
 		return nil, err
 	}
-	c, err := openCollection(ctx, dir, s.emb, s.openIndex)
+	c, err := openCollection(ctx, dir, s.emb, s.readOnly)
 	if err != nil {
 		return nil, fmt.Errorf("open collection %s: %w", name, err)
+	}
+	if r := c.Recovery().String(); r != "" && s.log != nil && !s.readOnly {
+		s.log.Info("collection recovered", "collection", name, "repairs", r)
 	}
 	c.mem = s.mem
 	s.open[name] = c
@@ -230,6 +248,9 @@ func (s *Store) Stats(ctx context.Context, name string) (Stats, error) {
 func (s *Store) Delete(name string) error {
 	if err := CheckName(name); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	if s.readOnly {
+		return fmt.Errorf("delete %s: %w", name, ErrReadOnly)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
