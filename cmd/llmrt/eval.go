@@ -77,7 +77,8 @@ It writes report.md, results.json (every answer and score) and chart.svg
 					return err
 				}
 				defer emb.Close()
-				if store, err = rag.OpenStore(filepath.Join(a.home, "collections"), rag.StoreOptions{Embedder: rag.EngineEmbedder{E: emb, Model: model}}); err != nil {
+				// Read-only: eval runs beside a server that holds the collection.
+				if store, err = rag.OpenStore(filepath.Join(a.home, "collections"), rag.StoreOptions{Embedder: rag.EngineEmbedder{E: emb, Model: model}, ReadOnly: true}); err != nil {
 					return err
 				}
 				defer store.Close()

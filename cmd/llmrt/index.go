@@ -46,11 +46,13 @@ func (f *indexFlags) embedModel() string {
 }
 
 // openCollections opens the collection store with the embedding model
-// loaded (embed=false opens it for listing and deleting only).
-func (a *app) openCollections(cmd *cobra.Command, f *indexFlags, embed bool) (*rag.Store, func(), error) {
+// loaded (embed=false opens it for listing, stats and deleting only).
+// readOnly opens collections without their lock, for reading beside a
+// writer such as llmrt serve.
+func (a *app) openCollections(cmd *cobra.Command, f *indexFlags, embed, readOnly bool) (*rag.Store, func(), error) {
 	dir := filepath.Join(a.home, "collections")
 	if !embed {
-		s, err := rag.OpenStore(dir, rag.StoreOptions{})
+		s, err := rag.OpenStore(dir, rag.StoreOptions{ReadOnly: readOnly, Logger: a.log})
 		return s, func() { s.Close() }, err
 	}
 	name := f.embedModel()
@@ -59,7 +61,7 @@ func (a *app) openCollections(cmd *cobra.Command, f *indexFlags, embed bool) (*r
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := rag.OpenStore(dir, rag.StoreOptions{Embedder: rag.EngineEmbedder{E: e, Model: name}})
+	s, err := rag.OpenStore(dir, rag.StoreOptions{Embedder: rag.EngineEmbedder{E: e, Model: name}, ReadOnly: readOnly, Logger: a.log})
 	if err != nil {
 		e.Close()
 		return nil, nil, err
@@ -116,7 +118,7 @@ with --metric, --chunk-size and --chunk-overlap.`,
 					return usageError{err}
 				}
 			}
-			s, closeAll, err := a.openCollections(cmd, &f, true)
+			s, closeAll, err := a.openCollections(cmd, &f, true, false)
 			if err != nil {
 				return err
 			}
@@ -135,7 +137,9 @@ with --metric, --chunk-size and --chunk-overlap.`,
 			var total rag.AddReport
 			for _, p := range args {
 				bar := newProgress(a.stderr, a.log, "ingest "+filepath.Base(p), "chunks", 0)
-				rep, err := c.AddPath(ctx, p, rag.AddOptions{BatchSize: batch, Prune: prune, Progress: func(done, n int) { bar.Set(int64(done), int64(n)) }})
+				rep, err := c.AddPath(ctx, p, rag.AddOptions{BatchSize: batch, Prune: prune,
+					Progress: func(done, n int) { bar.Set(int64(done), int64(n)) },
+					Stored:   func(si rag.SourceInfo) { a.log.Debug("stored", "source", si.Path, "chunks", si.Chunks) }})
 				if err != nil {
 					bar.Abort()
 					return fmt.Errorf("ingest %s: %w", p, err)
@@ -183,7 +187,7 @@ func (a *app) indexQueryCmd() *cobra.Command {
 			if k < 1 || k > 100 {
 				return usageError{fmt.Errorf("-k must be between 1 and 100, got %d", k)}
 			}
-			s, closeAll, err := a.openCollections(cmd, &f, true)
+			s, closeAll, err := a.openCollections(cmd, &f, true, true)
 			if err != nil {
 				return err
 			}
@@ -233,7 +237,7 @@ func (a *app) indexRmCmd() *cobra.Command {
 				return usageError{errors.New("name the sources to remove, or pass --all to delete the collection")}
 			}
 			if all {
-				s, closeAll, err := a.openCollections(cmd, &f, false)
+				s, closeAll, err := a.openCollections(cmd, &f, false, false)
 				if err != nil {
 					return err
 				}
@@ -244,7 +248,7 @@ func (a *app) indexRmCmd() *cobra.Command {
 				fmt.Fprintf(a.stdout, "deleted collection %s\n", f.collection)
 				return nil
 			}
-			s, closeAll, err := a.openCollections(cmd, &f, true)
+			s, closeAll, err := a.openCollections(cmd, &f, true, false)
 			if err != nil {
 				return err
 			}
@@ -281,7 +285,7 @@ func (a *app) indexStatsCmd() *cobra.Command {
 		Use:   "stats [--collection NAME]",
 		Short: "List collections, or show one with its documents",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, closeAll, err := a.openCollections(cmd, &f, false)
+			s, closeAll, err := a.openCollections(cmd, &f, false, true)
 			if err != nil {
 				return err
 			}

@@ -37,6 +37,9 @@ func cliCtx(ctx context.Context, t *testing.T, home, stdin string, args ...strin
 func TestMain(m *testing.M) {
 	os.Setenv("LLMRT_MIRROR", testmodel.SharedDir())
 	os.Setenv("LLMRT_LLAMA_LOG", "off")
+	if args := os.Getenv(cliChildEnv); args != "" {
+		runCLIChild(args)
+	}
 	os.Exit(m.Run())
 }
 

@@ -138,6 +138,7 @@ server retrieves passages for the last user turn from the collection
 			coll, err := rag.OpenStore(filepath.Join(a.home, "collections"), rag.StoreOptions{
 				Embedder: rag.RegistryEmbedder{Reg: reg, Model: embedModel},
 				Memory:   sc.NewIndexBookings("collection", "cpu", "HNSW index of collection ", a.log),
+				Logger:   a.log,
 			})
 			if err != nil {
 				return err
