@@ -83,9 +83,7 @@ func OpenStore(dir string, opt StoreOptions) (*Store, error) {
 	return s, nil
 }
 
-// validName is strict because a collection name becomes a directory and a
-// URL path segment, unlike model names (runtime/registry), which name files
-// the user already has.
+// validName is strict as llmrt makes each name a directory and URL segment (model names in runtime/registry are the user's files).
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // CheckName reports whether name can name a collection: 1 to 64 letters,

@@ -182,6 +182,7 @@ func (r *Registry) ParseID(id string) (base string, ad *AdapterInfo, err error) 
 	return id, nil, nil
 }
 
+// validName admits any file name, as models are the user's own files (rag.CheckName is strict: llmrt makes those names).
 func validName(s string) bool {
 	if s == "" || s == "." || s == ".." || len(s) > 200 {
 		return false
