@@ -20,7 +20,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/llmrt/llmrt/kernels"
 	"github.com/llmrt/llmrt/models/gguf"
+	"github.com/llmrt/llmrt/models/names"
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/sched"
 )
@@ -100,6 +102,8 @@ type modelEntry struct {
 	// keepAlive, when set, overrides the registry's KeepAlive for this
 	// model (SetKeepAlive).
 	keepAlive *time.Duration
+	// memory is llama.cpp's allocation by buffer type, read once at load.
+	memory map[string]kernels.Memory
 }
 
 // keepAliveLocked is how long the model stays loaded when idle (< 0: never).
@@ -152,7 +156,10 @@ func (e *ErrUnknownModel) Error() string {
 
 func (e *ErrUnknownModel) Unwrap() error { return e.Err }
 
-// ParseID splits a model id into its base and adapter parts.
+// ParseID splits a model id into its base and adapter parts (the grammar
+// is models/names'): a registered adapter's name, a base the resolver
+// knows, BASE+ADAPTER with ADAPTER registered or in the adapters folder,
+// or ft:BASE:SUFFIX.
 func (r *Registry) ParseID(id string) (base string, ad *AdapterInfo, err error) {
 	r.mu.Lock()
 	a, ok := r.adapters[id]
@@ -160,35 +167,30 @@ func (r *Registry) ParseID(id string) (base string, ad *AdapterInfo, err error) 
 	if ok {
 		return a.Base, &a, nil
 	}
-	if i := strings.LastIndex(id, "+"); i > 0 {
-		base, name := id[:i], id[i+1:]
-		r.mu.Lock()
-		a, ok := r.adapters[name]
-		r.mu.Unlock()
-		if ok {
-			if a.Base != base {
-				return "", nil, &ErrUnknownModel{ID: id, Err: fmt.Errorf("adapter %q was trained for %q, not %q", name, a.Base, base)}
-			}
-			return base, &a, nil
-		}
-		if r.cfg.AdapterDir != "" && validName(name) {
-			p := filepath.Join(r.cfg.AdapterDir, name+".gguf")
-			if _, err := os.Stat(p); err == nil {
-				return base, &AdapterInfo{Name: name, Base: base, Path: p, Scale: 1}, nil
-			}
-		}
-		return "", nil, &ErrUnknownModel{ID: id, Err: fmt.Errorf("no adapter named %q", name)}
+	base, name, split := names.SplitAdapter(id)
+	if !split {
+		return id, nil, nil
 	}
-	return id, nil, nil
+	if _, err := r.cfg.Resolver.Resolve(id); err == nil {
+		return id, nil, nil // a base whose own name has a '+'
+	}
+	r.mu.Lock()
+	a, ok = r.adapters[name]
+	r.mu.Unlock()
+	if ok {
+		if a.Base != base {
+			return "", nil, &ErrUnknownModel{ID: id, Err: fmt.Errorf("adapter %q was trained for %q, not %q", name, a.Base, base)}
+		}
+		return base, &a, nil
+	}
+	if fa, err := names.AdapterDir(r.cfg.AdapterDir).Lookup(name); err == nil {
+		return base, &AdapterInfo{Name: name, Base: base, Path: fa.Path, Scale: 1, Created: fa.Modified}, nil
+	}
+	return "", nil, &ErrUnknownModel{ID: id, Err: fmt.Errorf("no adapter named %q", name)}
 }
 
 // validName admits any file name, as models are the user's own files (rag.CheckName is strict: llmrt makes those names).
-func validName(s string) bool {
-	if s == "" || s == "." || s == ".." || len(s) > 200 {
-		return false
-	}
-	return !strings.ContainsAny(s, "/\\\x00")
-}
+func validName(s string) bool { return names.Valid(s) }
 
 // Names lists the base models the resolver knows (nil when it cannot
 // list them).
@@ -197,6 +199,43 @@ func (r *Registry) Names() ([]string, error) {
 		return l.Names()
 	}
 	return nil, nil
+}
+
+// ModelInfo is a base model the resolver knows.
+type ModelInfo struct {
+	Name     string
+	Path     string
+	Modified time.Time // the file's modification time
+}
+
+// Models lists the base models the resolver knows, with their files.
+func (r *Registry) Models() ([]ModelInfo, error) {
+	list, err := r.Names()
+	out := make([]ModelInfo, 0, len(list))
+	for _, n := range list {
+		m := ModelInfo{Name: n}
+		if p, err := r.cfg.Resolver.Resolve(n); err == nil {
+			m.Path = p
+			if st, err := os.Stat(p); err == nil {
+				m.Modified = st.ModTime()
+			}
+		}
+		out = append(out, m)
+	}
+	return out, err
+}
+
+// FolderAdapters lists the adapters of the adapters folder that record
+// their base, as the AdapterInfo of their BASE+NAME id (Name is NAME).
+func (r *Registry) FolderAdapters() ([]AdapterInfo, error) {
+	list, err := names.AdapterDir(r.cfg.AdapterDir).List()
+	var out []AdapterInfo
+	for _, a := range list {
+		if a.Base != "" {
+			out = append(out, AdapterInfo{Name: a.Name, Base: a.Base, Path: a.Path, Scale: 1, Created: a.Modified})
+		}
+	}
+	return out, err
 }
 
 // Scheduler is the memory scheduler the registry books with (nil: none).
@@ -231,6 +270,10 @@ func (r *Registry) Acquire(ctx context.Context, id string) (*Lease, error) {
 			r.models[base] = me
 			r.mu.Unlock()
 			e, res, err := r.load(ctx, base, path)
+			var mem map[string]kernels.Memory
+			if err == nil {
+				mem, _ = e.MemoryByBuffer()
+			}
 			r.mu.Lock()
 			me.loading = false
 			if err != nil {
@@ -239,7 +282,7 @@ func (r *Registry) Acquire(ctx context.Context, id string) (*Lease, error) {
 				r.mu.Unlock()
 				return nil, err
 			}
-			me.e, me.res = e, res
+			me.e, me.res, me.memory = e, res, mem
 			me.loadedAt = time.Now()
 			r.cond.Broadcast()
 			continue
@@ -612,6 +655,12 @@ type LoadedModel struct {
 	// until unloaded); ExpiresAt is when that ends for an idle model.
 	KeepAliveSeconds float64    `json:"keep_alive_seconds"`
 	ExpiresAt        *time.Time `json:"expires_at,omitempty"`
+	// SizeBytes is what llama.cpp allocated (weights, KV cache, compute
+	// buffers); MemoryByDevice splits it by device ("CPU", "CUDA0").
+	SizeBytes      int64            `json:"size_bytes"`
+	MemoryByDevice map[string]int64 `json:"memory_by_device,omitempty"`
+	Parallel       int              `json:"parallel"`
+	CtxPerSeq      int              `json:"ctx_per_seq"`
 }
 
 // Loaded lists the loaded models.
@@ -624,7 +673,15 @@ func (r *Registry) Loaded() []LoadedModel {
 			continue
 		}
 		lm := LoadedModel{Name: me.name, Path: me.path, Busy: me.refs, Pinned: me.pinned,
-			LoadedAt: me.loadedAt, LastUsed: me.lastUsed, Stats: me.e.Stats(), Adapters: me.e.Adapters(), KeepAliveSeconds: -1}
+			LoadedAt: me.loadedAt, LastUsed: me.lastUsed, Stats: me.e.Stats(), Adapters: me.e.Adapters(), KeepAliveSeconds: -1,
+			Parallel: me.e.Options().NParallel, CtxPerSeq: me.e.CtxPerSeq()}
+		if len(me.memory) > 0 {
+			lm.MemoryByDevice = map[string]int64{}
+			for buf, m := range me.memory {
+				lm.MemoryByDevice[deviceOf(buf)] += m.Total()
+				lm.SizeBytes += m.Total()
+			}
+		}
 		if ka := me.keepAliveLocked(r.cfg.KeepAlive); ka >= 0 {
 			lm.KeepAliveSeconds = ka.Seconds()
 			if me.refs == 0 {
@@ -636,6 +693,17 @@ func (r *Registry) Loaded() []LoadedModel {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// deviceOf names the device of a llama.cpp buffer type: "CUDA0" is on
+// CUDA0, "CPU_Mapped" and "CPU_REPACK" on the CPU, and "CUDA_Host" (pinned
+// host memory) in the CPU's RAM too.
+func deviceOf(buf string) string {
+	dev, kind, ok := strings.Cut(buf, "_")
+	if ok && kind == "Host" {
+		return "CPU"
+	}
+	return dev
 }
 
 // Unload frees a loaded model that no request uses.

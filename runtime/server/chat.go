@@ -125,6 +125,9 @@ func (s *Server) planChat(r *http.Request, req *ChatRequest, lease *registry.Lea
 	if aerr != nil {
 		return nil, aerr
 	}
+	if maxTok == 0 {
+		maxTok = s.cfg.DefaultMaxTokens
+	}
 	topLP := 0
 	if req.TopLogprobs != nil {
 		if *req.TopLogprobs < 0 || *req.TopLogprobs > 20 {

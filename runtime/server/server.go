@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"sync/atomic"
@@ -54,6 +55,9 @@ type Config struct {
 	AllowedHosts []string
 	// MetricsPublic serves /metrics without an API key.
 	MetricsPublic bool
+	// DefaultMaxTokens bounds chat answers whose request sets no
+	// max_tokens (0: until the model stops or the context is full).
+	DefaultMaxTokens int
 	// Retriever enables the "rag" extension of chat completions.
 	Retriever Retriever
 	// Console, when set, serves GET / and the paths the API does not
@@ -194,7 +198,13 @@ func (s *Server) handle(pattern, endpoint string, rt route, h func(http.Response
 			}
 			s.metrics.requests.WithLabelValues(endpoint, fmt.Sprint(code)).Inc()
 			s.metrics.latency.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
-			s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", code, "ms", time.Since(start).Milliseconds())
+			// The access log: every API request at info, probes and scrapes at debug.
+			level := slog.LevelInfo
+			if endpoint == "health" || endpoint == "metrics" {
+				level = slog.LevelDebug
+			}
+			s.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", code,
+				"ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr)
 		}()
 		if aerr := s.checkHost(r); aerr != nil {
 			httpapi.WriteError(w, aerr)
@@ -310,7 +320,6 @@ func (s *Server) modelObjects() []ModelObject {
 	for _, m := range s.reg.Loaded() {
 		loaded[m.Name] = true
 	}
-	created := s.started.Unix()
 	seen := map[string]bool{}
 	var out []ModelObject
 	add := func(m ModelObject) {
@@ -319,20 +328,50 @@ func (s *Server) modelObjects() []ModelObject {
 			out = append(out, m)
 		}
 	}
-	names, err := s.reg.Names()
+	// created: a model's or adapter's file time, a registered adapter's
+	// registration time; the server's start when there is none.
+	created := func(t time.Time) int64 {
+		if t.IsZero() {
+			return s.started.Unix()
+		}
+		return t.Unix()
+	}
+	models, err := s.reg.Models()
 	if err != nil {
 		s.log.Warn("list models", "err", err)
 	}
-	{
-		for _, n := range names {
-			add(ModelObject{ID: n, Object: "model", Created: created, OwnedBy: "llmrt", Loaded: loaded[n], Kind: "model"})
-		}
+	bases := map[string]bool{}
+	for _, m := range models {
+		bases[m.Name] = true
+		add(ModelObject{ID: m.Name, Object: "model", Created: created(m.Modified), OwnedBy: "llmrt", Loaded: loaded[m.Name], Kind: "model"})
 	}
 	for n := range loaded {
-		add(ModelObject{ID: n, Object: "model", Created: created, OwnedBy: "llmrt", Loaded: true, Kind: "model"})
+		bases[n] = true
+		add(ModelObject{ID: n, Object: "model", Created: s.started.Unix(), OwnedBy: "llmrt", Loaded: true, Kind: "model"})
 	}
+	// The base and real file of every registered adapter.
+	key := func(a registry.AdapterInfo) string {
+		p, err := filepath.EvalSymlinks(a.Path)
+		if err != nil {
+			p = a.Path
+		}
+		return a.Base + "\x00" + p
+	}
+	registered := map[string]bool{}
 	for _, a := range s.reg.AdapterList() {
-		add(ModelObject{ID: a.Name, Object: "model", Created: a.Created.Unix(), OwnedBy: "llmrt", Parent: a.Base, Loaded: loaded[a.Base], Kind: "adapter"})
+		registered[key(a)] = true
+		add(ModelObject{ID: a.Name, Object: "model", Created: created(a.Created), OwnedBy: "llmrt", Parent: a.Base, Loaded: loaded[a.Base], Kind: "adapter"})
+	}
+	// BASE+NAME for the adapters folder's files whose base is served here
+	// and that are not already listed under a registered name.
+	folder, err := s.reg.FolderAdapters()
+	if err != nil {
+		s.log.Warn("list adapters", "err", err)
+	}
+	for _, a := range folder {
+		if bases[a.Base] && !registered[key(a)] {
+			add(ModelObject{ID: a.Base + "+" + a.Name, Object: "model", Created: created(a.Created), OwnedBy: "llmrt", Parent: a.Base, Loaded: loaded[a.Base], Kind: "adapter"})
+		}
 	}
 	return out
 }
@@ -345,7 +384,11 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if base, ad, err := s.reg.ParseID(id); err == nil && ad != nil {
-		return httpapi.WriteJSON(w, http.StatusOK, ModelObject{ID: id, Object: "model", Created: s.started.Unix(), OwnedBy: "llmrt", Parent: base, Kind: "adapter"})
+		created := ad.Created.Unix()
+		if ad.Created.IsZero() {
+			created = s.started.Unix()
+		}
+		return httpapi.WriteJSON(w, http.StatusOK, ModelObject{ID: id, Object: "model", Created: created, OwnedBy: "llmrt", Parent: base, Kind: "adapter"})
 	}
 	return httpapi.NotFound("model_not_found", "The model %q does not exist", id)
 }
@@ -362,6 +405,7 @@ func (s *Server) addAdapter(w http.ResponseWriter, r *http.Request) error {
 	if req.Name == "" || req.Base == "" || req.Path == "" {
 		return httpapi.BadRequest("", "name, base and path are required")
 	}
+	req.Created = time.Time{} // the registry stamps the registration time
 	if err := s.reg.AddAdapter(req); err != nil {
 		var um *registry.ErrUnknownModel
 		if errors.As(err, &um) {
