@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -116,7 +117,22 @@ func (s *Service) event(jobID, level, msg string, data map[string]any) {
 	}
 }
 
-func (s *Service) adapterPath(j *Job) string { return filepath.Join(s.cfg.AdapterDir, j.ID+".gguf") }
+// adapterPath is a job's adapter file in the adapters folder: SUFFIX.gguf
+// (so that `adapter ls` names it and BASE+SUFFIX serves it too), or
+// JOBID.gguf for a job without a suffix and for jobs that were already
+// training into JOBID.gguf.
+func (s *Service) adapterPath(j *Job) string {
+	byID := filepath.Join(s.cfg.AdapterDir, j.ID+".gguf")
+	if j.Suffix == "" {
+		return byID
+	}
+	for _, p := range []string{byID, lora.CheckpointPath(byID)} {
+		if _, err := os.Stat(p); err == nil {
+			return byID
+		}
+	}
+	return filepath.Join(s.cfg.AdapterDir, j.Suffix+".gguf")
+}
 
 // register serves a finished job's adapter under its ft: name.
 func (s *Service) register(j *Job) error {
@@ -126,7 +142,11 @@ func (s *Service) register(j *Job) error {
 	if s.cfg.Registry == nil {
 		return nil
 	}
-	return s.cfg.Registry.AddAdapter(registry.AdapterInfo{Name: *j.FineTunedModel, Base: j.Model, Path: s.adapterPath(j)})
+	a := registry.AdapterInfo{Name: *j.FineTunedModel, Base: j.Model, Path: s.adapterPath(j)}
+	if j.FinishedAt != nil {
+		a.Created = time.Unix(*j.FinishedAt, 0)
+	}
+	return s.cfg.Registry.AddAdapter(a)
 }
 
 func (s *Service) worker() {
@@ -417,8 +437,8 @@ func (s *Service) createJob(w http.ResponseWriter, r *http.Request) error {
 		Hyperparameters: req.Hyperparameters, Integrations: []any{}, Method: req.Method}
 	suffix := j.ID
 	if req.Suffix != nil && *req.Suffix != "" {
-		if !suffixRe.MatchString(*req.Suffix) {
-			return httpapi.BadRequest("suffix", "suffix must be 1-64 letters, digits, '.', '_' or '-'")
+		if !suffixRe.MatchString(*req.Suffix) || strings.HasPrefix(*req.Suffix, ".") || strings.HasSuffix(*req.Suffix, ".ckpt") {
+			return httpapi.BadRequest("suffix", "suffix must be 1-64 letters, digits, '.', '_' or '-', not start with '.' nor end in .ckpt")
 		}
 		suffix = *req.Suffix
 		j.Suffix = suffix
@@ -439,11 +459,21 @@ func (s *Service) createJob(w http.ResponseWriter, r *http.Request) error {
 	if j.Hyperparameters.LearningRateMultiplier == nil || j.Hyperparameters.LearningRateMultiplier == "auto" {
 		j.Hyperparameters.LearningRateMultiplier = 1.0
 	}
-	// The ft: name is taken once a job succeeds; refuse a duplicate now.
+	// The ft: name and the adapter file SUFFIX.gguf are taken once a job
+	// succeeds; refuse a duplicate now, and never overwrite an adapter.
 	if jobs, _ := s.st.jobs(); jobs != nil {
 		for _, o := range jobs {
-			if o.FineTunedModel != nil && *o.FineTunedModel == name && o.Status != "failed" && o.Status != "cancelled" {
-				return httpapi.Conflict("suffix_in_use", "job %s already makes %s: choose another suffix", o.ID, name)
+			live := o.Status != "failed" && o.Status != "cancelled"
+			if live && ((o.FineTunedModel != nil && *o.FineTunedModel == name) || (j.Suffix != "" && o.Suffix == j.Suffix)) {
+				return httpapi.Conflict("suffix_in_use", "job %s already makes the adapter %s: choose another suffix", o.ID, suffix)
+			}
+		}
+	}
+	if j.Suffix != "" {
+		p := filepath.Join(s.cfg.AdapterDir, j.Suffix+".gguf")
+		for _, f := range []string{p, lora.CheckpointPath(p)} {
+			if _, err := os.Stat(f); err == nil {
+				return httpapi.Conflict("suffix_in_use", "the adapters folder already holds %s: choose another suffix (or remove the file)", filepath.Base(f))
 			}
 		}
 	}
