@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -21,8 +21,9 @@ func (a *app) adapterCmd() *cobra.Command {
 		Use:   "adapter",
 		Short: "List, export, import and merge LoRA adapters",
 		Long: `adapter manages LoRA adapters: the GGUF files llmrt tune writes and llama.cpp
-loads, kept in $LLMRT_HOME/adapters (served as BASE+NAME), and their
-Hugging Face PEFT form (adapter_model.safetensors + adapter_config.json).`,
+loads, kept in $LLMRT_HOME/adapters, and their Hugging Face PEFT form
+(adapter_model.safetensors + adapter_config.json). An adapter NAME there is
+used as -m BASE+NAME (run, serve, eval, the API) or --adapter NAME.`,
 	}
 	cmd.AddCommand(a.adapterListCmd(), a.adapterExportCmd(), a.adapterImportCmd(), a.adapterMergeCmd())
 	return cmd
@@ -30,44 +31,37 @@ Hugging Face PEFT form (adapter_model.safetensors + adapter_config.json).`,
 
 // resolveAdapter accepts a path or a NAME in the adapters folder.
 func (a *app) resolveAdapter(s string) (string, error) {
-	p := a.adapterPath(s)
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("adapter %s: %w", s, err)
+	ad, err := a.adapters().Find(s)
+	if err != nil {
+		return "", err
 	}
-	return p, nil
+	return ad.Path, nil
 }
 
 func (a *app) adapterListCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "ls",
-		Short: "List the adapters in $LLMRT_HOME/adapters",
+		Short: "List the adapters in $LLMRT_HOME/adapters (name, the base they were trained for, shape)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dir := filepath.Join(a.home, "adapters")
-			ents, err := os.ReadDir(dir)
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
+			list, err := a.adapters().List()
+			if err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tBASE\tARCH\tRANK\tALPHA\tTENSORS\tSIZE")
-			var names []string
-			for _, e := range ents {
-				n := e.Name()
-				if strings.HasSuffix(n, ".gguf") && !strings.HasSuffix(n, ".ckpt.gguf") {
-					names = append(names, n)
-				}
+			if len(list) == 0 {
+				fmt.Fprintf(a.stdout, "no adapters in %s; llmrt tune --out NAME makes one\n", a.adapters())
+				return nil
 			}
-			sort.Strings(names)
-			for _, n := range names {
-				p := filepath.Join(dir, n)
-				ad, err := lora.ReadAdapter(p)
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tBASE\tARCH\tRANK\tALPHA\tTENSORS\tSIZE\tMODIFIED")
+			for _, l := range list {
+				ad, err := lora.ReadAdapter(l.Path)
 				if err != nil {
-					fmt.Fprintf(a.stderr, "skipping %s: %v\n", n, err)
+					fmt.Fprintf(a.stderr, "skipping %s: %v\n", l.Name, err)
 					continue
 				}
-				st, _ := os.Stat(p)
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%g\t%d\t%s\n", strings.TrimSuffix(n, ".gguf"), ad.Meta["llmrt.base"], ad.Arch, ad.Rank(), ad.Alpha,
-					2*len(ad.Pairs), sched.FormatBytes(st.Size()))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%g\t%d\t%s\t%s\n", l.Name, l.Base, ad.Arch, ad.Rank(), ad.Alpha,
+					2*len(ad.Pairs), sched.FormatBytes(l.Size), l.Modified.Format(time.DateTime))
 			}
 			return tw.Flush()
 		},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -20,11 +21,14 @@ func (a *app) embedCmd() *cobra.Command {
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			e, _, err := a.openEngine(ctx, &mf, 1)
+			e, refs, err := a.openEngine(ctx, &mf, 1)
 			if err != nil {
 				return err
 			}
 			defer e.Close()
+			if len(refs) > 0 {
+				return usageError{errors.New("embed does not apply adapters: give a base model")}
+			}
 			inputs := make([][]int32, len(args))
 			for i, text := range args {
 				if inputs[i], err = e.Tokenize(text, true, false); err != nil {

@@ -49,7 +49,19 @@ It writes report.md, results.json (every answer and score) and chart.svg
 			if len(mf.adapters) == 1 {
 				adapter, mf.adapters = mf.adapters[0], nil
 			}
+			// -m BASE+NAME names the base and the fine-tuned arms' adapter.
+			t, err := a.resolveTarget(ctx, mf.model, true)
+			if err != nil {
+				return err
+			}
 			adapterPath := ""
+			if len(t.Adapters) > 0 {
+				if adapter != "" {
+					return usageError{fmt.Errorf("-m %s already names an adapter: leave out --adapter %s", mf.model, adapter)}
+				}
+				adapterPath = t.Adapters[0].Path
+				mf.model = t.Path
+			}
 			if adapter != "" {
 				if adapterPath, err = a.resolveAdapter(adapter); err != nil {
 					return err
@@ -89,11 +101,8 @@ It writes report.md, results.json (every answer and score) and chart.svg
 				return err
 			}
 			defer e.Close()
-			opt := eval.Options{Engine: e, ModelName: displayName(mf.model), Collection: collection, TopK: topK, Concurrency: par,
+			opt := eval.Options{Engine: e, ModelName: t.Base, Collection: collection, TopK: topK, Concurrency: par,
 				MaxTokens: maxTokens, FutureQueries: future, System: system}
-			if mf.model == "" {
-				opt.ModelName = defaultModel
-			}
 			if store != nil {
 				opt.Retriever = evalRetriever{store}
 			}

@@ -56,11 +56,7 @@ server it shows this machine's devices and budgets.`,
 			return sched.Format(a.stdout, snap)
 		},
 	}
-	def := os.Getenv("LLMRT_ADDR")
-	if def == "" {
-		def = "127.0.0.1:8080"
-	}
-	cmd.Flags().StringVar(&addr, "addr", def, "address of a running llmrt serve")
+	cmd.Flags().StringVar(&addr, "addr", serverAddr(), "address of a running llmrt serve (env LLMRT_ADDR)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the snapshot as JSON")
 	return cmd
 }

@@ -264,7 +264,7 @@ func TestTuneTrainsAnAdapterThatRunServes(t *testing.T) {
 			t.Errorf("bad line %s not reported: %s", want, errOut)
 		}
 	}
-	if !strings.Contains(out, "serve it as stories260K+secret") || !strings.Contains(out, "4 examples") {
+	if !strings.Contains(out, "use it as -m stories260K+secret") || !strings.Contains(out, "4 examples") {
 		t.Fatalf("summary: %s", out)
 	}
 	adapter := filepath.Join(home, "adapters", "secret.gguf")
@@ -389,7 +389,7 @@ func TestEvalFourArms(t *testing.T) {
 	if _, errOut, code := cli(t, home, "eval", "--data", filepath.Join(dir, "qa.jsonl"), "--collection", "nope"); code != 1 || !strings.Contains(errOut, `"nope" does not exist`) {
 		t.Fatalf("missing collection: exit %d %s", code, errOut)
 	}
-	if _, errOut, code := cli(t, home, "eval", "--data", filepath.Join(dir, "qa.jsonl"), "--adapter", "nope"); code != 1 || !strings.Contains(errOut, "adapter nope") {
+	if _, errOut, code := cli(t, home, "eval", "--data", filepath.Join(dir, "qa.jsonl"), "--adapter", "nope"); code != 1 || !strings.Contains(errOut, `adapter "nope" not found`) {
 		t.Fatalf("missing adapter: exit %d %s", code, errOut)
 	}
 

@@ -11,7 +11,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/llmrt/llmrt/kernels"
+	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/models/gguf"
+	"github.com/llmrt/llmrt/models/names"
 	"github.com/llmrt/llmrt/models/quant"
 	"github.com/llmrt/llmrt/models/store"
 	"github.com/llmrt/llmrt/runtime/sched"
@@ -115,7 +117,9 @@ func (a *app) modelsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "models",
 		Short: "List the models in the store (subcommands: show, rm)",
-		Args:  cobra.NoArgs,
+		Long: `models lists the models in the store ($LLMRT_HOME/models). -m takes these
+names, a .gguf path, or BASE+ADAPTER with an adapter from llmrt adapter ls.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := a.openStore()
 			if err != nil {
@@ -141,20 +145,7 @@ func (a *app) modelsCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	show := &cobra.Command{
-		Use:   "show MODEL",
-		Short: "Show a model's metadata and tensors without loading it",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			path, err := a.modelPath(args[0])
-			if err != nil {
-				return err
-			}
-			return a.showModel(path)
-		},
-	}
-	var all bool
-	show.Flags().BoolVar(&all, "all", false, "print every metadata key, including long arrays")
+	show := a.showCmd()
 	rm := &cobra.Command{
 		Use:   "rm MODEL...",
 		Short: "Remove models from the store",
@@ -177,6 +168,70 @@ func (a *app) modelsCmd() *cobra.Command {
 	return cmd
 }
 
+// showCmd is `llmrt show` (also `llmrt models show`).
+func (a *app) showCmd() *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "show MODEL",
+		Short: "Show a model's (and its adapter's) metadata without loading it",
+		Long: `show prints what a model is without loading it: architecture, parameters,
+context length, tensor types, vocabulary and chat template. MODEL is anything -m
+takes: a store name, a .gguf path, or BASE+ADAPTER (then the adapter too).`,
+		Example: `  llmrt show stories260K
+  llmrt show stories260K+my-adapter`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := a.resolveTarget(cmd.Context(), args[0], false)
+			if err != nil {
+				return err
+			}
+			if err := a.showModel(t.Path, all); err != nil {
+				return err
+			}
+			for _, ad := range t.Adapters {
+				if err := a.showAdapter(ad); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&all, "all", false, "print every metadata key, including long arrays")
+	return cmd
+}
+
+// showAdapter prints an adapter's shape.
+func (a *app) showAdapter(n names.Adapter) error {
+	ad, err := lora.ReadAdapter(n.Path)
+	if err != nil {
+		return err
+	}
+	targets := map[string]bool{}
+	for name := range ad.Pairs {
+		// blk.N.attn_q.weight -> attn_q
+		parts := strings.Split(name, ".")
+		if len(parts) >= 3 {
+			targets[parts[2]] = true
+		}
+	}
+	var tl []string
+	for t := range targets {
+		tl = append(tl, t)
+	}
+	sort.Strings(tl)
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "\nadapter\t%s\n", n.Name)
+	fmt.Fprintf(tw, "file\t%s\n", n.Path)
+	if n.Base != "" {
+		fmt.Fprintf(tw, "trained for\t%s\n", n.Base)
+	}
+	fmt.Fprintf(tw, "architecture\t%s\n", ad.Arch)
+	fmt.Fprintf(tw, "rank, alpha\t%d, %g\n", ad.Rank(), ad.Alpha)
+	fmt.Fprintf(tw, "targets\t%s (%d weights)\n", strings.Join(tl, ", "), len(ad.Pairs))
+	fmt.Fprintf(tw, "size\t%s\n", sched.FormatBytes(n.Size))
+	return tw.Flush()
+}
+
 // modelPath resolves a name or path without fetching anything.
 func (a *app) modelPath(name string) (string, error) {
 	if st, err := os.Stat(name); err == nil && !st.IsDir() {
@@ -189,7 +244,7 @@ func (a *app) modelPath(name string) (string, error) {
 	return s.Resolve(name)
 }
 
-func (a *app) showModel(path string) error {
+func (a *app) showModel(path string, all bool) error {
 	f, err := gguf.Open(path)
 	if err != nil {
 		return err
@@ -221,6 +276,12 @@ func (a *app) showModel(path string) error {
 		fmt.Fprintf(tw, "chat template\t%d bytes: %s\n", len(t), first)
 	} else {
 		fmt.Fprintf(tw, "chat template\tnone\n")
+	}
+	if all {
+		fmt.Fprintf(tw, "\nmetadata\t\n")
+		for _, kv := range f.KV {
+			fmt.Fprintf(tw, "%s\t%v\n", kv.Key, kv.Value)
+		}
 	}
 	return tw.Flush()
 }

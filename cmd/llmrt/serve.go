@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/llmrt/llmrt/kernels"
+	"github.com/llmrt/llmrt/models/names"
 	"github.com/llmrt/llmrt/models/store"
 	"github.com/llmrt/llmrt/runtime/console"
 	"github.com/llmrt/llmrt/runtime/engine"
@@ -33,6 +36,7 @@ var serveFlagEnv = map[string]string{
 	"api-key": "LLMRT_API_KEYS", "cors": "LLMRT_CORS_ORIGINS", "gpu-layers": "LLMRT_GPU_LAYERS",
 	"max-body": "LLMRT_MAX_BODY", "grace": "LLMRT_SHUTDOWN_GRACE", "embed-model": "LLMRT_EMBED_MODEL", "stream-interval": "LLMRT_STREAM_INTERVAL",
 	"adapter-root": "LLMRT_ADAPTER_ROOTS", "allowed-host": "LLMRT_ALLOWED_HOSTS", "metrics-public": "LLMRT_METRICS_PUBLIC",
+	"max-tokens": "LLMRT_MAX_TOKENS",
 }
 
 func (a *app) serveCmd() *cobra.Command {
@@ -45,6 +49,7 @@ func (a *app) serveCmd() *cobra.Command {
 		metricsPublic              bool
 		parallel, ctxLen, threads  int
 		queue, gpuLayers, batch    int
+		maxTokens                  int
 		keepAlive, timeout, grace  time.Duration
 		streamInterval             time.Duration
 		noAuth                     bool
@@ -56,7 +61,9 @@ func (a *app) serveCmd() *cobra.Command {
 		Long: `serve answers the OpenAI API (/v1/chat/completions, /v1/completions,
 /v1/embeddings, /v1/models, /v1/collections) on 127.0.0.1:8080. Models load on first use and
 unload after --keep-alive; "BASE+ADAPTER" serves a LoRA adapter from
-$LLMRT_HOME/adapters. Every flag can also come from an environment variable
+$LLMRT_HOME/adapters. -m, --default-model and --embed-model take a store name
+or a .gguf path; a path is served under its file name without .gguf (listed
+in /v1/models). Every flag can also come from an environment variable
 (LLMRT_ADDR, LLMRT_PARALLEL, ...; see README) or a YAML config file whose keys
 are the flag names; flags win over the environment, which wins over the file.
 
@@ -69,6 +76,7 @@ server retrieves passages for the last user turn from the collection
 (see llmrt index) and returns citations with the answer.`,
 		Example: `  llmrt serve
   llmrt serve -m stories260K --parallel 8 --ctx 2048
+  llmrt serve -m ./models/my-model.gguf        # served as "my-model"
   LLMRT_API_KEYS=secret llmrt serve --addr 0.0.0.0:8080
   llmrt serve --config /etc/llmrt.yaml`,
 		Args: cobra.NoArgs,
@@ -85,9 +93,22 @@ server retrieves passages for the last user turn from the collection
 				return usageError{fmt.Errorf("--addr %s listens beyond loopback: set --api-key (or LLMRT_API_KEYS), or pass --insecure-no-auth", addr)}
 			}
 			ctx := cmd.Context()
+			// Runs last, after every model is unloaded and file closed.
+			var served bool
+			defer func() {
+				if served {
+					a.log.Info("llmrt stopped")
+				}
+			}()
 			st, err := a.openStore()
 			if err != nil {
 				return err
+			}
+			res := &serveResolver{st: st, paths: map[string]string{}}
+			for i, m := range preload {
+				if preload[i], err = a.serveID(ctx, res, m); err != nil {
+					return err
+				}
 			}
 			if defModel == "" {
 				if len(preload) > 0 {
@@ -97,7 +118,7 @@ server retrieves passages for the last user turn from the collection
 				}
 			}
 			// The default model is fetched on first start (from the mirror when set).
-			if _, err := a.resolveModel(ctx, defModel); err != nil {
+			if defModel, err = a.serveID(ctx, res, defModel); err != nil {
 				return err
 			}
 			sc, err := a.newScheduler()
@@ -107,7 +128,7 @@ server retrieves passages for the last user turn from the collection
 			defer sc.Close()
 			reg := registry.NewRegistry(registry.RegistryConfig{
 				Sched:        sc,
-				Resolver:     storeResolver{st},
+				Resolver:     res,
 				KeepAlive:    keepAlive,
 				AdapterDir:   filepath.Join(a.home, "adapters"),
 				AdapterRoots: adapterRoots,
@@ -119,9 +140,6 @@ server retrieves passages for the last user turn from the collection
 			})
 			defer reg.Close()
 			for _, m := range preload {
-				if _, err := a.resolveModel(ctx, m); err != nil {
-					return err
-				}
 				if err := reg.Preload(ctx, m); err != nil {
 					return err
 				}
@@ -132,7 +150,7 @@ server retrieves passages for the last user turn from the collection
 			if embedModel == "" {
 				embedModel = defModel
 			}
-			if _, err := a.resolveModel(ctx, embedModel); err != nil {
+			if embedModel, err = a.serveID(ctx, res, embedModel); err != nil {
 				return err
 			}
 			coll, err := rag.OpenStore(filepath.Join(a.home, "collections"), rag.StoreOptions{
@@ -145,7 +163,7 @@ server retrieves passages for the last user turn from the collection
 			}
 			defer coll.Close()
 			srv := server.New(server.Config{
-				DefaultModel: defModel, APIKeys: apiKeys, CORSOrigins: cors, MaxBodyBytes: maxBody,
+				DefaultModel: defModel, APIKeys: apiKeys, CORSOrigins: cors, MaxBodyBytes: maxBody, DefaultMaxTokens: maxTokens,
 				RequestTimeout: timeout, ShutdownGrace: grace, Logger: a.log, StreamInterval: streamInterval,
 				AllowedHosts: allowedHosts, MetricsPublic: metricsPublic,
 				Retriever: chatRetriever{coll}, Console: console.Handler(),
@@ -156,7 +174,7 @@ server retrieves passages for the last user turn from the collection
 			// served as ft:BASE:SUFFIX without a restart.
 			ft, err := finetune.Open(finetune.Config{
 				Dir: filepath.Join(a.home, "finetune"), AdapterDir: filepath.Join(a.home, "adapters"), Registry: reg,
-				Resolve: st.Resolve, Threads: threads, Logger: a.log, Sched: sc,
+				Resolve: res.Resolve, Threads: threads, Logger: a.log, Sched: sc,
 			})
 			if err != nil {
 				return err
@@ -172,13 +190,14 @@ server retrieves passages for the last user turn from the collection
 			}
 			a.log.Info("llmrt serving", "addr", "http://"+ln.Addr().String()+"/v1", "default_model", defModel,
 				"parallel", parallel, "auth", len(apiKeys) > 0)
+			served = true
 			return srv.Serve(ctx, ln)
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&configFile, "config", os.Getenv("LLMRT_CONFIG"), "YAML config file (keys are flag names) (env LLMRT_CONFIG)")
 	fl.StringVar(&addr, "addr", "127.0.0.1:8080", "listen address")
-	fl.StringArrayVarP(&preload, "model", "m", nil, "model to load at start and keep loaded (repeatable)")
+	fl.StringArrayVarP(&preload, "model", "m", nil, "model to load at start and keep loaded: a store name, a .gguf path (served under its file name) or BASE+ADAPTER (repeatable)")
 	fl.StringVar(&defModel, "default-model", "", "model for requests that name none (default: the first -m, else "+defaultModel+")")
 	fl.DurationVar(&streamInterval, "stream-interval", 40*time.Millisecond, "shortest time between two flushes of a stream (tokens arrive in small bursts; 0: every token at once)")
 	fl.StringVar(&embedModel, "embed-model", "", "model that embeds collections for RAG (default: the default model)")
@@ -191,6 +210,7 @@ server retrieves passages for the last user turn from the collection
 	fl.DurationVar(&keepAlive, "keep-alive", 5*time.Minute, "unload a model idle this long (-1s: never)")
 	fl.IntVar(&queue, "queue", 64, "requests that may wait per model before 429")
 	fl.DurationVar(&timeout, "timeout", 0, "longest a request may run (0: no limit)")
+	fl.IntVar(&maxTokens, "max-tokens", 0, "longest chat answer when a request sets no max_tokens (0: until the model stops or the context is full)")
 	fl.DurationVar(&grace, "grace", 30*time.Second, "on shutdown, how long in-flight requests may finish")
 	fl.StringArrayVar(&apiKeys, "api-key", nil, "required Bearer key (repeatable; env LLMRT_API_KEYS, comma-separated)")
 	fl.BoolVar(&noAuth, "insecure-no-auth", false, "allow listening beyond loopback without API keys")
@@ -275,19 +295,67 @@ func splitList(f *pflag.Flag, v string) []string {
 	return []string{v}
 }
 
-// storeResolver adapts the model store to the server's registry.
-type storeResolver struct{ s *store.Store }
+// serveID makes a model the server was given (-m, --default-model,
+// --embed-model) servable and returns its id: a .gguf path is served under
+// its file name (names.FromPath), a store name or BASE+ADAPTER as is, after
+// fetching a known model that is not in the store yet.
+func (a *app) serveID(ctx context.Context, res *serveResolver, spec string) (string, error) {
+	if _, ok := res.paths[spec]; ok {
+		return spec, nil // a path's id, given again
+	}
+	st, err := os.Stat(spec)
+	if err != nil || st.IsDir() {
+		if _, err := a.resolveTarget(ctx, spec, true); err != nil {
+			return "", err
+		}
+		return spec, nil
+	}
+	abs, err := filepath.Abs(spec)
+	if err != nil {
+		return "", fmt.Errorf("model %s: %w", spec, err)
+	}
+	id := names.FromPath(spec)
+	if prev, ok := res.paths[id]; ok && prev != abs {
+		return "", usageError{fmt.Errorf("model files %s and %s would both be served as %q: rename one", prev, abs, id)}
+	}
+	if p, err := res.st.Resolve(id); err == nil {
+		a.log.Info("the file is served instead of the store model of the same name", "model", id, "file", abs, "store_file", p)
+	}
+	res.paths[id] = abs
+	return id, nil
+}
 
-func (r storeResolver) Resolve(name string) (string, error) { return r.s.Resolve(name) }
+// serveResolver resolves the server's model ids: the files given by path
+// under their ids, then the model store.
+type serveResolver struct {
+	st    *store.Store
+	paths map[string]string // id -> file
+}
 
-func (r storeResolver) Names() ([]string, error) {
-	list, err := r.s.List()
+func (r *serveResolver) Resolve(name string) (string, error) {
+	if p, ok := r.paths[name]; ok {
+		return p, nil
+	}
+	if names.IsPath(name) {
+		return "", fmt.Errorf("the server takes model ids, not paths (serve -m %s serves it as %q)", name, names.FromPath(name))
+	}
+	return r.st.Resolve(name)
+}
+
+func (r *serveResolver) Names() ([]string, error) {
+	list, err := r.st.List()
 	if err != nil {
 		return nil, err
 	}
-	names := make([]string, len(list))
-	for i, m := range list {
-		names[i] = m.Name
+	out := make([]string, 0, len(list)+len(r.paths))
+	for id := range r.paths {
+		out = append(out, id)
 	}
-	return names, nil
+	for _, m := range list {
+		if _, ok := r.paths[m.Name]; !ok {
+			out = append(out, m.Name)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/lora/dataset"
+	"github.com/llmrt/llmrt/models/names"
 	"github.com/llmrt/llmrt/runtime/finetune"
 	"github.com/llmrt/llmrt/runtime/sched"
 )
@@ -106,8 +107,15 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 	if name == "" {
 		name = defaultModel
 	}
+	if _, _, split := names.SplitAdapter(name); split && !names.IsPath(name) && !a.inStore(name) {
+		return usageError{fmt.Errorf("-m %s names an adapter: tune trains a new adapter on a base model (-m BASE)", name)}
+	}
+	baseName := name
+	if names.IsPath(name) {
+		baseName = names.FromPath(name)
+	}
 	spec := finetune.Spec{
-		BaseName: strings.TrimSuffix(filepath.Base(name), ".gguf"),
+		BaseName: baseName,
 		Data:     f.data, EvalData: f.evalData, EvalSplit: f.evalSplit, Format: f.format, Strict: f.strict,
 		Out:  a.adapterPath(f.out),
 		Rank: f.rank, Alpha: f.alpha, Targets: targets,
@@ -183,7 +191,12 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 	}
 	fmt.Fprintf(a.stdout, "\n  metrics %s\n  loss curve %s\n", sum.Metrics, sum.LossCurve)
 	if strings.HasPrefix(out, filepath.Join(a.home, "adapters")+string(filepath.Separator)) {
-		fmt.Fprintf(a.stdout, "  serve it as %s+%s\n", spec.BaseName, strings.TrimSuffix(filepath.Base(out), ".gguf"))
+		adapter := strings.TrimSuffix(filepath.Base(out), ".gguf")
+		if names.IsPath(name) {
+			fmt.Fprintf(a.stdout, "  use it with -m %s --adapter %s (llmrt serve -m %s serves it as %s+%s)\n", name, adapter, name, spec.BaseName, adapter)
+		} else {
+			fmt.Fprintf(a.stdout, "  use it as -m %s+%s (llmrt run, serve, eval)\n", spec.BaseName, adapter)
+		}
 	}
 	return nil
 }
