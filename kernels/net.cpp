@@ -65,6 +65,7 @@ struct llmrt_net {
     std::vector<std::string> names;     // 2 per pair
     ggml_tensor * loss_grad = nullptr;  // constant 1: d loss / d loss
     float lora_scale = 0.0f;
+    bool lora_off = false;              // graphs built now leave the LoRA terms out
 
     // Shape and RoPE settings, from the model's hyper-parameters.
     int n_embd = 0, n_layer = 0, n_vocab = 0, n_head = 0, n_head_kv = 0, n_embd_head = 0, n_rot = 0;
@@ -109,7 +110,7 @@ bool begin(llmrt_net * n, call & c, bool grads) {
 ggml_tensor * mm(llmrt_net * n, ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
     ggml_tensor * y = ggml_mul_mat(ctx, w, x);
     auto it = n->pair_of.find(w);
-    if (it != n->pair_of.end()) {
+    if (it != n->pair_of.end() && !n->lora_off) {
         const lora_pair & p = n->pairs[it->second];
         ggml_tensor * ax = ggml_mul_mat(ctx, p.t[0][0], x);
         ggml_tensor * bax = ggml_mul_mat(ctx, p.t[0][1], ax);
@@ -353,72 +354,87 @@ ggml_tensor * grad_input(call & c, int64_t ne0, int64_t ne1) {
 // Labelled rows per head piece of the checkpointed backward pass.
 constexpr int head_chunk = 64;
 
-// loss_checkpointed is the backward pass in pieces, so that memory holds
-// one block's activations (and a chunk of vocabulary-wide logits) at a
-// time instead of the whole graph's: a forward pass that keeps only each
-// block's input, then the head in chunks of labelled rows giving dL/dx at
-// the last block's output, then the blocks from last to first, each
-// recomputed from its saved input with the surrogate loss sum(y * dL/dy),
-// whose gradients are the chain rule's.
-bool loss_checkpointed(llmrt_net * n, const int32_t * tokens, const int32_t * pos, const int32_t * seg, const int32_t * labels,
-                       int n_tok, const std::vector<int32_t> & idx, float * loss, char * err, size_t errlen) {
+// save_inputs runs the forward pass of one row and returns the input of
+// every block and the last block's output (all of them when all is set,
+// else only the last), each n_embd * n_tok floats.
+bool save_inputs(llmrt_net * n, const int32_t * tokens, const int32_t * pos, const int32_t * seg, int n_tok, bool all,
+                 std::vector<std::vector<float>> & xs, char * err, size_t errlen) {
     const size_t width = (size_t) n->n_embd * n_tok;
-    std::vector<std::vector<float>> xs;
-    {
-        call c;
-        if (!begin(n, c, false)) {
-            set_err(err, errlen, "out of memory");
-            return false;
-        }
-        std::vector<ggml_tensor *> ins;
-        ggml_tensor * h = forward(n, c, n_tok, 1, &ins);
-        (void) h;
-        for (ggml_tensor * t : ins) {
-            ggml_build_forward_expand(c.gf, t);
-        }
-        if (!alloc_graph(n, c, err, errlen)) {
-            return false;
-        }
-        set_row_inputs(n, c, tokens, pos, seg, n_tok);
-        if (!run(n, c, err, errlen)) {
-            return false;
-        }
-        xs.resize(ins.size());
-        for (size_t i = 0; i < ins.size(); ++i) {
-            xs[i].resize(width);
-            ggml_backend_tensor_get(ins[i], xs[i].data(), 0, sizeof(float) * width);
-        }
+    call c;
+    if (!begin(n, c, false)) {
+        set_err(err, errlen, "out of memory");
+        return false;
     }
-    const int n_lab = (int) idx.size();
+    std::vector<ggml_tensor *> ins;
+    forward(n, c, n_tok, 1, &ins);
+    if (!all) {
+        ins.erase(ins.begin(), ins.end() - 1);
+    }
+    for (ggml_tensor * t : ins) {
+        ggml_build_forward_expand(c.gf, t);
+    }
+    if (!alloc_graph(n, c, err, errlen)) {
+        return false;
+    }
+    set_row_inputs(n, c, tokens, pos, seg, n_tok);
+    if (!run(n, c, err, errlen)) {
+        return false;
+    }
+    xs.resize(ins.size());
+    for (size_t i = 0; i < ins.size(); ++i) {
+        xs[i].resize(width);
+        ggml_backend_tensor_get(ins[i], xs[i].data(), 0, sizeof(float) * width);
+    }
+    return true;
+}
+
+// A piece of the head pass: count labelled rows idx[start..start+count).
+struct head_piece {
+    int start = 0, count = 0;
+};
+
+// head_pass runs the output norm and head over the labelled rows of a row
+// whose last hidden state is x, piece by piece. Piece k's value is
+// scale * (sum of -log p(label) over its rows) and lands in out[k]; with g
+// set, the gradient of that value with respect to x is added to g. A
+// row's gradient touches only its own column of x.
+bool head_pass(llmrt_net * n, const std::vector<float> & x, int n_tok, const int32_t * labels, const std::vector<int32_t> & idx,
+               const std::vector<head_piece> & pieces, float scale, std::vector<float> * g, std::vector<double> & out, char * err,
+               size_t errlen) {
+    const size_t width = (size_t) n->n_embd * n_tok;
     ggml_tensor * head = n->model->output ? n->model->output : n->model->tok_embd;
-    std::vector<float> g(width, 0.0f), part(width);
-    *loss = 0.0f;
-    for (int c0 = 0; c0 < n_lab; c0 += head_chunk) {
-        const int cn = std::min(head_chunk, n_lab - c0);
+    std::vector<float> part(g ? width : 0);
+    out.assign(pieces.size(), 0.0);
+    for (size_t k = 0; k < pieces.size(); ++k) {
+        const int c0 = pieces[k].start, cn = pieces[k].count;
         call c;
-        if (!begin(n, c, true)) {
+        if (!begin(n, c, g != nullptr)) {
             set_err(err, errlen, "out of memory");
             return false;
         }
-        ggml_tensor * xin = grad_input(c, n->n_embd, n_tok);
+        ggml_tensor * xin = g ? grad_input(c, n->n_embd, n_tok) : ggml_new_tensor_2d(c.ctx, GGML_TYPE_F32, n->n_embd, n_tok);
+        ggml_set_input(xin);
         ggml_tensor * h = rms(n, c.ctx, xin, n->model->output_norm);
         ggml_tensor * rows = ggml_new_tensor_1d(c.ctx, GGML_TYPE_I32, cn);
         ggml_set_input(rows);
         ggml_tensor * logits = mm(n, c.ctx, head, ggml_get_rows(c.ctx, h, rows));
         ggml_tensor * onehot = ggml_new_tensor_2d(c.ctx, GGML_TYPE_F32, n->n_vocab, cn);
         ggml_set_input(onehot);
-        // Each chunk's mean weighted by its share: the sum is the mean
-        // over every labelled row.
-        ggml_tensor * l = ggml_scale(c.ctx, ggml_cross_entropy_loss(c.ctx, logits, onehot), (float) cn / (float) n_lab);
+        // The cross-entropy is a mean over the piece's rows: times cn it
+        // is their summed negative log-likelihood.
+        ggml_tensor * l = ggml_scale(c.ctx, ggml_cross_entropy_loss(c.ctx, logits, onehot), (float) cn * scale);
         ggml_set_output(l);
         ggml_build_forward_expand(c.gf, l);
-        build_backward(n, c, l);
-        ggml_tensor * gx = ggml_graph_get_grad(c.gf, xin);
-        ggml_set_output(gx);
+        ggml_tensor * gx = nullptr;
+        if (g) {
+            build_backward(n, c, l);
+            gx = ggml_graph_get_grad(c.gf, xin);
+            ggml_set_output(gx);
+        }
         if (!alloc_graph(n, c, err, errlen)) {
             return false;
         }
-        ggml_backend_tensor_set(xin, xs.back().data(), 0, sizeof(float) * width);
+        ggml_backend_tensor_set(xin, x.data(), 0, sizeof(float) * width);
         ggml_backend_tensor_set(rows, idx.data() + c0, 0, sizeof(int32_t) * cn);
         ggml_backend_tensor_memset(onehot, 0, 0, ggml_nbytes(onehot));
         const float one = 1.0f;
@@ -430,12 +446,24 @@ bool loss_checkpointed(llmrt_net * n, const int32_t * tokens, const int32_t * po
         }
         float lc = 0.0f;
         ggml_backend_tensor_get(l, &lc, 0, sizeof(float));
-        *loss += lc;
-        ggml_backend_tensor_get(gx, part.data(), 0, sizeof(float) * width);
-        for (size_t i = 0; i < width; ++i) {
-            g[i] += part[i];
+        out[k] = lc;
+        if (g) {
+            ggml_backend_tensor_get(gx, part.data(), 0, sizeof(float) * width);
+            for (size_t i = 0; i < width; ++i) {
+                (*g)[i] += part[i];
+            }
         }
     }
+    return true;
+}
+
+// blocks_backward takes dL/dy at the last block's output (g) through the
+// blocks from last to first, each recomputed from its saved input xs[il]
+// with the surrogate loss sum(y * dL/dy), whose gradients are the chain
+// rule's; the LoRA gradients land in the accumulators.
+bool blocks_backward(llmrt_net * n, const int32_t * tokens, const int32_t * pos, const int32_t * seg, int n_tok,
+                     const std::vector<std::vector<float>> & xs, std::vector<float> & g, char * err, size_t errlen) {
+    const size_t width = (size_t) n->n_embd * n_tok;
     for (int il = n->n_layer - 1; il >= 0; --il) {
         call c;
         if (!begin(n, c, true)) {
@@ -470,6 +498,84 @@ bool loss_checkpointed(llmrt_net * n, const int32_t * tokens, const int32_t * po
         }
     }
     return true;
+}
+
+// loss_checkpointed is the backward pass in pieces, so that memory holds
+// one block's activations (and a chunk of vocabulary-wide logits) at a
+// time instead of the whole graph's: a forward pass that keeps only each
+// block's input, then the head in chunks of labelled rows giving dL/dx at
+// the last block's output, then the blocks from last to first.
+bool loss_checkpointed(llmrt_net * n, const int32_t * tokens, const int32_t * pos, const int32_t * seg, const int32_t * labels,
+                       int n_tok, const std::vector<int32_t> & idx, float * loss, char * err, size_t errlen) {
+    std::vector<std::vector<float>> xs;
+    if (!save_inputs(n, tokens, pos, seg, n_tok, true, xs, err, errlen)) {
+        return false;
+    }
+    const int n_lab = (int) idx.size();
+    std::vector<head_piece> pieces;
+    for (int c0 = 0; c0 < n_lab; c0 += head_chunk) {
+        pieces.push_back({c0, std::min(head_chunk, n_lab - c0)});
+    }
+    // Each piece's summed loss over all labelled rows: their sum is the mean.
+    std::vector<float> g((size_t) n->n_embd * n_tok, 0.0f);
+    std::vector<double> parts;
+    if (!head_pass(n, xs.back(), n_tok, labels, idx, pieces, 1.0f / (float) n_lab, &g, parts, err, errlen)) {
+        return false;
+    }
+    double sum = 0.0;
+    for (double p : parts) {
+        sum += p;
+    }
+    *loss = (float) sum;
+    return blocks_backward(n, tokens, pos, seg, n_tok, xs, g, err, errlen);
+}
+
+// seq_pieces splits the labelled rows of a row by segment (s in
+// [0, n_seg)) into head pieces that never span two segments: the summed
+// log-probability of each segment then comes out of its own pieces.
+// piece_seg[k] is piece k's segment.
+bool seq_pieces(const int32_t * seg, const int32_t * labels, int n_tok, int n_seg, int n_vocab, std::vector<int32_t> & idx,
+                std::vector<head_piece> & pieces, std::vector<int> & piece_seg, char * err, size_t errlen) {
+    std::vector<std::vector<int32_t>> by(n_seg);
+    for (int i = 0; i < n_tok; ++i) {
+        if (labels[i] < 0) {
+            continue;
+        }
+        if (labels[i] >= n_vocab) {
+            set_err(err, errlen, "label %d at position %d is outside the vocabulary", labels[i], i);
+            return false;
+        }
+        if (seg[i] < 0 || seg[i] >= n_seg) {
+            set_err(err, errlen, "labelled position %d is in segment %d, outside 0..%d", i, seg[i], n_seg - 1);
+            return false;
+        }
+        by[seg[i]].push_back(i);
+    }
+    for (int s = 0; s < n_seg; ++s) {
+        for (size_t c0 = 0; c0 < by[s].size(); c0 += head_chunk) {
+            const int cn = (int) std::min(by[s].size() - c0, (size_t) head_chunk);
+            pieces.push_back({(int) idx.size(), cn});
+            piece_seg.push_back(s);
+            idx.insert(idx.end(), by[s].begin() + c0, by[s].begin() + c0 + cn);
+        }
+    }
+    return true;
+}
+
+// Scoped switch of the LoRA terms (the reference model of DPO is the base).
+struct lora_off_scope {
+    llmrt_net * n;
+    bool was;
+    lora_off_scope(llmrt_net * n, bool off) : n(n), was(n->lora_off) { n->lora_off = off; }
+    ~lora_off_scope() { n->lora_off = was; }
+};
+
+double log_sigmoid(double z) {
+    return z >= 0 ? -std::log1p(std::exp(-z)) : z - std::log1p(std::exp(z));
+}
+
+double sigmoid(double z) {
+    return z >= 0 ? 1.0 / (1.0 + std::exp(-z)) : std::exp(z) / (1.0 + std::exp(z));
 }
 
 } // namespace
@@ -913,6 +1019,151 @@ int llmrt_net_loss(llmrt_net * n, const int32_t * tokens, const int32_t * pos, c
         }
         ggml_backend_tensor_get(l, loss, 0, sizeof(float));
         *n_labelled = n_lab;
+    } catch (const std::exception & e) {
+        set_err(err, errlen, "%s", e.what());
+        return -1;
+    } catch (...) {
+        set_err(err, errlen, "unknown C++ exception");
+        return -1;
+    }
+    return 0;
+}
+
+// check_seq_row validates the common inputs of the per-segment calls.
+static bool check_seq_row(llmrt_net * n, const int32_t * tokens, int32_t n_tok, int32_t n_seg, char * err, size_t errlen) {
+    if (n_tok <= 0) {
+        set_err(err, errlen, "no tokens");
+        return false;
+    }
+    if (n_seg <= 0) {
+        set_err(err, errlen, "no segments");
+        return false;
+    }
+    return check_tokens(n, tokens, n_tok, err, errlen);
+}
+
+int llmrt_net_seq_logprobs(llmrt_net * n, const int32_t * tokens, const int32_t * pos, const int32_t * seg, const int32_t * labels,
+                           int32_t n_tok, int32_t n_seg, int32_t use_lora, float * out, char * err, size_t errlen) {
+    if (!check_seq_row(n, tokens, n_tok, n_seg, err, errlen)) {
+        return -1;
+    }
+    try {
+        std::vector<int32_t> idx;
+        std::vector<head_piece> pieces;
+        std::vector<int> piece_seg;
+        if (!seq_pieces(seg, labels, n_tok, n_seg, n->n_vocab, idx, pieces, piece_seg, err, errlen)) {
+            return -1;
+        }
+        std::fill(out, out + n_seg, 0.0f);
+        if (pieces.empty()) {
+            return 0;
+        }
+        lora_off_scope off(n, !use_lora);
+        std::vector<std::vector<float>> xs;
+        if (!save_inputs(n, tokens, pos, seg, n_tok, false, xs, err, errlen)) {
+            return -1;
+        }
+        std::vector<double> nll;
+        if (!head_pass(n, xs.back(), n_tok, labels, idx, pieces, 1.0f, nullptr, nll, err, errlen)) {
+            return -1;
+        }
+        std::vector<double> sum(n_seg, 0.0);
+        for (size_t k = 0; k < pieces.size(); ++k) {
+            sum[piece_seg[k]] -= nll[k];
+        }
+        for (int s = 0; s < n_seg; ++s) {
+            out[s] = (float) sum[s];
+        }
+    } catch (const std::exception & e) {
+        set_err(err, errlen, "%s", e.what());
+        return -1;
+    } catch (...) {
+        set_err(err, errlen, "unknown C++ exception");
+        return -1;
+    }
+    return 0;
+}
+
+int llmrt_net_dpo(llmrt_net * n, const int32_t * tokens, const int32_t * pos, const int32_t * seg, const int32_t * labels,
+                  int32_t n_tok, int32_t n_seg, const float * ref, float beta, int32_t backward, float * loss, float * policy,
+                  char * err, size_t errlen) {
+    *loss = 0.0f;
+    if (!check_seq_row(n, tokens, n_tok, n_seg, err, errlen)) {
+        return -1;
+    }
+    if (n_seg % 2 != 0) {
+        set_err(err, errlen, "%d segments: DPO rows hold pairs (chosen, rejected)", n_seg);
+        return -1;
+    }
+    if (!(beta > 0.0f) || !std::isfinite(beta)) {
+        set_err(err, errlen, "DPO beta must be positive, got %g", beta);
+        return -1;
+    }
+    if (backward && n->pairs.empty()) {
+        set_err(err, errlen, "the net has no LoRA tensors to train");
+        return -1;
+    }
+    try {
+        std::vector<int32_t> idx;
+        std::vector<head_piece> pieces;
+        std::vector<int> piece_seg;
+        if (!seq_pieces(seg, labels, n_tok, n_seg, n->n_vocab, idx, pieces, piece_seg, err, errlen)) {
+            return -1;
+        }
+        std::vector<bool> labelled(n_seg, false);
+        for (int s : piece_seg) {
+            labelled[s] = true;
+        }
+        for (int s = 0; s < n_seg; ++s) {
+            if (!labelled[s]) {
+                set_err(err, errlen, "segment %d (pair %d, %s answer) has no labelled tokens", s, s / 2, s % 2 ? "rejected" : "chosen");
+                return -1;
+            }
+        }
+        std::vector<std::vector<float>> xs;
+        if (!save_inputs(n, tokens, pos, seg, n_tok, backward != 0, xs, err, errlen)) {
+            return -1;
+        }
+        const size_t width = (size_t) n->n_embd * n_tok;
+        std::vector<float> g(backward ? width : 0, 0.0f);
+        std::vector<double> nll;
+        if (!head_pass(n, xs.back(), n_tok, labels, idx, pieces, 1.0f, backward ? &g : nullptr, nll, err, errlen)) {
+            return -1;
+        }
+        std::vector<double> pi(n_seg, 0.0);
+        for (size_t k = 0; k < pieces.size(); ++k) {
+            pi[piece_seg[k]] -= nll[k];
+        }
+        // Per pair: z = beta((pi_c - ref_c) - (pi_r - ref_r)), loss -log sigmoid(z).
+        // d loss / d pi_c = -beta sigmoid(-z) = -d loss / d pi_r. The head
+        // gave d(-pi_s)/dx in segment s's columns, so column factors are
+        // -d loss / d pi_s.
+        std::vector<float> factor(n_seg, 0.0f);
+        double total = 0.0;
+        for (int k = 0; k < n_seg / 2; ++k) {
+            const double z = (double) beta * ((pi[2 * k] - ref[2 * k]) - (pi[2 * k + 1] - ref[2 * k + 1]));
+            total -= log_sigmoid(z);
+            const double w = (double) beta * sigmoid(-z);
+            factor[2 * k] = (float) w;
+            factor[2 * k + 1] = (float) -w;
+        }
+        *loss = (float) total;
+        for (int s = 0; s < n_seg; ++s) {
+            policy[s] = (float) pi[s];
+        }
+        if (!backward) {
+            return 0;
+        }
+        const int E = n->n_embd;
+        for (int i = 0; i < n_tok; ++i) {
+            const float f = seg[i] >= 0 && seg[i] < n_seg ? factor[seg[i]] : 0.0f;
+            for (int e = 0; e < E; ++e) {
+                g[(size_t) i * E + e] *= f;
+            }
+        }
+        if (!blocks_backward(n, tokens, pos, seg, n_tok, xs, g, err, errlen)) {
+            return -1;
+        }
     } catch (const std::exception & e) {
         set_err(err, errlen, "%s", e.what());
         return -1;

@@ -291,6 +291,80 @@ func (n *Net) Loss(tokens, pos, seg, labels []int32, backward bool) (float32, in
 	return float32(loss), int(nl), nil
 }
 
+// nSegments is one more than the largest segment id of the row.
+func nSegments(seg []int32) (int, error) {
+	n := int32(0)
+	for i, s := range seg {
+		if s < 0 {
+			return 0, fmt.Errorf("segment id %d at position %d is negative", s, i)
+		}
+		n = max(n, s+1)
+	}
+	return int(n), nil
+}
+
+// SeqLogProbs returns, for each segment s of the row (0 up to its largest
+// id), the summed log-probability of its labelled tokens. withLoRA false
+// leaves the LoRA terms out: the base model alone, computed on the same
+// weights (DPO's reference model).
+func (n *Net) SeqLogProbs(tokens, pos, seg, labels []int32, withLoRA bool) ([]float32, error) {
+	if err := checkRow(tokens, pos, seg, labels); err != nil {
+		return nil, fmt.Errorf("log-probabilities: %w", err)
+	}
+	ns, err := nSegments(seg)
+	if err != nil {
+		return nil, fmt.Errorf("log-probabilities: %w", err)
+	}
+	out := make([]float32, ns)
+	use := C.int32_t(0)
+	if withLoRA {
+		use = 1
+	}
+	err = n.call(func(c *C.llmrt_net, eb *C.char) C.int {
+		return C.llmrt_net_seq_logprobs(c, i32p(tokens), i32p(pos), i32p(seg), i32p(labels), C.int32_t(len(tokens)), C.int32_t(ns), use,
+			(*C.float)(unsafe.Pointer(&out[0])), eb, errLen)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("log-probabilities: %w", err)
+	}
+	return out, nil
+}
+
+// DPO computes the DPO loss of a row of preference pairs: segment 2k is
+// pair k's prompt with its chosen answer, 2k+1 the same prompt with the
+// rejected answer, answers labelled. ref holds each segment's
+// log-probability under the reference model (SeqLogProbs without LoRA).
+// It returns the loss summed over the pairs,
+// -log σ(β((πc−rc)−(πr−rr))), and each segment's policy log-probability
+// π; with backward, the gradients of that sum are added to the
+// accumulators.
+func (n *Net) DPO(tokens, pos, seg, labels []int32, ref []float32, beta float32, backward bool) (float32, []float32, error) {
+	if err := checkRow(tokens, pos, seg, labels); err != nil {
+		return 0, nil, fmt.Errorf("dpo: %w", err)
+	}
+	ns, err := nSegments(seg)
+	if err != nil {
+		return 0, nil, fmt.Errorf("dpo: %w", err)
+	}
+	if len(ref) != ns {
+		return 0, nil, fmt.Errorf("dpo: %d reference log-probabilities for %d segments", len(ref), ns)
+	}
+	policy := make([]float32, ns)
+	var loss C.float
+	bw := C.int32_t(0)
+	if backward {
+		bw = 1
+	}
+	err = n.call(func(c *C.llmrt_net, eb *C.char) C.int {
+		return C.llmrt_net_dpo(c, i32p(tokens), i32p(pos), i32p(seg), i32p(labels), C.int32_t(len(tokens)), C.int32_t(ns),
+			(*C.float)(unsafe.Pointer(&ref[0])), C.float(beta), bw, &loss, (*C.float)(unsafe.Pointer(&policy[0])), eb, errLen)
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("dpo: %w", err)
+	}
+	return float32(loss), policy, nil
+}
+
 // AdamConfig holds AdamW's constants.
 type AdamConfig struct {
 	Beta1, Beta2, Eps, WeightDecay float32

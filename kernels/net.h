@@ -63,6 +63,24 @@ int llmrt_net_logits(llmrt_net * n, const int32_t * tokens, const int32_t * pos,
 int llmrt_net_loss(llmrt_net * n, const int32_t * tokens, const int32_t * pos, const int32_t * seg, const int32_t * labels,
                    int32_t n_tok, int32_t backward, float * loss, int32_t * n_labelled, char * err, size_t errlen);
 
+// Summed log-probability of the labelled tokens of each segment s in
+// [0, n_seg): out[s] = sum of log p(labels[i]) over i with seg[i] == s
+// (0 for a segment without labels). use_lora == 0 leaves the LoRA terms
+// out: the base model's log-probabilities, with no second copy of it.
+int llmrt_net_seq_logprobs(llmrt_net * n, const int32_t * tokens, const int32_t * pos, const int32_t * seg, const int32_t * labels,
+                           int32_t n_tok, int32_t n_seg, int32_t use_lora, float * out, char * err, size_t errlen);
+
+// DPO over one row of preference pairs: segment 2k holds pair k's prompt
+// and chosen answer, segment 2k+1 its prompt and rejected answer, each
+// answer labelled. ref[s] is segment s's log-probability under the
+// reference model (llmrt_net_seq_logprobs with use_lora 0). loss is the
+// sum over pairs of -log sigmoid(beta((pi_c - ref_c) - (pi_r - ref_r))),
+// policy[s] the policy's log-probability of segment s (n_seg floats). With
+// backward != 0 the gradients of that sum are added to the accumulators.
+int llmrt_net_dpo(llmrt_net * n, const int32_t * tokens, const int32_t * pos, const int32_t * seg, const int32_t * labels,
+                  int32_t n_tok, int32_t n_seg, const float * ref, float beta, int32_t backward, float * loss, float * policy,
+                  char * err, size_t errlen);
+
 // One AdamW step on every LoRA tensor with the accumulated gradients
 // multiplied by grad_scale, then clears the accumulators. t is AdamW's
 // step count after this step (1 for the first).

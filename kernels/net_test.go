@@ -316,3 +316,176 @@ func TestNetRefusesVocabOnly(t *testing.T) {
 		t.Fatalf("unknown target: %v", err)
 	}
 }
+
+// prefRow packs preference pairs into one row: for each pair, the prompt
+// with the chosen answer (segment 2k), then the prompt with the rejected
+// answer (segment 2k+1), answers labelled.
+func prefRow(t *testing.T, m *kernels.Model, pairs [][3]string) (toks, pos, seg, labels []int32) {
+	t.Helper()
+	for k, p := range pairs {
+		prompt, _ := m.Tokenize(p[0], true, false)
+		for j, ans := range []string{p[1], p[2]} {
+			a, _ := m.Tokenize(ans, false, false)
+			s := append(append([]int32(nil), prompt...), a...)
+			for i, tok := range s {
+				toks = append(toks, tok)
+				pos = append(pos, int32(i))
+				seg = append(seg, int32(2*k+j))
+				l := int32(-1)
+				if i+1 >= len(prompt) && i+1 < len(s) {
+					l = s[i+1]
+				}
+				labels = append(labels, l)
+			}
+		}
+	}
+	return
+}
+
+// logSoftmaxAt is log p(label) from one row of logits.
+func logSoftmaxAt(row []float32, label int32) float64 {
+	mx := math.Inf(-1)
+	for _, v := range row {
+		mx = max(mx, float64(v))
+	}
+	var s float64
+	for _, v := range row {
+		s += math.Exp(float64(v) - mx)
+	}
+	return float64(row[label]) - mx - math.Log(s)
+}
+
+// TestNetDPOGradientCheck checks the per-segment log-probabilities (with
+// and without the LoRA terms) against log-softmaxed logits, and the DPO
+// loss's LoRA gradients against central finite differences of the loss.
+func TestNetDPOGradientCheck(t *testing.T) {
+	m := load(t, "stories260K.gguf")
+	n, err := kernels.NewNet(m, kernels.NetParams{Threads: 1, Rank: 4, Alpha: 8, Seed: 3,
+		Targets: []string{"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	base, err := kernels.NewNet(m, kernels.NetParams{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer base.Close()
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i, p := range n.Params() {
+		if strings.HasSuffix(p.Name, ".lora_b") {
+			v := make([]float32, p.Shape[0]*p.Shape[1])
+			for k := range v {
+				v[k] = float32(rng.NormFloat64() * 0.03)
+			}
+			if err := n.Set(i, kernels.ParamValue, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pairs := [][3]string{
+		{"Once upon a time", " there was a little girl named Lily.", " the big dog ate a red ball and ran away."},
+		{"Tom went to the park.", " He played with his friend.", " It was very cold and dark."},
+	}
+	toks, pos, seg, labels := prefRow(t, m, pairs)
+
+	// Per-segment log-probabilities: with LoRA from this net's logits,
+	// without LoRA from a net that has none (the base model).
+	V := m.Info().Vocab
+	for _, withLoRA := range []bool{true, false} {
+		got, err := n.SeqLogProbs(toks, pos, seg, labels, withLoRA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := n
+		if !withLoRA {
+			src = base
+		}
+		logits, err := src.Logits(toks, pos, seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := make([]float64, 4)
+		for i, l := range labels {
+			if l >= 0 {
+				want[seg[i]] += logSoftmaxAt(logits[i*V:(i+1)*V], l)
+			}
+		}
+		for s := range want {
+			if d := math.Abs(float64(got[s]) - want[s]); d > 1e-3*max(1, math.Abs(want[s])) {
+				t.Fatalf("LoRA %v, segment %d: log-probability %g, from logits %g", withLoRA, s, got[s], want[s])
+			}
+		}
+	}
+	ref, err := n.SeqLogProbs(toks, pos, seg, labels, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const beta = 0.1
+	loss0, pi, err := n.DPO(toks, pos, seg, labels, ref, beta, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want float64
+	for k := 0; k < 2; k++ {
+		z := beta * (float64(pi[2*k]-ref[2*k]) - float64(pi[2*k+1]-ref[2*k+1]))
+		want += math.Log1p(math.Exp(-z))
+		// Away from saturation, so that the gradients are not vanishing.
+		if math.Abs(z) < 0.05 || math.Abs(z) > 3 {
+			t.Fatalf("pair %d: z = %g (policy %v, reference %v); the check wants 0.05 < |z| < 3", k, z, pi, ref)
+		}
+	}
+	if math.Abs(float64(loss0)-want) > 1e-4 || math.Abs(float64(loss0)-2*math.Ln2) < 1e-3 {
+		t.Fatalf("DPO loss %g, from its log-probabilities %g (log 4 = %g would mean the LoRA terms did nothing)", loss0, want, 2*math.Ln2)
+	}
+	const h = 1e-2
+	checked := 0
+	for _, pi := range []int{0, 1, 2, 3, 6, 7, 12, 13, 68, 69} {
+		g, err := n.Get(pi, kernels.ParamGrad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, _ := n.Get(pi, kernels.ParamValue)
+		idx := make([]int, len(g))
+		for i := range idx {
+			idx[i] = i
+		}
+		sort.Slice(idx, func(a, b int) bool { return math.Abs(float64(g[idx[a]])) > math.Abs(float64(g[idx[b]])) })
+		for _, k := range idx[:3] {
+			orig := w[k]
+			eval := func(x float32) float64 {
+				w[k] = x
+				if err := n.Set(pi, kernels.ParamValue, w); err != nil {
+					t.Fatal(err)
+				}
+				l, _, err := n.DPO(toks, pos, seg, labels, ref, beta, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return float64(l)
+			}
+			fd := (eval(orig+h) - eval(orig-h)) / (2 * h)
+			eval(orig)
+			rel := math.Abs(fd-float64(g[k])) / max(math.Abs(fd), math.Abs(float64(g[k])), 1e-4)
+			if rel > 2e-2 {
+				t.Errorf("%s[%d]: DPO gradient %g, finite difference %g (relative error %.3g)", n.Params()[pi].Name, k, g[k], fd, rel)
+			}
+			checked++
+		}
+	}
+	t.Logf("checked %d DPO gradient entries; loss %.4f over 2 pairs", checked, loss0)
+
+	// A pair whose rejected answer has no labelled token is refused.
+	bad := append([]int32(nil), labels...)
+	for i := range bad {
+		if seg[i] == 3 {
+			bad[i] = -1
+		}
+	}
+	if _, _, err := n.DPO(toks, pos, seg, bad, ref, beta, false); err == nil || !strings.Contains(err.Error(), "rejected") {
+		t.Fatalf("pair without a labelled rejected answer: %v", err)
+	}
+	if _, _, err := n.DPO(toks, pos, seg, labels, ref[:3], beta, false); err == nil {
+		t.Fatal("three reference values for four segments accepted")
+	}
+}
