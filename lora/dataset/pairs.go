@@ -26,12 +26,12 @@ type Pair struct {
 //	{"input": {"messages": [...]}, "preferred_output": [{"role": "assistant", "content": "..."}],
 //	 "non_preferred_output": [...]}  (OpenAI's DPO format)
 type pairRecord struct {
-	Prompt      *string         `json:"prompt"`
-	Messages    []Message       `json:"messages"`
-	Chosen      json.RawMessage `json:"chosen"`
-	Rejected    json.RawMessage `json:"rejected"`
-	Input       *pairInput      `json:"input"`
-	Preferred   json.RawMessage `json:"preferred_output"`
+	Prompt       *string         `json:"prompt"`
+	Messages     []Message       `json:"messages"`
+	Chosen       json.RawMessage `json:"chosen"`
+	Rejected     json.RawMessage `json:"rejected"`
+	Input        *pairInput      `json:"input"`
+	Preferred    json.RawMessage `json:"preferred_output"`
 	NonPreferred json.RawMessage `json:"non_preferred_output"`
 }
 
