@@ -1085,8 +1085,8 @@ int llmrt_net_seq_logprobs(llmrt_net * n, const int32_t * tokens, const int32_t 
 }
 
 int llmrt_net_dpo(llmrt_net * n, const int32_t * tokens, const int32_t * pos, const int32_t * seg, const int32_t * labels,
-                  int32_t n_tok, int32_t n_seg, const float * ref, float beta, int32_t backward, float * loss, float * policy,
-                  char * err, size_t errlen) {
+                  int32_t n_tok, int32_t n_seg, const float * ref, float beta, float sft, int32_t backward, float * loss,
+                  float * policy, char * err, size_t errlen) {
     *loss = 0.0f;
     if (!check_seq_row(n, tokens, n_tok, n_seg, err, errlen)) {
         return -1;
@@ -1097,6 +1097,10 @@ int llmrt_net_dpo(llmrt_net * n, const int32_t * tokens, const int32_t * pos, co
     }
     if (!(beta > 0.0f) || !std::isfinite(beta)) {
         set_err(err, errlen, "DPO beta must be positive, got %g", beta);
+        return -1;
+    }
+    if (!(sft >= 0.0f) || !std::isfinite(sft)) {
+        set_err(err, errlen, "the chosen answers' loss weight must be >= 0, got %g", sft);
         return -1;
     }
     if (backward && n->pairs.empty()) {
@@ -1110,12 +1114,12 @@ int llmrt_net_dpo(llmrt_net * n, const int32_t * tokens, const int32_t * pos, co
         if (!seq_pieces(seg, labels, n_tok, n_seg, n->n_vocab, idx, pieces, piece_seg, err, errlen)) {
             return -1;
         }
-        std::vector<bool> labelled(n_seg, false);
-        for (int s : piece_seg) {
-            labelled[s] = true;
+        std::vector<int> labelled(n_seg, 0);
+        for (size_t k = 0; k < pieces.size(); ++k) {
+            labelled[piece_seg[k]] += pieces[k].count;
         }
         for (int s = 0; s < n_seg; ++s) {
-            if (!labelled[s]) {
+            if (labelled[s] == 0) {
                 set_err(err, errlen, "segment %d (pair %d, %s answer) has no labelled tokens", s, s / 2, s % 2 ? "rejected" : "chosen");
                 return -1;
             }
@@ -1134,17 +1138,20 @@ int llmrt_net_dpo(llmrt_net * n, const int32_t * tokens, const int32_t * pos, co
         for (size_t k = 0; k < pieces.size(); ++k) {
             pi[piece_seg[k]] -= nll[k];
         }
-        // Per pair: z = beta((pi_c - ref_c) - (pi_r - ref_r)), loss -log sigmoid(z).
-        // d loss / d pi_c = -beta sigmoid(-z) = -d loss / d pi_r. The head
-        // gave d(-pi_s)/dx in segment s's columns, so column factors are
-        // -d loss / d pi_s.
+        // Per pair: z = beta((pi_c - ref_c) - (pi_r - ref_r)), loss
+        // -log sigmoid(z) + sft * (-pi_c / n_c), the second term the chosen
+        // answer's mean negative log-likelihood (RPO; 0 for plain DPO).
+        // d loss / d pi_c = -beta sigmoid(-z) - sft / n_c, d loss / d pi_r =
+        // beta sigmoid(-z). The head gave d(-pi_s)/dx in segment s's
+        // columns, so column factors are -d loss / d pi_s.
         std::vector<float> factor(n_seg, 0.0f);
         double total = 0.0;
         for (int k = 0; k < n_seg / 2; ++k) {
             const double z = (double) beta * ((pi[2 * k] - ref[2 * k]) - (pi[2 * k + 1] - ref[2 * k + 1]));
             total -= log_sigmoid(z);
+            total -= (double) sft * pi[2 * k] / labelled[2 * k];
             const double w = (double) beta * sigmoid(-z);
-            factor[2 * k] = (float) w;
+            factor[2 * k] = (float) (w + (double) sft / labelled[2 * k]);
             factor[2 * k + 1] = (float) -w;
         }
         *loss = (float) total;

@@ -335,10 +335,11 @@ func (n *Net) SeqLogProbs(tokens, pos, seg, labels []int32, withLoRA bool) ([]fl
 // rejected answer, answers labelled. ref holds each segment's
 // log-probability under the reference model (SeqLogProbs without LoRA).
 // It returns the loss summed over the pairs,
-// -log σ(β((πc−rc)−(πr−rr))), and each segment's policy log-probability
-// π; with backward, the gradients of that sum are added to the
-// accumulators.
-func (n *Net) DPO(tokens, pos, seg, labels []int32, ref []float32, beta float32, backward bool) (float32, []float32, error) {
+// -log σ(β((πc−rc)−(πr−rr))) + sft·(the chosen answer's mean negative
+// log-likelihood) (sft 0: plain DPO; > 0: RPO), and each segment's policy
+// log-probability π; with backward, the gradients of that sum are added
+// to the accumulators.
+func (n *Net) DPO(tokens, pos, seg, labels []int32, ref []float32, beta, sft float32, backward bool) (float32, []float32, error) {
 	if err := checkRow(tokens, pos, seg, labels); err != nil {
 		return 0, nil, fmt.Errorf("dpo: %w", err)
 	}
@@ -357,7 +358,7 @@ func (n *Net) DPO(tokens, pos, seg, labels []int32, ref []float32, beta float32,
 	}
 	err = n.call(func(c *C.llmrt_net, eb *C.char) C.int {
 		return C.llmrt_net_dpo(c, i32p(tokens), i32p(pos), i32p(seg), i32p(labels), C.int32_t(len(tokens)), C.int32_t(ns),
-			(*C.float)(unsafe.Pointer(&ref[0])), C.float(beta), bw, &loss, (*C.float)(unsafe.Pointer(&policy[0])), eb, errLen)
+			(*C.float)(unsafe.Pointer(&ref[0])), C.float(beta), C.float(sft), bw, &loss, (*C.float)(unsafe.Pointer(&policy[0])), eb, errLen)
 	})
 	if err != nil {
 		return 0, nil, fmt.Errorf("dpo: %w", err)

@@ -74,12 +74,14 @@ int llmrt_net_seq_logprobs(llmrt_net * n, const int32_t * tokens, const int32_t 
 // and chosen answer, segment 2k+1 its prompt and rejected answer, each
 // answer labelled. ref[s] is segment s's log-probability under the
 // reference model (llmrt_net_seq_logprobs with use_lora 0). loss is the
-// sum over pairs of -log sigmoid(beta((pi_c - ref_c) - (pi_r - ref_r))),
-// policy[s] the policy's log-probability of segment s (n_seg floats). With
-// backward != 0 the gradients of that sum are added to the accumulators.
+// sum over pairs of -log sigmoid(beta((pi_c - ref_c) - (pi_r - ref_r)))
+// plus sft times the chosen answer's mean negative log-likelihood (RPO;
+// sft 0 is plain DPO); policy[s] is the policy's log-probability of
+// segment s (n_seg floats). With backward != 0 the gradients of that sum
+// are added to the accumulators.
 int llmrt_net_dpo(llmrt_net * n, const int32_t * tokens, const int32_t * pos, const int32_t * seg, const int32_t * labels,
-                  int32_t n_tok, int32_t n_seg, const float * ref, float beta, int32_t backward, float * loss, float * policy,
-                  char * err, size_t errlen);
+                  int32_t n_tok, int32_t n_seg, const float * ref, float beta, float sft, int32_t backward, float * loss,
+                  float * policy, char * err, size_t errlen);
 
 // One AdamW step on every LoRA tensor with the accumulated gradients
 // multiplied by grad_scale, then clears the accumulators. t is AdamW's

@@ -421,22 +421,30 @@ func TestNetDPOGradientCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const beta = 0.1
-	loss0, pi, err := n.DPO(toks, pos, seg, labels, ref, beta, true)
+	// Plain DPO plus the chosen answers' own loss (RPO), so that the
+	// check covers both terms.
+	const beta, sft = 0.1, 0.5
+	loss0, pi, err := n.DPO(toks, pos, seg, labels, ref, beta, sft, true)
 	if err != nil {
 		t.Fatal(err)
+	}
+	nc := make([]float64, 4)
+	for i, l := range labels {
+		if l >= 0 {
+			nc[seg[i]]++
+		}
 	}
 	var want float64
 	for k := 0; k < 2; k++ {
 		z := beta * (float64(pi[2*k]-ref[2*k]) - float64(pi[2*k+1]-ref[2*k+1]))
-		want += math.Log1p(math.Exp(-z))
+		want += math.Log1p(math.Exp(-z)) - sft*float64(pi[2*k])/nc[2*k]
 		// Away from saturation, so that the gradients are not vanishing.
 		if math.Abs(z) < 0.05 || math.Abs(z) > 3 {
 			t.Fatalf("pair %d: z = %g (policy %v, reference %v); the check wants 0.05 < |z| < 3", k, z, pi, ref)
 		}
 	}
-	if math.Abs(float64(loss0)-want) > 1e-4 || math.Abs(float64(loss0)-2*math.Ln2) < 1e-3 {
-		t.Fatalf("DPO loss %g, from its log-probabilities %g (log 4 = %g would mean the LoRA terms did nothing)", loss0, want, 2*math.Ln2)
+	if math.Abs(float64(loss0)-want) > 1e-3 {
+		t.Fatalf("DPO loss %g, from its log-probabilities %g", loss0, want)
 	}
 	const h = 1e-2
 	checked := 0
@@ -458,7 +466,7 @@ func TestNetDPOGradientCheck(t *testing.T) {
 				if err := n.Set(pi, kernels.ParamValue, w); err != nil {
 					t.Fatal(err)
 				}
-				l, _, err := n.DPO(toks, pos, seg, labels, ref, beta, false)
+				l, _, err := n.DPO(toks, pos, seg, labels, ref, beta, sft, false)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -482,10 +490,10 @@ func TestNetDPOGradientCheck(t *testing.T) {
 			bad[i] = -1
 		}
 	}
-	if _, _, err := n.DPO(toks, pos, seg, bad, ref, beta, false); err == nil || !strings.Contains(err.Error(), "rejected") {
+	if _, _, err := n.DPO(toks, pos, seg, bad, ref, beta, 0, false); err == nil || !strings.Contains(err.Error(), "rejected") {
 		t.Fatalf("pair without a labelled rejected answer: %v", err)
 	}
-	if _, _, err := n.DPO(toks, pos, seg, labels, ref[:3], beta, false); err == nil {
+	if _, _, err := n.DPO(toks, pos, seg, labels, ref[:3], beta, 0, false); err == nil {
 		t.Fatal("three reference values for four segments accepted")
 	}
 }

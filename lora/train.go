@@ -96,6 +96,8 @@ type Progress struct {
 	TokensPerSec     float64
 	Elapsed, ETA     time.Duration
 	Note             string // e.g. "checkpoint saved", "resumed at step 12"
+	// Preference is the step's DPO statistics (nil for supervised runs).
+	Preference *PreferenceStats
 }
 
 // Summary describes a finished run.
@@ -115,6 +117,11 @@ type Summary struct {
 	Metrics       string        `json:"metrics"`
 	LossCurve     string        `json:"loss_curve"`
 	ResumedAt     int           `json:"resumed_at_step,omitempty"`
+	// Preference training (DPO): the last step's statistics and the last
+	// evaluation's.
+	FinalPreference *PreferenceStats `json:"final_preference,omitempty"`
+	FinalEvalMargin *float64         `json:"final_eval_reward_margin,omitempty"`
+	FinalEvalAcc    *float64         `json:"final_eval_reward_accuracy,omitempty"`
 }
 
 // Paths beside the adapter.
@@ -181,6 +188,7 @@ func Run(ctx context.Context, b Backend, data Data, cfg Config, progress func(Pr
 		MaskedShare: data.Stats.MaskedShare(), Truncated: data.Stats.Truncated,
 		Adapter: cfg.Out, Metrics: MetricsPath(cfg.Out), LossCurve: LossCurvePath(cfg.Out), ResumedAt: st.Step,
 	}
+	pb, _ := b.(PreferenceBackend)
 	start := time.Now()
 	startStep := st.Step
 	var tokensSeen int
@@ -226,19 +234,29 @@ func Run(ctx context.Context, b Backend, data Data, cfg Config, progress func(Pr
 			if el := time.Since(start).Seconds(); el > 0 {
 				line.TokensPerSec = float64(tokensSeen) / el
 			}
+			if pb != nil {
+				ps := pb.TakePreferenceStats(false)
+				line.setPreference(ps)
+				sum.FinalPreference = &ps
+			}
 			if len(data.Eval) > 0 && ((cfg.EvalEvery > 0 && st.Step%cfg.EvalEvery == 0) || epochDone || st.Step == total) {
 				ev, err := evalLoss(b, data.Eval)
 				if err != nil {
 					return sum, err
 				}
 				line.EvalLoss, lastEval = ev, ev
+				if pb != nil {
+					es := pb.TakePreferenceStats(true)
+					line.EvalRewardMargin, line.EvalRewardAccuracy = ptr(es.Margin), ptr(es.Accuracy)
+					sum.FinalEvalMargin, sum.FinalEvalAcc = line.EvalRewardMargin, line.EvalRewardAccuracy
+				}
 			}
 			if err := mf.add(line); err != nil {
 				return sum, err
 			}
 			sum.FinalLoss, sum.FinalEvalLoss = line.Loss, lastEval
 			p := Progress{Step: st.Step, TotalSteps: total, Epoch: st.Epoch + 1, Epochs: cfg.Epochs, Loss: line.Loss,
-				EvalLoss: lastEval, LR: lr, TokensPerSec: line.TokensPerSec, Elapsed: time.Since(start)}
+				EvalLoss: lastEval, LR: lr, TokensPerSec: line.TokensPerSec, Elapsed: time.Since(start), Preference: sum.FinalPreference}
 			if done := st.Step - startStep; done > 0 {
 				p.ETA = time.Duration(float64(time.Since(start)) / float64(done) * float64(total-st.Step))
 			}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +36,12 @@ type Spec struct {
 
 	Out string // adapter path
 
+	// Method is MethodSupervised (default) or MethodDPO; Beta is DPO's
+	// temperature (default 0.1). DPO data is preference pairs
+	// (dataset.LoadPairs).
+	Method string
+	Beta   float64
+
 	Rank    int
 	Alpha   float64
 	Targets []string // GGUF projection names (kernels.LoRATargets)
@@ -53,6 +60,23 @@ type Spec struct {
 	GPULayers       int
 
 	Meta map[string]string // extra adapter metadata
+}
+
+// Training methods.
+const (
+	MethodSupervised = "supervised"
+	MethodDPO        = "dpo"
+)
+
+// ParseMethod validates a method name ("sft" is supervised).
+func ParseMethod(s string) (string, error) {
+	switch s {
+	case "", MethodSupervised, "sft":
+		return MethodSupervised, nil
+	case MethodDPO:
+		return MethodDPO, nil
+	}
+	return "", fmt.Errorf("unknown training method %q (supervised or dpo)", s)
 }
 
 // Hooks report a run's progress; any may be nil.
@@ -127,6 +151,12 @@ func (s *Spec) defaults() {
 	if s.BaseName == "" {
 		s.BaseName = strings.TrimSuffix(filepath.Base(s.BasePath), ".gguf")
 	}
+	if m, err := ParseMethod(s.Method); err == nil {
+		s.Method = m
+	}
+	if s.Method == MethodDPO && s.Beta == 0 {
+		s.Beta = 0.1
+	}
 }
 
 // CheckSettings checks the spec's training settings (rank, alpha, split,
@@ -146,6 +176,12 @@ func (s Spec) CheckSettings() error {
 	}
 	if _, err := dataset.ParseFormat(s.Format); err != nil {
 		return err
+	}
+	if _, err := ParseMethod(s.Method); err != nil {
+		return err
+	}
+	if s.Beta < 0 || math.IsNaN(s.Beta) || math.IsInf(s.Beta, 0) {
+		return fmt.Errorf("DPO beta must be positive, got %v", s.Beta)
 	}
 	if _, err := lora.ParseSchedule(s.Schedule); err != nil {
 		return err
@@ -254,24 +290,20 @@ func Train(ctx context.Context, spec Spec, h Hooks) (lora.Summary, error) {
 		}
 		return ex, nil
 	}
-	train, err := load(spec.Data)
-	if err != nil {
-		return lora.Summary{}, err
-	}
-	var evalEx []dataset.Example
-	if spec.EvalData != "" {
-		if evalEx, err = load(spec.EvalData); err != nil {
-			return lora.Summary{}, err
-		}
+	var (
+		data     lora.Data
+		st, evSt dataset.Stats
+		loadErr  error
+		dpo      = spec.Method == MethodDPO
+	)
+	if dpo {
+		data, st, evSt, loadErr = loadPairs(spec, tok, h)
 	} else {
-		train, evalEx = dataset.Split(train, spec.EvalSplit)
+		data, st, evSt, loadErr = loadExamples(spec, load)
 	}
-	var st, evSt dataset.Stats
-	data := lora.Data{Train: dataset.Pack(train, spec.Ctx, &st)}
-	if len(evalEx) > 0 {
-		data.Eval = dataset.Pack(evalEx, spec.Ctx, &evSt)
+	if loadErr != nil {
+		return lora.Summary{}, loadErr
 	}
-	data.Stats = st
 	if h.Loaded != nil {
 		h.Loaded(st, evSt.Examples)
 	}
@@ -280,9 +312,15 @@ func Train(ctx context.Context, spec Spec, h Hooks) (lora.Summary, error) {
 		return lora.Summary{}, err
 	}
 	defer net.Close()
-	b, err := lora.NewNetBackend(net, e.Info().Arch, float32(spec.Alpha), kernels.DefaultAdam)
+	nb, err := lora.NewNetBackend(net, e.Info().Arch, float32(spec.Alpha), kernels.DefaultAdam)
 	if err != nil {
 		return lora.Summary{}, err
+	}
+	var b lora.Backend = nb
+	if dpo {
+		if b, err = lora.NewDPOBackend(nb, spec.Beta); err != nil {
+			return lora.Summary{}, err
+		}
 	}
 	meta := map[string]string{
 		"general.name":        strings.TrimSuffix(filepath.Base(spec.Out), ".gguf"),
@@ -295,6 +333,10 @@ func Train(ctx context.Context, spec Spec, h Hooks) (lora.Summary, error) {
 		"llmrt.train.data":    spec.Data,
 		"llmrt.train.epochs":  fmt.Sprint(spec.Epochs),
 		"llmrt.train.lr":      fmt.Sprint(spec.LR),
+		"llmrt.train.method":  spec.Method,
+	}
+	if dpo {
+		meta["llmrt.train.dpo_beta"] = fmt.Sprint(spec.Beta)
 	}
 	if conv != "" {
 		meta["llmrt.train.base_converted"] = conv
@@ -305,6 +347,64 @@ func Train(ctx context.Context, spec Spec, h Hooks) (lora.Summary, error) {
 	cfg := lora.Config{Epochs: spec.Epochs, LR: spec.LR, Schedule: sched, Warmup: spec.Warmup, Batch: spec.Batch, GradAccum: spec.GradAccum,
 		Seed: spec.Seed, CheckpointEvery: spec.CheckpointEvery, Out: spec.Out, Resume: spec.Resume, Meta: meta}
 	return lora.Run(ctx, b, data, cfg, h.Progress)
+}
+
+// loadExamples reads supervised data and packs it into rows.
+func loadExamples(spec Spec, load func(string) ([]dataset.Example, error)) (lora.Data, dataset.Stats, dataset.Stats, error) {
+	var st, evSt dataset.Stats
+	train, err := load(spec.Data)
+	if err != nil {
+		return lora.Data{}, st, evSt, err
+	}
+	var evalEx []dataset.Example
+	if spec.EvalData != "" {
+		if evalEx, err = load(spec.EvalData); err != nil {
+			return lora.Data{}, st, evSt, err
+		}
+	} else {
+		train, evalEx = dataset.Split(train, spec.EvalSplit)
+	}
+	data := lora.Data{Train: dataset.Pack(train, spec.Ctx, &st)}
+	if len(evalEx) > 0 {
+		data.Eval = dataset.Pack(evalEx, spec.Ctx, &evSt)
+	}
+	data.Stats = st
+	return data, st, evSt, nil
+}
+
+// loadPairs reads preference data and packs it into rows of pairs.
+func loadPairs(spec Spec, tok dataset.Tokenizer, h Hooks) (lora.Data, dataset.Stats, dataset.Stats, error) {
+	var st, evSt dataset.Stats
+	load := func(path string) ([]dataset.Pair, error) {
+		ps, warns, err := dataset.LoadPairs(path, tok, dataset.Options{Strict: spec.Strict})
+		for _, w := range warns {
+			if h.Warn != nil {
+				h.Warn(w)
+			}
+		}
+		return ps, err
+	}
+	train, err := load(spec.Data)
+	if err != nil {
+		return lora.Data{}, st, evSt, err
+	}
+	var evalP []dataset.Pair
+	if spec.EvalData != "" {
+		if evalP, err = load(spec.EvalData); err != nil {
+			return lora.Data{}, st, evSt, err
+		}
+	} else {
+		train, evalP = dataset.SplitPairs(train, spec.EvalSplit)
+	}
+	data := lora.Data{Train: dataset.PackPairs(train, spec.Ctx, &st)}
+	if len(data.Train) == 0 {
+		return lora.Data{}, st, evSt, fmt.Errorf("%s: no pair fits %d tokens with an answer on both sides", spec.Data, spec.Ctx)
+	}
+	if len(evalP) > 0 {
+		data.Eval = dataset.PackPairs(evalP, spec.Ctx, &evSt)
+	}
+	data.Stats = st
+	return data, st, evSt, nil
 }
 
 // trainableBase returns the model file to train on and, when the base had
