@@ -21,8 +21,9 @@ import (
 type tuneFlags struct {
 	modelFlags
 	data, evalData, out, format, targets, schedule string
+	method                                         string
 	rank, epochs, warmup, batch, accum, ckptEvery  int
-	alpha, lr, evalSplit                           float64
+	alpha, lr, evalSplit, beta, sftWeight          float64
 	seed                                           uint64
 	resume, strict                                 bool
 }
@@ -44,6 +45,14 @@ are packed into --ctx tokens, longer ones truncated (counted in the summary).
 A line that does not parse is reported with its file and line number and
 skipped (--strict: fatal).
 
+--method dpo trains on preference pairs with Direct Preference
+Optimisation: JSONL lines {"prompt", "chosen", "rejected"}, {"messages": [...],
+"chosen", "rejected"} or OpenAI's {"input": {"messages"}, "preferred_output",
+"non_preferred_output"}. The reference model is the base without the adapter
+(no second copy of the weights). --beta is DPO's temperature; --sft-weight adds
+the chosen answers' own loss (RPO), which keeps them likely while the rejected
+ones are pushed down. The metrics add reward margin and accuracy per step.
+
 The adapter is written atomically to --out (a bare NAME goes to
 $LLMRT_HOME/adapters/NAME.gguf, served as BASE+NAME by llmrt serve), with
 ADAPTER.metrics.jsonl (one line per step), ADAPTER.loss.svg and
@@ -51,7 +60,8 @@ ADAPTER.ckpt.gguf (adapter, AdamW moments, step, data position) beside it.
 Ctrl-C saves a checkpoint; --resume continues the same run.`,
 		Example: `  llmrt tune -m qwen2.5-0.5b --data support.jsonl --out support
   llmrt tune -m stories260K --data facts.jsonl --out facts.gguf --epochs 20 --lr 1e-3 --targets all-linear
-  llmrt tune -m stories260K --data facts.jsonl --out facts.gguf --resume`,
+  llmrt tune -m stories260K --data facts.jsonl --out facts.gguf --resume
+  llmrt tune -m stories260K --method dpo --data prefs.jsonl --out prefs --beta 0.1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return a.tune(cmd, &f) },
 	}
@@ -62,6 +72,9 @@ Ctrl-C saves a checkpoint; --resume continues the same run.`,
 	fl.Float64Var(&f.evalSplit, "eval-split", 0.1, "share of --data held out for evaluation when --eval-data is not given (0: none)")
 	fl.StringVarP(&f.out, "out", "o", "", "adapter file (.gguf), or a NAME for $LLMRT_HOME/adapters/NAME.gguf")
 	fl.StringVar(&f.format, "format", "auto", "data format: auto, chat, prompt-completion, alpaca or text")
+	fl.StringVar(&f.method, "method", "supervised", "training method: supervised (sft) or dpo (preference pairs)")
+	fl.Float64Var(&f.beta, "beta", 0.1, "DPO: temperature of the implicit reward")
+	fl.Float64Var(&f.sftWeight, "sft-weight", 0, "DPO: weight of the chosen answers' own loss added to DPO's (RPO; 0: plain DPO)")
 	fl.IntVar(&f.rank, "rank", 16, "LoRA rank")
 	fl.Float64Var(&f.alpha, "alpha", 32, "LoRA alpha (the adapter's scale is alpha/rank)")
 	fl.StringVar(&f.targets, "targets", "attention", "adapted projections: attention (q, k, v, o), all-linear (adds the MLP), or a list like attn_q,attn_v")
@@ -117,7 +130,8 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 	spec := finetune.Spec{
 		BaseName: baseName,
 		Data:     f.data, EvalData: f.evalData, EvalSplit: f.evalSplit, Format: f.format, Strict: f.strict,
-		Out:  a.adapterPath(f.out),
+		Out:    a.adapterPath(f.out),
+		Method: f.method, Beta: f.beta, SFTWeight: f.sftWeight,
 		Rank: f.rank, Alpha: f.alpha, Targets: targets,
 		Epochs: f.epochs, LR: f.lr, Schedule: f.schedule, Warmup: f.warmup, Batch: f.batch, GradAccum: f.accum, Ctx: f.ctx,
 		Seed: f.seed, CheckpointEvery: f.ckptEvery, Resume: f.resume, Threads: f.threads, GPULayers: f.gpuLayers,
@@ -163,6 +177,10 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 				note += fmt.Sprintf(" eval %.4f", p.EvalLoss)
 				attrs = append(attrs, "eval_loss", round4(p.EvalLoss))
 			}
+			if pr := p.Preference; pr != nil {
+				note += fmt.Sprintf(" margin %.3f acc %.2f", pr.Margin, pr.Accuracy)
+				attrs = append(attrs, "reward_margin", round4(pr.Margin), "reward_accuracy", round4(pr.Accuracy))
+			}
 			note += fmt.Sprintf(" %.0f tok/s", p.TokensPerSec)
 			if p.Note != "" {
 				a.log.Debug(p.Note)
@@ -189,7 +207,15 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 	if sum.FinalEvalLoss > 0 {
 		fmt.Fprintf(a.stdout, ", eval loss %.4f", sum.FinalEvalLoss)
 	}
-	fmt.Fprintf(a.stdout, "\n  metrics %s\n  loss curve %s\n", sum.Metrics, sum.LossCurve)
+	fmt.Fprintln(a.stdout)
+	if pr := sum.FinalPreference; pr != nil {
+		fmt.Fprintf(a.stdout, "  DPO: %d pairs, reward margin %.4f, accuracy %.2f (chosen %.4f, rejected %.4f)", sum.Examples, pr.Margin, pr.Accuracy, pr.Chosen, pr.Rejected)
+		if sum.FinalEvalMargin != nil {
+			fmt.Fprintf(a.stdout, "; eval margin %.4f, accuracy %.2f", *sum.FinalEvalMargin, *sum.FinalEvalAcc)
+		}
+		fmt.Fprintln(a.stdout)
+	}
+	fmt.Fprintf(a.stdout, "  metrics %s\n  loss curve %s\n", sum.Metrics, sum.LossCurve)
 	if strings.HasPrefix(out, filepath.Join(a.home, "adapters")+string(filepath.Separator)) {
 		adapter := strings.TrimSuffix(filepath.Base(out), ".gguf")
 		if names.IsPath(name) {

@@ -213,6 +213,12 @@ func (s *Service) run(id string) {
 	if j.ValidationFile != nil {
 		spec.EvalData = s.st.filePath(*j.ValidationFile)
 	}
+	jm, err := methodOf(j)
+	if err != nil {
+		s.fail(j, "invalid_method", err.Error())
+		return
+	}
+	spec.Method, spec.Beta, spec.SFTWeight = jm.Type, jm.Beta, jm.SFTWeight
 	if _, err := os.Stat(lora.CheckpointPath(spec.Out)); err == nil {
 		spec.Resume = true
 	}
@@ -249,6 +255,10 @@ func (s *Service) run(id string) {
 		Progress: func(p lora.Progress) {
 			data := map[string]any{"step": p.Step, "total_steps": p.TotalSteps, "train_loss": p.Loss}
 			msg := fmt.Sprintf("Step %d/%d: training loss=%.4f", p.Step, p.TotalSteps, p.Loss)
+			if pr := p.Preference; pr != nil {
+				data["reward_margin"], data["reward_accuracy"] = pr.Margin, pr.Accuracy
+				msg += fmt.Sprintf(", reward margin=%.4f, reward accuracy=%.2f", pr.Margin, pr.Accuracy)
+			}
 			if p.EvalLoss > 0 {
 				data["valid_loss"] = p.EvalLoss
 				msg += fmt.Sprintf(", validation loss=%.4f", p.EvalLoss)
@@ -425,6 +435,10 @@ func (s *Service) createJob(w http.ResponseWriter, r *http.Request) error {
 			return httpapi.BadRequest("validation_file", "no file %q", *req.ValidationFile)
 		}
 	}
+	jm, err := parseMethod(req.Method, &req.Hyperparameters)
+	if err != nil {
+		return err
+	}
 	for name, v := range map[string]any{"n_epochs": req.Hyperparameters.NEpochs, "batch_size": req.Hyperparameters.BatchSize,
 		"learning_rate_multiplier": req.Hyperparameters.LearningRateMultiplier} {
 		x, err := number(v, 1)
@@ -434,7 +448,7 @@ func (s *Service) createJob(w http.ResponseWriter, r *http.Request) error {
 	}
 	j := &Job{ID: httpapi.NewID("ftjob-"), Object: "fine_tuning.job", Model: req.Model, CreatedAt: time.Now().Unix(), OrganizationID: "llmrt",
 		ResultFiles: []string{}, Status: "queued", TrainingFile: req.TrainingFile, ValidationFile: req.ValidationFile,
-		Hyperparameters: req.Hyperparameters, Integrations: []any{}, Method: req.Method}
+		Hyperparameters: req.Hyperparameters, Integrations: []any{}}
 	suffix := j.ID
 	if req.Suffix != nil && *req.Suffix != "" {
 		if !suffixRe.MatchString(*req.Suffix) || strings.HasPrefix(*req.Suffix, ".") || strings.HasSuffix(*req.Suffix, ".ckpt") {
@@ -459,6 +473,7 @@ func (s *Service) createJob(w http.ResponseWriter, r *http.Request) error {
 	if j.Hyperparameters.LearningRateMultiplier == nil || j.Hyperparameters.LearningRateMultiplier == "auto" {
 		j.Hyperparameters.LearningRateMultiplier = 1.0
 	}
+	j.Method = jm.shape(j.Hyperparameters)
 	// The ft: name and the adapter file SUFFIX.gguf are taken once a job
 	// succeeds; refuse a duplicate now, and never overwrite an adapter.
 	if jobs, _ := s.st.jobs(); jobs != nil {

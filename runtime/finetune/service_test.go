@@ -1,16 +1,22 @@
 package finetune
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
+	"mime/multipart"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/registry"
@@ -94,4 +100,120 @@ func TestFineTuningWithOpenAINodeClient(t *testing.T) {
 		t.Fatal("the fine-tuned model is not served after a restart")
 	}
 	_ = url
+}
+
+// TestDPOJobThroughTheAPI uploads preference pairs, creates a job with
+// OpenAI's method {type: "dpo"} shape, and waits for it: the job shows the
+// method with its beta, its events carry the reward margin and accuracy,
+// and the fine-tuned model is served. An unknown method type is refused.
+func TestDPOJobThroughTheAPI(t *testing.T) {
+	home := t.TempDir()
+	os.MkdirAll(filepath.Join(home, "models"), 0o755)
+	if err := os.Symlink(testmodel.Shared(t, "stories260K.gguf"), filepath.Join(home, "models", "stories260K.gguf")); err != nil {
+		t.Fatal(err)
+	}
+	url, svc, stop := serve(t, home)
+	defer stop()
+	var lines []string
+	for _, p := range [][3]string{
+		{"Once upon a time, there was a little", " frog who liked to sing.", " girl named Lily."},
+		{"One day, Tom found a", " shiny key under a rock.", " big, red ball"},
+	} {
+		b, _ := json.Marshal(map[string]any{"input": map[string]any{"messages": []map[string]string{{"role": "user", "content": p[0]}}},
+			"preferred_output": []map[string]string{{"role": "assistant", "content": p[1]}}, "non_preferred_output": []map[string]string{{"role": "assistant", "content": p[2]}}})
+		lines = append(lines, string(b))
+	}
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	mw.WriteField("purpose", "fine-tune")
+	fw, _ := mw.CreateFormFile("file", "prefs.jsonl")
+	fw.Write([]byte(strings.Join(lines, "\n") + "\n"))
+	mw.Close()
+	var file File
+	post(t, url+"/v1/files", mw.FormDataContentType(), &body, http.StatusOK, &file)
+
+	bad := `{"model": "stories260K", "training_file": "` + file.ID + `", "method": {"type": "reinforcement"}}`
+	var e struct {
+		Error struct{ Message, Param string }
+	}
+	post(t, url+"/v1/fine_tuning/jobs", "application/json", strings.NewReader(bad), http.StatusBadRequest, &e)
+	if e.Error.Param != "method.type" || !strings.Contains(e.Error.Message, "dpo") {
+		t.Fatalf("unknown method: %+v", e)
+	}
+
+	req := `{"model": "stories260K", "training_file": "` + file.ID + `", "suffix": "prefs",
+		"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 3}}}}`
+	var j Job
+	post(t, url+"/v1/fine_tuning/jobs", "application/json", strings.NewReader(req), http.StatusOK, &j)
+	if j.Method["type"] != "dpo" || j.Method["dpo"].(map[string]any)["hyperparameters"].(map[string]any)["beta"] != 0.2 {
+		t.Fatalf("job method %v", j.Method)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for j.Status != "succeeded" {
+		if j.Status == "failed" || j.Status == "cancelled" || time.Now().After(deadline) {
+			t.Fatalf("job %s: %s %+v", j.ID, j.Status, j.Error)
+		}
+		time.Sleep(200 * time.Millisecond)
+		get(t, url+"/v1/fine_tuning/jobs/"+j.ID, &j)
+	}
+	var evs struct{ Data []Event }
+	get(t, url+"/v1/fine_tuning/jobs/"+j.ID+"/events?limit=100", &evs)
+	margins := 0
+	for _, ev := range evs.Data {
+		if _, ok := ev.Data["reward_margin"]; ok {
+			if _, ok := ev.Data["reward_accuracy"]; !ok {
+				t.Fatalf("event %v has a margin but no accuracy", ev.Data)
+			}
+			margins++
+		}
+	}
+	if margins != 3 { // 2 pairs in one row: one step per epoch
+		t.Fatalf("%d step events with a reward margin, want 3", margins)
+	}
+	ad, err := lora.ReadAdapter(filepath.Join(home, "adapters", j.ID+".gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ad.Meta["llmrt.train.method"] != "dpo" || ad.Meta["llmrt.train.dpo_beta"] != "0.2" {
+		t.Fatalf("adapter metadata %v", ad.Meta)
+	}
+	var ok bool
+	for _, a := range svc.cfg.Registry.(*registry.Registry).AdapterList() {
+		ok = ok || a.Name == "ft:stories260K:prefs"
+	}
+	if !ok {
+		t.Fatal("the DPO-tuned model is not served")
+	}
+}
+
+func post(t *testing.T, url, ctype string, body io.Reader, want int, out any) {
+	t.Helper()
+	resp, err := http.Post(url, ctype, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("POST %s: %d %s", url, resp.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("POST %s: %v: %s", url, err, b)
+	}
+}
+
+func get(t *testing.T, url string, out any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("GET %s: %v: %s", url, err, b)
+	}
 }

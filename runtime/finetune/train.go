@@ -37,10 +37,12 @@ type Spec struct {
 	Out string // adapter path
 
 	// Method is MethodSupervised (default) or MethodDPO; Beta is DPO's
-	// temperature (default 0.1). DPO data is preference pairs
-	// (dataset.LoadPairs).
-	Method string
-	Beta   float64
+	// temperature (default 0.1); SFTWeight adds that weight times the
+	// chosen answers' own loss to DPO's (RPO; 0: plain DPO). DPO data is
+	// preference pairs (dataset.LoadPairs).
+	Method    string
+	Beta      float64
+	SFTWeight float64
 
 	Rank    int
 	Alpha   float64
@@ -183,6 +185,9 @@ func (s Spec) CheckSettings() error {
 	if s.Beta < 0 || math.IsNaN(s.Beta) || math.IsInf(s.Beta, 0) {
 		return fmt.Errorf("DPO beta must be positive, got %v", s.Beta)
 	}
+	if s.SFTWeight < 0 || math.IsNaN(s.SFTWeight) || math.IsInf(s.SFTWeight, 0) {
+		return fmt.Errorf("the chosen answers' loss weight must be >= 0, got %v", s.SFTWeight)
+	}
 	if _, err := lora.ParseSchedule(s.Schedule); err != nil {
 		return err
 	}
@@ -318,7 +323,7 @@ func Train(ctx context.Context, spec Spec, h Hooks) (lora.Summary, error) {
 	}
 	var b lora.Backend = nb
 	if dpo {
-		if b, err = lora.NewDPOBackend(nb, spec.Beta); err != nil {
+		if b, err = lora.NewDPOBackend(nb, spec.Beta, spec.SFTWeight); err != nil {
 			return lora.Summary{}, err
 		}
 	}
@@ -337,6 +342,7 @@ func Train(ctx context.Context, spec Spec, h Hooks) (lora.Summary, error) {
 	}
 	if dpo {
 		meta["llmrt.train.dpo_beta"] = fmt.Sprint(spec.Beta)
+		meta["llmrt.train.dpo_sft_weight"] = fmt.Sprint(spec.SFTWeight)
 	}
 	if conv != "" {
 		meta["llmrt.train.base_converted"] = conv
