@@ -21,6 +21,7 @@ import (
 	"github.com/llmrt/llmrt/runtime/console"
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/eval"
+	"github.com/llmrt/llmrt/runtime/feedback"
 	"github.com/llmrt/llmrt/runtime/finetune"
 	"github.com/llmrt/llmrt/runtime/rag"
 	"github.com/llmrt/llmrt/runtime/registry"
@@ -54,6 +55,7 @@ func (a *app) serveCmd() *cobra.Command {
 		streamInterval             time.Duration
 		noAuth                     bool
 		maxBody                    int64
+		fb                         feedbackFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -162,13 +164,22 @@ server retrieves passages for the last user turn from the collection
 				return err
 			}
 			defer coll.Close()
+			// Feedback (/v1/feedback): every served completion is kept
+			// for a while under its id, so ratings, corrections and
+			// preferences can be attached to it.
+			fbStore, judge, err := a.openFeedback(&fb, reg)
+			if err != nil {
+				return err
+			}
+			defer fbStore.Close()
 			srv := server.New(server.Config{
 				DefaultModel: defModel, APIKeys: apiKeys, CORSOrigins: cors, MaxBodyBytes: maxBody, DefaultMaxTokens: maxTokens,
 				RequestTimeout: timeout, ShutdownGrace: grace, Logger: a.log, StreamInterval: streamInterval,
 				AllowedHosts: allowedHosts, MetricsPublic: metricsPublic,
-				Retriever: chatRetriever{coll}, Console: console.Handler(),
+				Retriever: chatRetriever{coll}, Console: console.Handler(), Recorder: fbStore,
 			}, reg)
 			(&rag.API{Store: coll, AllowPaths: ragPaths}).Register(srv)
+			(&feedback.API{Store: fbStore, Judge: judge}).Register(srv)
 			// Fine-tuning jobs (/v1/files, /v1/fine_tuning/jobs) train in
 			// the background under the scheduler; finished adapters are
 			// served as ft:BASE:SUFFIX without a restart.
@@ -219,6 +230,7 @@ server retrieves passages for the last user turn from the collection
 	fl.StringArrayVar(&adapterRoots, "adapter-root", nil, "folder POST /v1/adapters may register adapters from, besides $LLMRT_HOME/adapters (repeatable)")
 	fl.BoolVar(&metricsPublic, "metrics-public", false, "serve /metrics without the API key (for scrapers)")
 	fl.Int64Var(&maxBody, "max-body", 32<<20, "largest request body in bytes")
+	fb.register(fl)
 	return cmd
 }
 

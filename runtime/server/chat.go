@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/feedback"
 	"github.com/llmrt/llmrt/runtime/httpapi"
 	"github.com/llmrt/llmrt/runtime/registry"
 )
@@ -59,7 +60,7 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) error {
 	id := httpapi.NewID("chatcmpl-")
 	created := time.Now().Unix()
 	if plan.stream {
-		return s.streamChat(w, r, lease, plan, id, created, model)
+		return s.streamChat(w, r, lease, plan, id, created, model, &req)
 	}
 	results, err := collectChoices(r.Context(), lease.Engine, plan.reqs)
 	if err != nil {
@@ -86,6 +87,11 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) error {
 		}
 		resp.Choices = append(resp.Choices, choice)
 	}
+	answers := make([]string, len(results))
+	for i, res := range results {
+		answers[i] = res.Text
+	}
+	s.record(feedback.Completion{ID: id, Created: created, Kind: "chat", Model: model, Messages: chatPrompt(&req), Choices: answers}, lease, &req)
 	return httpapi.WriteJSON(w, http.StatusOK, resp)
 }
 
@@ -210,7 +216,8 @@ func (s *Server) planChat(r *http.Request, req *ChatRequest, lease *registry.Lea
 	return plan, nil
 }
 
-func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, lease *registry.Lease, plan *chatPlan, id string, created int64, model string) error {
+func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, lease *registry.Lease, plan *chatPlan, id string, created int64, model string,
+	req *ChatRequest) error {
 	ch, err := runChoices(r.Context(), lease.Engine, plan.reqs, s.cfg.StreamInterval)
 	if err != nil {
 		return httpapi.MapError(err, "messages")
@@ -231,6 +238,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, lease *regis
 	}
 	results := make([]engine.Result, len(plan.reqs))
 	held := make([]strings.Builder, len(plan.reqs)) // tool-call output is parsed at the end
+	answers := make([]string, len(plan.reqs))
 	var streamErr error
 	for ev := range ch {
 		if ev.err != nil {
@@ -240,6 +248,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, lease *regis
 		c := base
 		if ev.done {
 			results[ev.index] = ev.res
+			answers[ev.index] = ev.res.Text
 			s.observe(model, ev.res)
 			reason := ev.res.FinishReason
 			delta := ChatDelta{}
@@ -280,6 +289,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, lease *regis
 	if r.Context().Err() != nil {
 		return nil
 	}
+	s.record(feedback.Completion{ID: id, Created: created, Kind: "chat", Model: model, Messages: chatPrompt(req), Choices: answers}, lease, req)
 	if plan.usage {
 		c := base
 		c.Choices = []ChatChunkChoice{}

@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/feedback"
 	"github.com/llmrt/llmrt/runtime/httpapi"
+	"github.com/llmrt/llmrt/runtime/registry"
 )
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
@@ -147,6 +149,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 		if r.Context().Err() != nil {
 			return nil
 		}
+		s.recordText(id, created, model, texts, results, lease, &req)
 		if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
 			c := base
 			c.Choices = []CompletionChoice{}
@@ -184,7 +187,21 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 		}
 		resp.Choices = append(resp.Choices, choice)
 	}
+	s.recordText(id, created, model, texts, results, lease, &req)
 	return httpapi.WriteJSON(w, http.StatusOK, resp)
+}
+
+// recordText records a text completion of one prompt (a request with
+// several prompts is not recorded: feedback is about one prompt).
+func (s *Server) recordText(id string, created int64, model string, prompts []string, results []engine.Result, lease *registry.Lease, req *CompletionRequest) {
+	if len(prompts) != 1 {
+		return
+	}
+	answers := make([]string, len(results))
+	for i, res := range results {
+		answers[i] = res.Text
+	}
+	s.record(feedback.Completion{ID: id, Created: created, Kind: "text", Model: model, Prompt: prompts[0], Choices: answers}, lease, req)
 }
 
 func completionLogprobs(toks []engine.Token, offset int) *CompletionLogprobs {

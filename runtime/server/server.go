@@ -64,7 +64,10 @@ type Config struct {
 	// use (the web console, runtime/console). It is public: the page asks
 	// for the API key and sends it with every API call.
 	Console http.Handler
-	Logger  *slog.Logger
+	// Recorder, when set, keeps every completion served (request, answers,
+	// model and adapter) under its id, for feedback (runtime/feedback).
+	Recorder CompletionRecorder
+	Logger   *slog.Logger
 }
 
 // Server is the HTTP API over a registry.Registry.
