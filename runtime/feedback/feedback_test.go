@@ -144,7 +144,9 @@ func TestFeedbackCaptureSurvivesRestart(t *testing.T) {
 	call(t, "POST", url+"/v1/feedback", `{"type": "preference", "chosen": {"completion_id": "`+chat.ID+`", "choice": 1}, "rejected": {"completion_id": "`+chat.ID+`", "choice": 0}}`, 200, nil)
 
 	// Bad feedback is refused with the field and a reason, and stores nothing.
-	var e struct{ Error struct{ Message, Param string } }
+	var e struct {
+		Error struct{ Message, Param string }
+	}
 	for _, bad := range []struct {
 		body  string
 		code  int
