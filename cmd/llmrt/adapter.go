@@ -13,6 +13,7 @@ import (
 
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/models/gguf"
+	"github.com/llmrt/llmrt/models/versions"
 	"github.com/llmrt/llmrt/runtime/sched"
 )
 
@@ -25,11 +26,12 @@ loads, kept in $LLMRT_HOME/adapters, and their Hugging Face PEFT form
 (adapter_model.safetensors + adapter_config.json). An adapter NAME there is
 used as -m BASE+NAME (run, serve, eval, the API) or --adapter NAME.`,
 	}
-	cmd.AddCommand(a.adapterListCmd(), a.adapterExportCmd(), a.adapterImportCmd(), a.adapterMergeCmd())
+	cmd.AddCommand(a.adapterListCmd(), a.adapterExportCmd(), a.adapterImportCmd(), a.adapterMergeCmd(), a.adapterVersionsCmd(), a.adapterPromoteCmd())
 	return cmd
 }
 
-// resolveAdapter accepts a path or a NAME in the adapters folder.
+// resolveAdapter accepts a path, or a NAME (its promoted version) or
+// NAME@N in the adapters folder.
 func (a *app) resolveAdapter(s string) (string, error) {
 	ad, err := a.adapters().Find(s)
 	if err != nil {
@@ -37,6 +39,9 @@ func (a *app) resolveAdapter(s string) (string, error) {
 	}
 	return ad.Path, nil
 }
+
+// versions is the adapters folder's version store.
+func (a *app) versions() versions.Dir { return versions.Dir(filepath.Join(a.home, "adapters")) }
 
 func (a *app) adapterListCmd() *cobra.Command {
 	return &cobra.Command{

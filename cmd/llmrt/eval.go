@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/llmrt/llmrt/models/names"
 	"github.com/llmrt/llmrt/runtime/eval"
 	"github.com/llmrt/llmrt/runtime/rag"
 )
@@ -16,6 +17,9 @@ func (a *app) evalCmd() *cobra.Command {
 	var mf modelFlags
 	var data, collection, adapter, judge, out, system string
 	var topK, concurrency, maxTokens, future int
+	var promote bool
+	var margin float64
+	var metric string
 	cmd := &cobra.Command{
 		Use:   "eval -m BASE --data qa.jsonl [--collection NAME] [--adapter ADAPTER] [--judge MODEL]",
 		Short: "Measure base vs RAG vs fine-tuned vs both on your questions, with cost",
@@ -28,8 +32,17 @@ p50/p95, tokens, device-seconds per question, the adapter's training cost
 amortised over --future-queries, and accuracy gained over base per second.
 
 It writes report.md, results.json (every answer and score) and chart.svg
-(chart.png when rsvg-convert is installed) into --out.`,
-		Example: `  llmrt eval -m qwen2.5-0.5b --data examples/aurora/qa.jsonl --collection aurora --adapter aurora`,
+(chart.png when rsvg-convert is installed) into --out.
+
+With --promote and --adapter NAME@N (a version llmrt tune made), eval is the
+promotion gate: the version is compared on these held-out questions with the
+promoted version of NAME (or the base model when none is), by --metric, and
+promoted only when it is better by at least --margin. The scores, the gain and
+the margin are printed; a refusal says why and exits 1. Running servers serve
+the promoted version from their next request on; every version stays loadable
+as BASE+NAME@N.`,
+		Example: `  llmrt eval -m qwen2.5-0.5b --data examples/aurora/qa.jsonl --collection aurora --adapter aurora
+  llmrt eval -m qwen2.5-0.5b --data held-out.jsonl --adapter support@3 --promote --margin 0.02`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -53,6 +66,15 @@ It writes report.md, results.json (every answer and score) and chart.svg
 			t, err := a.resolveTarget(ctx, mf.model, true)
 			if err != nil {
 				return err
+			}
+			// The promotion gate's candidate: --adapter NAME@N, or the
+			// adapter of -m BASE+NAME@N.
+			candidate := adapter
+			if _, ad, ok := names.SplitAdapter(mf.model); ok && candidate == "" && len(t.Adapters) > 0 {
+				candidate = ad
+			}
+			if promote && candidate == "" {
+				return usageError{errors.New("--promote needs --adapter NAME@N")}
 			}
 			adapterPath := ""
 			if len(t.Adapters) > 0 {
@@ -145,6 +167,16 @@ It writes report.md, results.json (every answer and score) and chart.svg
 			if files.PNG != "" {
 				fmt.Fprintf(a.stdout, "chart %s\n", files.PNG)
 			}
+			if promote {
+				return a.promotionGate(rep, candidate, metric, margin, func(p string) (*eval.Report, error) {
+					if err := e.LoadAdapter("incumbent", p); err != nil {
+						return nil, err
+					}
+					o := opt
+					o.Adapter, o.AdapterFile, o.Progress = "incumbent", p, nil
+					return eval.Run(ctx, qs, o)
+				})
+			}
 			return nil
 		},
 	}
@@ -160,5 +192,8 @@ It writes report.md, results.json (every answer and score) and chart.svg
 	fl.IntVar(&future, "future-queries", 1000, "queries the fine-tuning cost is amortised over")
 	fl.StringVar(&system, "system", "Answer the question briefly.", "system message of every arm")
 	fl.StringVarP(&out, "out", "o", "", "report folder (default eval-TIMESTAMP)")
+	fl.BoolVar(&promote, "promote", false, "promotion gate: promote --adapter NAME@N if it beats the promoted version of NAME by --margin")
+	fl.Float64Var(&margin, "margin", 0.02, "with --promote: how much better (in --metric) the version must be")
+	fl.StringVar(&metric, "metric", "f1", "with --promote: the score compared: f1, exact, contains or judged (needs --judge)")
 	return cmd
 }

@@ -264,11 +264,13 @@ func TestTuneTrainsAnAdapterThatRunServes(t *testing.T) {
 			t.Errorf("bad line %s not reported: %s", want, errOut)
 		}
 	}
-	if !strings.Contains(out, "use it as -m stories260K+secret") || !strings.Contains(out, "4 examples") {
+	if !strings.Contains(out, "version secret@1, promoted") || !strings.Contains(out, "use it as -m stories260K+secret") || !strings.Contains(out, "4 examples") {
 		t.Fatalf("summary: %s", out)
 	}
+	// The first version of a name, secret@1, is promoted: secret.gguf
+	// reads it.
 	adapter := filepath.Join(home, "adapters", "secret.gguf")
-	for _, side := range []string{".metrics.jsonl", ".loss.svg", ".ckpt.gguf"} {
+	for _, side := range []string{"@1.gguf", "@1.metrics.jsonl", "@1.loss.svg", "@1.ckpt.gguf"} {
 		if _, err := os.Stat(strings.TrimSuffix(adapter, ".gguf") + side); err != nil {
 			t.Errorf("missing %s: %v", side, err)
 		}

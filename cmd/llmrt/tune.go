@@ -14,6 +14,7 @@ import (
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/lora/dataset"
 	"github.com/llmrt/llmrt/models/names"
+	"github.com/llmrt/llmrt/models/versions"
 	"github.com/llmrt/llmrt/runtime/finetune"
 	"github.com/llmrt/llmrt/runtime/sched"
 )
@@ -21,7 +22,7 @@ import (
 type tuneFlags struct {
 	modelFlags
 	data, evalData, out, format, targets, schedule string
-	method                                         string
+	method, feedback                               string
 	rank, epochs, warmup, batch, accum, ckptEvery  int
 	alpha, lr, evalSplit, beta, sftWeight          float64
 	seed                                           uint64
@@ -53,6 +54,13 @@ Optimisation: JSONL lines {"prompt", "chosen", "rejected"}, {"messages": [...],
 the chosen answers' own loss (RPO), which keeps them likely while the rejected
 ones are pushed down. The metrics add reward margin and accuracy per step.
 
+--feedback trains on the feedback llmrt serve collected (instead of --data):
+"local" reads $LLMRT_HOME/feedback, or give a feedback folder, a JSONL export,
+or a server URL. Only feedback about completions served by BASE is used:
+corrections become supervised examples; with --method dpo, preferences (from
+people or the judge) and corrections (the corrected answer over the served
+one) become pairs. The lines used are kept beside the adapter.
+
 The adapter is written atomically to --out (a bare NAME goes to
 $LLMRT_HOME/adapters/NAME.gguf, served as BASE+NAME by llmrt serve), with
 ADAPTER.metrics.jsonl (one line per step), ADAPTER.loss.svg and
@@ -61,7 +69,8 @@ Ctrl-C saves a checkpoint; --resume continues the same run.`,
 		Example: `  llmrt tune -m qwen2.5-0.5b --data support.jsonl --out support
   llmrt tune -m stories260K --data facts.jsonl --out facts.gguf --epochs 20 --lr 1e-3 --targets all-linear
   llmrt tune -m stories260K --data facts.jsonl --out facts.gguf --resume
-  llmrt tune -m stories260K --method dpo --data prefs.jsonl --out prefs --beta 0.1`,
+  llmrt tune -m stories260K --method dpo --data prefs.jsonl --out prefs --beta 0.1
+  llmrt tune -m stories260K --feedback local --out support --epochs 10`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return a.tune(cmd, &f) },
 	}
@@ -72,6 +81,7 @@ Ctrl-C saves a checkpoint; --resume continues the same run.`,
 	fl.Float64Var(&f.evalSplit, "eval-split", 0.1, "share of --data held out for evaluation when --eval-data is not given (0: none)")
 	fl.StringVarP(&f.out, "out", "o", "", "adapter file (.gguf), or a NAME for $LLMRT_HOME/adapters/NAME.gguf")
 	fl.StringVar(&f.format, "format", "auto", "data format: auto, chat, prompt-completion, alpaca or text")
+	fl.StringVar(&f.feedback, "feedback", "", "train on collected feedback instead of --data: local ($LLMRT_HOME/feedback), a folder, a JSONL export or a server URL")
 	fl.StringVar(&f.method, "method", "supervised", "training method: supervised (sft) or dpo (preference pairs)")
 	fl.Float64Var(&f.beta, "beta", 0.1, "DPO: temperature of the implicit reward")
 	fl.Float64Var(&f.sftWeight, "sft-weight", 0, "DPO: weight of the chosen answers' own loss added to DPO's (RPO; 0: plain DPO)")
@@ -106,8 +116,12 @@ func (a *app) adapterPath(out string) string {
 
 func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 	ctx := cmd.Context()
-	if f.data == "" || f.out == "" {
-		return usageError{errors.New("--data and --out are required")}
+	if (f.data == "") == (f.feedback == "") || f.out == "" {
+		return usageError{errors.New("--out and one of --data and --feedback are required")}
+	}
+	method, err := finetune.ParseMethod(f.method)
+	if err != nil {
+		return usageError{err}
 	}
 	targets, err := finetune.ParseTargets(f.targets)
 	if err != nil {
@@ -127,6 +141,16 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 	if names.IsPath(name) {
 		baseName = names.FromPath(name)
 	}
+	// A bare NAME is versioned: this run writes NAME@N (--resume: the
+	// latest version), and NAME stays the promoted one.
+	var ver *versions.Version
+	if isBareName(f.out) {
+		v, err := a.versions().Next(f.out, f.resume)
+		if err != nil {
+			return usageError{err}
+		}
+		ver = &v
+	}
 	spec := finetune.Spec{
 		BaseName: baseName,
 		Data:     f.data, EvalData: f.evalData, EvalSplit: f.evalSplit, Format: f.format, Strict: f.strict,
@@ -136,8 +160,23 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 		Epochs: f.epochs, LR: f.lr, Schedule: f.schedule, Warmup: f.warmup, Batch: f.batch, GradAccum: f.accum, Ctx: f.ctx,
 		Seed: f.seed, CheckpointEvery: f.ckptEvery, Resume: f.resume, Threads: f.threads, GPULayers: f.gpuLayers,
 	}
+	if ver != nil {
+		spec.Out = ver.Path
+	}
 	if err := spec.CheckSettings(); err != nil { // before the model is fetched
 		return usageError{err}
+	}
+	if f.feedback != "" {
+		spec.Data = strings.TrimSuffix(spec.Out, ".gguf") + ".feedback.jsonl"
+		if err := os.MkdirAll(filepath.Dir(spec.Data), 0o755); err != nil {
+			return err
+		}
+		n, err := a.feedbackData(ctx, f.feedback, spec.BaseName, method, spec.Data)
+		if err != nil {
+			return err
+		}
+		spec.Meta = map[string]string{"llmrt.train.feedback": f.feedback}
+		a.log.Info("training on feedback", "source", f.feedback, "base", spec.BaseName, "method", method, "lines", n, "data", spec.Data)
 	}
 	if spec.BasePath, err = a.resolveModel(ctx, name); err != nil {
 		return err
@@ -216,6 +255,9 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 		fmt.Fprintln(a.stdout)
 	}
 	fmt.Fprintf(a.stdout, "  metrics %s\n  loss curve %s\n", sum.Metrics, sum.LossCurve)
+	if ver != nil {
+		return a.afterVersion(*ver, name, spec.BaseName)
+	}
 	if strings.HasPrefix(out, filepath.Join(a.home, "adapters")+string(filepath.Separator)) {
 		adapter := strings.TrimSuffix(filepath.Base(out), ".gguf")
 		if names.IsPath(name) {
@@ -223,6 +265,41 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 		} else {
 			fmt.Fprintf(a.stdout, "  use it as -m %s+%s (llmrt run, serve, eval)\n", spec.BaseName, adapter)
 		}
+	}
+	return nil
+}
+
+// isBareName says whether --out names an adapter in the adapters folder
+// (versioned) rather than a file.
+func isBareName(out string) bool {
+	return !strings.ContainsAny(out, "/\\") && !strings.HasSuffix(out, ".gguf")
+}
+
+// afterVersion promotes the first version of a name and says how the new
+// version is used: as -m BASE+NAME, or with a base given as a path, as
+// -m PATH --adapter NAME.
+func (a *app) afterVersion(v versions.Version, model, base string) error {
+	use := func(adapter string) string {
+		if names.IsPath(model) {
+			return fmt.Sprintf("-m %s --adapter %s", model, adapter)
+		}
+		return fmt.Sprintf("-m %s+%s", base, adapter)
+	}
+	cur, ok, err := a.versions().Promoted(v.Name)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !ok:
+		if err := a.versions().Promote(v.Name, v.N); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "  version %s, promoted (the first of %s): use it as %s (llmrt run, serve, eval)\n", v.ID(), v.Name, use(v.Name))
+	case cur.N == v.N:
+		fmt.Fprintf(a.stdout, "  version %s, the promoted one: use it as %s (llmrt run, serve, eval)\n", v.ID(), use(v.Name))
+	default:
+		fmt.Fprintf(a.stdout, "  version %s (not promoted: %s serves as %s); try it as %s, promote it with\n"+
+			"    llmrt eval -m %s --data HELD_OUT.jsonl --adapter %s --promote\n", v.ID(), cur.ID(), use(v.Name), use(v.ID()), model, v.ID())
 	}
 	return nil
 }

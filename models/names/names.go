@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/llmrt/llmrt/models/gguf"
+	"github.com/llmrt/llmrt/models/versions"
 )
 
 // Valid reports whether s can be a model or adapter name: not empty, no
@@ -108,7 +109,18 @@ func (d AdapterDir) Lookup(name string) (Adapter, error) {
 	}
 	a, err := d.read(name)
 	if err != nil {
+		if _, n, perr := versions.Parse(name); perr == nil && n > 0 {
+			if _, _, _, verr := versions.Dir(d).Resolve(name); verr != nil {
+				return Adapter{}, verr // says which versions there are
+			}
+		}
 		return Adapter{}, d.notFound(name)
+	}
+	// NAME of a versioned adapter is its promoted version: it is known
+	// (and loaded by engines) as NAME@k, so a promotion is a new adapter
+	// to everything that holds the old one.
+	if v, ok, err := versions.Dir(d).Promoted(name); err == nil && ok {
+		a.Name, a.Path = v.ID(), v.Path
 	}
 	return a, nil
 }

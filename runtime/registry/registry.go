@@ -184,7 +184,10 @@ func (r *Registry) ParseID(id string) (base string, ad *AdapterInfo, err error) 
 		return base, &a, nil
 	}
 	if fa, err := names.AdapterDir(r.cfg.AdapterDir).Lookup(name); err == nil {
-		return base, &AdapterInfo{Name: name, Base: base, Path: fa.Path, Scale: 1, Created: fa.Modified}, nil
+		// fa.Name is the version NAME resolved to (NAME@k when NAME is
+		// versioned): engines load it under that name, so a promotion
+		// switches requests over at once, without a restart.
+		return base, &AdapterInfo{Name: fa.Name, Base: base, Path: fa.Path, Scale: 1, Created: fa.Modified}, nil
 	}
 	return "", nil, &ErrUnknownModel{ID: id, Err: fmt.Errorf("no adapter named %q", name)}
 }
