@@ -43,7 +43,7 @@ the promoted version from their next request on; every version stays loadable
 as BASE+NAME@N.`,
 		Example: `  llmrt eval -m qwen2.5-0.5b --data examples/aurora/qa.jsonl --collection aurora --adapter aurora
   llmrt eval -m qwen2.5-0.5b --data held-out.jsonl --adapter support@3 --promote --margin 0.02`,
-		Args:    cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if data == "" {
