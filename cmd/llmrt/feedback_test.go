@@ -115,6 +115,15 @@ func TestFeedbackRoundTrip(t *testing.T) {
 	if _, got := ask("stories260K+fix"); !strings.Contains(got, "blue whale") {
 		t.Fatalf("before promotion stories260K+fix answered %q", got)
 	}
+	// With --method dpo the correction is a pair: the corrected answer
+	// chosen over the one served.
+	out, errOut, code := cli(t, home, "tune", "-m", "stories260K", "--method", "dpo", "--feedback", "local", "--out", "prefs", "--epochs", "3", "-t", "1", "--eval-split", "0")
+	if code != 0 || !strings.Contains(out, "DPO: 1 pairs, reward margin") {
+		t.Fatalf("tune --method dpo --feedback local: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if b, _ := os.ReadFile(filepath.Join(home, "adapters", "prefs@1.feedback.jsonl")); !strings.Contains(string(b), `"chosen":"The secret word is purple zebra.","rejected":"The secret word is blue whale`) {
+		t.Fatalf("DPO pairs from feedback: %s", b)
+	}
 	if _, got := ask("stories260K+fix@2"); !strings.Contains(got, "purple zebra") {
 		t.Fatalf("stories260K+fix@2 answered %q", got)
 	}
@@ -124,7 +133,7 @@ func TestFeedbackRoundTrip(t *testing.T) {
 	evalArgs := func(v string) []string {
 		return []string{"eval", "-m", "stories260K", "--data", heldOut, "--adapter", v, "--promote", "--margin", "0.1", "--system", "", "--out", filepath.Join(dir, "eval-"+v)}
 	}
-	out, errOut, code := cli(t, home, evalArgs("fix@2")...)
+	out, errOut, code = cli(t, home, evalArgs("fix@2")...)
 	if code != 0 || !strings.Contains(out, "promotion gate (f1, margin 0.1000): fix@2") || !strings.Contains(out, "promoted fix@2") {
 		t.Fatalf("promotion of fix@2: exit %d\n%s\n%s", code, out, errOut)
 	}
