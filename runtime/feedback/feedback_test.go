@@ -51,7 +51,7 @@ func timeAgo() time.Time { return time.Now().Add(-time.Hour) }
 
 // serve runs a real server over home with a feedback store and returns
 // its URL and a stop function that closes everything.
-func serve(t *testing.T, home string, opt feedback.Options) (string, *feedback.Store, func()) {
+func serve(t *testing.T, home string, opt feedback.Options, judgeAll ...bool) (string, *feedback.Store, func()) {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	res := registry.DirResolver{Dir: filepath.Join(home, "models")}
@@ -63,7 +63,11 @@ func serve(t *testing.T, home string, opt feedback.Options) (string, *feedback.S
 		t.Fatal(err)
 	}
 	srv := server.New(server.Config{DefaultModel: "stories260K", Logger: quiet, Recorder: st}, reg)
-	(&feedback.API{Store: st, Judge: &feedback.Judge{Model: "stories260K", Gen: realGen{reg}}}).Register(srv)
+	judge := &feedback.Judge{Model: "stories260K", Gen: realGen{reg}}
+	if len(judgeAll) > 0 && judgeAll[0] {
+		st.StartJudge(judge, 8)
+	}
+	(&feedback.API{Store: st, Judge: judge}).Register(srv)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -266,5 +270,35 @@ func TestStoreRetentionAndTornLines(t *testing.T) {
 	feedback.WriteJSONL(&buf, feedback.Pairs(got))
 	if !strings.Contains(buf.String(), `"chosen":"y","rejected":"x cmpl-a"`) {
 		t.Fatalf("pairs %s", buf.String())
+	}
+}
+
+// TestBackgroundJudgeScoresServedAnswers serves a completion with the
+// background judge on and finds the judge's rating of it, with the judge's
+// prompt, among the feedback.
+func TestBackgroundJudgeScoresServedAnswers(t *testing.T) {
+	home := t.TempDir()
+	os.MkdirAll(filepath.Join(home, "models"), 0o755)
+	if err := os.Symlink(testmodel.Shared(t, "stories260K.gguf"), filepath.Join(home, "models", "stories260K.gguf")); err != nil {
+		t.Fatal(err)
+	}
+	url, st, stop := serve(t, home, feedback.Options{}, true)
+	defer stop()
+	var chat struct{ ID string }
+	call(t, "POST", url+"/v1/chat/completions", `{"max_tokens": 8, "temperature": 0, "messages": [{"role": "user", "content": "Hi"}]}`, 200, &chat)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		got := st.List(feedback.Filter{CompletionID: chat.ID, Source: feedback.SourceAI})
+		if len(got) == 1 {
+			f := got[0]
+			if f.Type != "rating" || f.Score == nil || f.Judge == nil || !strings.Contains(f.Judge.Prompt[1].Content, "[user] Hi") {
+				t.Fatalf("background judge feedback %+v", f)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no judge rating of %s after 2 minutes: %+v", chat.ID, got)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
