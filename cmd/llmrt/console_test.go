@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -299,11 +300,34 @@ func TestConsoleInBrowser(t *testing.T) {
 	if s := evalJS[string](b, `document.querySelector('li.msg.assistant .text').textContent`); len(strings.TrimSpace(s)) < 10 {
 		t.Fatalf("answer %q", s)
 	}
-	// No feedback API on this server: the buttons are there, disabled,
-	// and the answer knows its completion id for when there is one.
-	if n := evalJS[int](b, `document.querySelectorAll('li.msg.assistant .feedback button:disabled').length`); n != 3 ||
-		!strings.HasPrefix(evalJS[string](b, `document.querySelector('li.msg.assistant').dataset.completion`), "chatcmpl-") {
-		t.Fatalf("feedback buttons: %d disabled", n)
+	// Feedback from the page: the answer knows its completion id, and a
+	// good rating and a correction of it reach the feedback API.
+	id := evalJS[string](b, `document.querySelector('li.msg.assistant').dataset.completion`)
+	if n := evalJS[int](b, `document.querySelectorAll('li.msg.assistant .feedback > button:not(:disabled)').length`); n != 3 || !strings.HasPrefix(id, "chatcmpl-") {
+		t.Fatalf("feedback buttons: %d enabled, completion id %q", n, id)
+	}
+	b.do(chromedp.Click(chromedp.CSS(`li.msg.assistant .feedback > button:nth-of-type(1)`)))
+	b.do(chromedp.Click(chromedp.CSS(`li.msg.assistant .feedback > button:nth-of-type(3)`)))
+	b.setValue(`li.msg.assistant .feedback textarea`, "Once upon a time there was a lighthouse.")
+	b.do(chromedp.Click(chromedp.CSS(`li.msg.assistant .feedback form button`)))
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var fb struct {
+			Data []struct{ Type, Rating, Correction string }
+		}
+		if resp, err := http.Get(base + "/v1/feedback?completion_id=" + id); err == nil {
+			json.NewDecoder(resp.Body).Decode(&fb)
+			resp.Body.Close()
+		}
+		if len(fb.Data) == 2 {
+			if fb.Data[0].Correction != "Once upon a time there was a lighthouse." || fb.Data[1].Rating != "good" {
+				t.Fatalf("feedback from the page: %+v", fb.Data)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("feedback from the page: %+v", fb.Data)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	b.step("A collection from the page")

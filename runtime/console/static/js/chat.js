@@ -6,12 +6,11 @@ import { h, clear, field, select, toast } from './ui.js';
 
 export const title = 'Chat';
 
-// Feedback hook. This server has no feedback API yet, so the buttons under
-// each answer stay disabled and say why. When it has one, set
-// FEEDBACK_PATH to its route: sendFeedback posts
-// {type: "rating"|"correction", source: "human", completion_id, choice,
-// rating: "good"|"bad" | correction} for the answer's completion id.
-const FEEDBACK_PATH = null;
+// Feedback: sendFeedback posts {type: "rating"|"correction", source:
+// "human", completion_id, choice, rating: "good"|"bad" | correction} for
+// the answer's completion id to the server's feedback API (a null path
+// would leave the buttons disabled, saying why).
+const FEEDBACK_PATH = '/v1/feedback';
 async function sendFeedback(completionID, kind, value) {
   if (!FEEDBACK_PATH) throw new Error('this server has no feedback API yet');
   const body = { type: kind, source: 'human', completion_id: completionID, choice: 0 };
