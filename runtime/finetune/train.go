@@ -20,6 +20,7 @@ import (
 	"github.com/llmrt/llmrt/lora/dataset"
 	"github.com/llmrt/llmrt/models/gguf"
 	"github.com/llmrt/llmrt/models/quant"
+	"github.com/llmrt/llmrt/models/versions"
 	"github.com/llmrt/llmrt/runtime/engine"
 )
 
@@ -426,7 +427,13 @@ func trainableBase(ctx context.Context, spec Spec, log *slog.Logger) (string, st
 	if half == "" {
 		return spec.BasePath, "", nil
 	}
-	conv := strings.TrimSuffix(spec.Out, ".gguf") + ".base-" + strings.ToLower(to.String()) + ".gguf"
+	// The copy is shared by the versions of an adapter (NAME@N trains on
+	// NAME.base-q8_0.gguf): it depends on the base only.
+	stem := strings.TrimSuffix(spec.Out, ".gguf")
+	if name, n, err := versions.Parse(filepath.Base(stem)); err == nil && n > 0 {
+		stem = filepath.Join(filepath.Dir(stem), name)
+	}
+	conv := stem + ".base-" + strings.ToLower(to.String()) + ".gguf"
 	note := half + " -> " + to.String()
 	reason := fmt.Sprintf("%d %s matrices, which have no backward pass in ggml", len(names), half)
 	if to == gguf.TypeF32 {

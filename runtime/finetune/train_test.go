@@ -57,6 +57,16 @@ func TestTrainConvertsHalfBases(t *testing.T) {
 	if _, err := m.LoadAdapter(filepath.Join(dir, "a.gguf")); err != nil {
 		t.Fatal(err)
 	}
+	// A version of the adapter (a@2) trains on the same converted copy.
+	if _, err := Train(ctx, Spec{BasePath: f16, Data: data, Out: filepath.Join(dir, "a@2.gguf"), Epochs: 1, Rank: 4, Threads: 2}, Hooks{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a.base-f32.gguf")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a@2.base-f32.gguf")); !os.IsNotExist(err) {
+		t.Fatalf("a version converted the base again: %v", err)
+	}
 	// Validation fails before any work.
 	if _, err := Train(ctx, Spec{BasePath: f16, Data: filepath.Join(dir, "missing.jsonl"), Out: filepath.Join(dir, "b.gguf")}, Hooks{}); err == nil {
 		t.Fatal("missing data accepted")
