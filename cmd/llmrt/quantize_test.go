@@ -37,7 +37,7 @@ func TestQuantizeExplainsAndResultTunes(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "d.jsonl")
 	os.WriteFile(data, []byte(strings.Repeat(`{"prompt": "The dog", "completion": " ran to the park."}`+"\n", 4)), 0o644)
 	out, errOut, code = cli(t, home, "tune", "-m", "q4", "--data", data, "--out", "q4t", "--epochs", "2", "--eval-split", "0", "-t", "1")
-	if code != 0 || !strings.Contains(out, "serve it as q4+q4t") {
+	if code != 0 || !strings.Contains(out, "use it as -m q4+q4t") {
 		t.Fatalf("tune on the Q4_K_M result: exit %d\n%s\n%s", code, out, errOut)
 	}
 	if !strings.Contains(errOut, `conversion="F16 -> F32"`) {

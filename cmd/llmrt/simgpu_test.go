@@ -116,7 +116,7 @@ func tuneOnSimulatedGPU(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("tune --gpu-layers %s: exit %d\n%s", gpuLayers, code, errs)
 		}
-		b, err := os.ReadFile(filepath.Join(home, "adapters", out+".metrics.jsonl"))
+		b, err := os.ReadFile(filepath.Join(home, "adapters", out+"@1.metrics.jsonl")) // the first version of out
 		if err != nil {
 			t.Fatal(err)
 		}

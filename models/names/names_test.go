@@ -10,6 +10,8 @@ import (
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/models/gguf"
 	"github.com/llmrt/llmrt/models/testmodel"
+
+	"github.com/llmrt/llmrt/models/versions"
 )
 
 func TestSplitAdapter(t *testing.T) {
@@ -97,5 +99,36 @@ func TestAdapterDir(t *testing.T) {
 	}
 	if _, err := dir.Find("/no/such/file.gguf"); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Find(missing file) = %v", err)
+	}
+}
+
+// TestVersionedAdapterLookup: NAME of a versioned adapter is its promoted
+// version, known as NAME@k; NAME@N is one version.
+func TestVersionedAdapterLookup(t *testing.T) {
+	dir := t.TempDir()
+	d := AdapterDir(dir)
+	for _, f := range []string{"fix@1.gguf", "fix@2.gguf"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := versions.Dir(dir).Promote("fix", 1); err != nil {
+		t.Fatal(err)
+	}
+	a, err := d.Lookup("fix")
+	if err != nil || a.Name != "fix@1" || filepath.Base(a.Path) != "fix@1.gguf" {
+		t.Fatalf("fix: %+v %v", a, err)
+	}
+	if err := versions.Dir(dir).Promote("fix", 2); err != nil {
+		t.Fatal(err)
+	}
+	if a, err = d.Lookup("fix"); err != nil || a.Name != "fix@2" {
+		t.Fatalf("fix after promoting fix@2: %+v %v", a, err)
+	}
+	if a, err = d.Find("fix@1"); err != nil || a.Name != "fix@1" || filepath.Base(a.Path) != "fix@1.gguf" {
+		t.Fatalf("fix@1: %+v %v", a, err)
+	}
+	if _, err := d.Lookup("fix@9"); err == nil || !strings.Contains(err.Error(), "no version 9 (have fix@1, fix@2)") {
+		t.Fatalf("fix@9: %v", err)
 	}
 }
