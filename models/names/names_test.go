@@ -10,7 +10,6 @@ import (
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/models/gguf"
 	"github.com/llmrt/llmrt/models/testmodel"
-
 	"github.com/llmrt/llmrt/models/versions"
 )
 
