@@ -170,7 +170,7 @@ func TestDPOJobThroughTheAPI(t *testing.T) {
 	if margins != 3 { // 2 pairs in one row: one step per epoch
 		t.Fatalf("%d step events with a reward margin, want 3", margins)
 	}
-	ad, err := lora.ReadAdapter(filepath.Join(home, "adapters", j.ID+".gguf"))
+	ad, err := lora.ReadAdapter(filepath.Join(home, "adapters", "prefs.gguf")) // the suffix names the adapter file
 	if err != nil {
 		t.Fatal(err)
 	}
