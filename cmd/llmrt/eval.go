@@ -31,8 +31,10 @@ exact match, token F1 and answer-contained (and a judge model's verdict with
 p50/p95, tokens, device-seconds per question, the adapter's training cost
 amortised over --future-queries, and accuracy gained over base per second.
 
-It writes report.md, results.json (every answer and score) and chart.svg
-(chart.png when rsvg-convert is installed) into --out.
+It prints a summary per arm (F1, the gain over base and its ROI with 95%
+bootstrap intervals over the questions, latency, cost) and writes report.md,
+results.json (every answer and score) and chart.svg (chart.png when
+rsvg-convert is installed) into --out.
 
 With --promote and --adapter NAME@N (a version llmrt tune made), eval is the
 promotion gate: the version is compared on these held-out questions with the
@@ -162,10 +164,13 @@ as BASE+NAME@N.`,
 			if err != nil {
 				return err
 			}
-			rep.Markdown(a.stdout)
-			fmt.Fprintf(a.stdout, "\nreport %s\nresults %s\nchart %s\n", files.Markdown, files.JSON, files.SVG)
+			// The terminal gets the summary; every answer is in the files.
+			if err := rep.Summary(a.stdout); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "\nreport  %s\nresults %s\nchart   %s\n", files.Markdown, files.JSON, files.SVG)
 			if files.PNG != "" {
-				fmt.Fprintf(a.stdout, "chart %s\n", files.PNG)
+				fmt.Fprintf(a.stdout, "chart   %s\n", files.PNG)
 			}
 			if promote {
 				return a.promotionGate(rep, candidate, metric, margin, func(p string) (*eval.Report, error) {

@@ -5,11 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"text/tabwriter"
+
+	"github.com/llmrt/llmrt/internal/chart"
 )
 
 // TrainingDeviceSeconds reads the compute time a fine-tuning run spent from
@@ -97,24 +101,24 @@ func (r *Report) Markdown(w io.Writer) {
 		fmt.Fprintf(w, "- adapter: `%s` (training: %.1f device-seconds, amortised over %d future queries)\n", r.Adapter, r.TrainingS, r.FutureQueries)
 	}
 	fmt.Fprintf(w, "- peak memory: %.1f MiB\n\n", float64(r.PeakRSSBytes)/(1<<20))
-	fmt.Fprintln(w, "| arm | exact match | F1 | contains | judged | retrieval hit@k | p50 s | p95 s | prompt tok/q | completion tok/q | device s/q | training s/q | cost s/q | ROI (ΔF1 per s) |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| arm | exact match | F1 | ΔF1 vs base [95% CI] | contains | judged | retrieval hit@k | p50 s | p95 s | prompt tok/q | completion tok/q | device s/q | training s/q | cost s/q | ROI (ΔF1 per s) [95% CI] |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, a := range r.Arms {
-		judged, hit, roi := "–", "–", "–"
+		judged, hit := "–", "–"
 		if r.Judge != "" {
 			judged = fmt.Sprintf("%.3f", a.Judged)
 		}
 		if a.Arm == ArmRAG || a.Arm == ArmRAGFT {
 			hit = fmt.Sprintf("%.3f", a.RetrievalHitAtK)
 		}
-		if a.Arm != ArmBase {
-			roi = fmt.Sprintf("%.3g", a.ROI)
-		}
-		fmt.Fprintf(w, "| %s | %.3f | %.3f | %.3f | %s | %s | %.3f | %.3f | %.1f | %.1f | %.4f | %.4f | %.4f | %s |\n",
-			a.Arm, a.ExactMatch, a.F1, a.Contains, judged, hit, a.LatencyP50S, a.LatencyP95S, a.PromptTokens, a.CompletionTokens,
-			a.DeviceSecondsPerQ, a.TrainingSecondsPQ, a.CostPerQuestionS, roi)
+		fmt.Fprintf(w, "| %s | %.3f | %.3f | %s | %.3f | %s | %s | %.3f | %.3f | %.1f | %.1f | %.4f | %.4f | %.4f | %s |\n",
+			a.Arm, a.ExactMatch, a.F1, a.DeltaCell(), a.Contains, judged, hit, a.LatencyP50S, a.LatencyP95S, a.PromptTokens, a.CompletionTokens,
+			a.DeviceSecondsPerQ, a.TrainingSecondsPQ, a.CostPerQuestionS, a.ROICell())
 	}
-	fmt.Fprintln(w, "\nROI is the F1 gained over the base arm per device-second of cost per question (serving time plus amortised training).")
+	fmt.Fprintf(w, "\nΔF1 is the F1 gained over the base arm; ROI is that gain per device-second of cost per question "+
+		"(serving time plus amortised training). The brackets are 95%% intervals from %d bootstrap resamples of the questions, "+
+		"paired with the base arm's answers. An arm marked \"n.s.\" has an interval that includes 0: on these %d questions its gain "+
+		"cannot be told from none, whatever its ROI reads.\n", Bootstrap, r.questions())
 	if r.Judge != "" {
 		fmt.Fprintf(w, "\nJudge model `%s`, prompt:\n\n```\n%s\n```\n", r.Judge, r.JudgePrompt)
 	}
@@ -122,6 +126,75 @@ func (r *Report) Markdown(w io.Writer) {
 	for _, a := range r.Answers {
 		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %.2f |\n", a.Arm, a.Line, cell(a.Question), cell(a.Answer), cell(strings.Join(a.Gold, " / ")), a.Scores.F1)
 	}
+}
+
+// Summary writes what a terminal shows after a run: one line per arm with
+// accuracy, the gain over base and its interval, latency and cost.
+func (r *Report) Summary(w io.Writer) error {
+	fmt.Fprintf(w, "%s: %d questions per arm in %.1f s\n", r.Model, r.questions(), r.DurationS)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ARM\tF1\tΔF1 VS BASE [95% CI]\tEXACT\tCONTAINS\tHIT@K\tP50 S\tCOST S/Q\tROI ΔF1/S [95% CI]")
+	for _, a := range r.Arms {
+		hit := "–"
+		if a.Arm == ArmRAG || a.Arm == ArmRAGFT {
+			hit = fmt.Sprintf("%.2f", a.RetrievalHitAtK)
+		}
+		fmt.Fprintf(tw, "%s\t%.3f\t%s\t%.3f\t%.3f\t%s\t%.3f\t%s\t%s\n", a.Arm, a.F1, a.DeltaCell(), a.ExactMatch, a.Contains, hit,
+			a.LatencyP50S, sig(a.CostPerQuestionS, 3, false), a.ROICell())
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "n.s.: the 95%% interval includes 0 (no gain shown on %d questions)\n", r.questions())
+	return err
+}
+
+// Significant reports whether the arm's F1 gain over base is told apart
+// from none: its 95% interval excludes 0.
+func (a ArmSummary) Significant() bool { return a.DeltaF1Low > 0 || a.DeltaF1High < 0 }
+
+// DeltaCell is the F1 gain with its interval ("–" for the base arm).
+func (a ArmSummary) DeltaCell() string {
+	if a.Arm == ArmBase {
+		return "–"
+	}
+	return interval(a.DeltaF1, a.DeltaF1Low, a.DeltaF1High, a.Significant())
+}
+
+// ROICell is the ROI with its interval, marked n.s. when the gain it
+// divides is not told apart from none ("–" for the base arm).
+func (a ArmSummary) ROICell() string {
+	if a.Arm == ArmBase {
+		return "–"
+	}
+	return interval(a.ROI, a.ROILow, a.ROIHigh, a.Significant())
+}
+
+func interval(v, lo, hi float64, significant bool) string {
+	s := fmt.Sprintf("%s [%s, %s]", sig(v, 2, true), sig(lo, 2, true), sig(hi, 2, true))
+	if !significant {
+		s += " n.s."
+	}
+	return s
+}
+
+// sig writes f with n significant digits and no exponent (signed: with
+// its sign, "+0.056").
+func sig(f float64, n int, signed bool) string {
+	dec := 0
+	if f != 0 && !math.IsNaN(f) && !math.IsInf(f, 0) {
+		dec = max(0, n-1-int(math.Floor(math.Log10(math.Abs(f)))))
+	}
+	s := strconv.FormatFloat(f, 'f', dec, 64)
+	if signed && f >= 0 && !strings.HasPrefix(s, "-") {
+		s = "+" + s
+	}
+	if strings.HasPrefix(s, "-") || strings.HasPrefix(s, "+") {
+		if z := strings.Trim(s[1:], "0."); z == "" {
+			s = "0" // no "-0.000"
+		}
+	}
+	return s
 }
 
 func cell(s string) string {
@@ -139,36 +212,84 @@ func (r *Report) questions() int {
 	return r.Arms[0].Questions
 }
 
-// Chart draws accuracy (F1) against cost per question for each arm.
-func (r *Report) Chart(w io.Writer) {
-	const W, H, pad = 560.0, 380.0, 60.0
-	maxCost, maxF1 := 0.0, 1.0
+// chartLayout is where the accuracy-vs-cost chart puts things.
+type chartLayout struct {
+	W, H           float64
+	Plot           chart.Rect // the axes' area
+	XTicks, YTicks []float64
+	XStep, YStep   float64
+	Points         []chart.Label // the arms' markers (Text is the arm)
+	Labels         []chart.Placed
+}
+
+const markerR = 6.0
+
+// layout places the axes on round ticks and each arm's label beside its
+// marker, apart from the other labels and markers and inside the image.
+func (r *Report) layout() chartLayout {
+	l := chartLayout{W: 600, H: 400}
+	l.Plot = chart.Rect{X: 64, Y: 44, W: l.W - 64 - 24, H: l.H - 44 - 56}
+	maxCost := 0.0
 	for _, a := range r.Arms {
 		maxCost = max(maxCost, a.CostPerQuestionS)
 	}
-	if maxCost == 0 {
-		maxCost = 1
-	}
-	maxCost *= 1.15
-	x := func(c float64) float64 { return pad + (W-2*pad)*c/maxCost }
-	y := func(f float64) float64 { return H - pad - (H-2*pad)*f/maxF1 }
-	fmt.Fprintf(w, `<svg xmlns="http://www.w3.org/2000/svg" width="%g" height="%g" font-family="sans-serif" font-size="12">`+"\n", W, H)
-	fmt.Fprintf(w, `<rect width="100%%" height="100%%" fill="white"/><text x="%g" y="24" font-size="15">Accuracy vs cost: %s</text>`+"\n", pad, escape(r.Model))
-	fmt.Fprintf(w, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/><line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>`+"\n",
-		pad, H-pad, W-pad, H-pad, pad, pad, pad, H-pad)
-	fmt.Fprintf(w, `<text x="%g" y="%g" text-anchor="middle">cost per question (device-seconds)</text>`+"\n", W/2, H-18)
-	fmt.Fprintf(w, `<text x="16" y="%g" transform="rotate(-90 16 %g)" text-anchor="middle">F1</text>`+"\n", H/2, H/2)
-	for i := 0; i <= 4; i++ {
-		f := float64(i) / 4
-		fmt.Fprintf(w, `<text x="%g" y="%g" text-anchor="end">%.2f</text>`+"\n", pad-6, y(f)+4, f)
-		c := maxCost * float64(i) / 4
-		fmt.Fprintf(w, `<text x="%g" y="%g" text-anchor="middle">%.3g</text>`+"\n", x(c), H-pad+16, c)
-	}
-	colors := map[Arm]string{ArmBase: "#7f7f7f", ArmRAG: "#1f77b4", ArmFT: "#ff7f0e", ArmRAGFT: "#2ca02c"}
+	l.XTicks, l.XStep = chart.Ticks(0, maxCost, 5)
+	l.YTicks, l.YStep = chart.Ticks(0, 1, 5)
+	xMax, yMax := l.XTicks[len(l.XTicks)-1], l.YTicks[len(l.YTicks)-1]
+	var avoid []chart.Rect
+	var labels []chart.Label
 	for _, a := range r.Arms {
-		cx, cy := x(a.CostPerQuestionS), y(a.F1)
-		fmt.Fprintf(w, `<circle cx="%.1f" cy="%.1f" r="6" fill="%s"><title>%s: F1 %.3f, %.4f s/q</title></circle>`+"\n", cx, cy, colors[a.Arm], a.Arm, a.F1, a.CostPerQuestionS)
-		fmt.Fprintf(w, `<text x="%.1f" y="%.1f">%s (%.2f)</text>`+"\n", cx+9, cy+4, a.Arm, a.F1)
+		p := chart.Label{Text: string(a.Arm),
+			X: l.Plot.X + l.Plot.W*a.CostPerQuestionS/xMax,
+			Y: l.Plot.Y + l.Plot.H*(1-a.F1/yMax)}
+		l.Points = append(l.Points, p)
+		avoid = append(avoid, chart.Rect{X: p.X - markerR, Y: p.Y - markerR, W: 2 * markerR, H: 2 * markerR})
+		labels = append(labels, chart.Label{Text: fmt.Sprintf("%s (F1 %.2f)", a.Arm, a.F1), X: p.X, Y: p.Y})
+	}
+	// Labels may use the plot and the margins right of it and above it,
+	// not the title's line or the axes' tick labels.
+	bounds := chart.Rect{X: l.Plot.X + 2, Y: 28, W: l.W - 4 - (l.Plot.X + 2), H: l.Plot.Y + l.Plot.H - 2 - 28}
+	l.Labels = chart.PlaceLabels(labels, 12, bounds, avoid)
+	return l
+}
+
+// Chart draws accuracy (F1) against cost per question for each arm.
+func (r *Report) Chart(w io.Writer) {
+	l := r.layout()
+	p := l.Plot
+	xMax, yMax := l.XTicks[len(l.XTicks)-1], l.YTicks[len(l.YTicks)-1]
+	fmt.Fprintf(w, `<svg xmlns="http://www.w3.org/2000/svg" width="%g" height="%g" viewBox="0 0 %g %g" font-family="sans-serif" font-size="12">`+"\n", l.W, l.H, l.W, l.H)
+	fmt.Fprintf(w, `<rect width="100%%" height="100%%" fill="white"/><text x="%g" y="20" font-size="15">Accuracy vs cost: %s</text>`+"\n", p.X, escape(r.Model))
+	for _, t := range l.YTicks {
+		y := p.Y + p.H*(1-t/yMax)
+		fmt.Fprintf(w, `<line x1="%g" y1="%.1f" x2="%g" y2="%.1f" stroke="#e5e5e5"/><text x="%g" y="%.1f" text-anchor="end">%s</text>`+"\n",
+			p.X, y, p.X+p.W, y, p.X-6, y+4, chart.FormatTick(t, l.YStep))
+	}
+	for _, t := range l.XTicks {
+		x := p.X + p.W*t/xMax
+		fmt.Fprintf(w, `<line x1="%.1f" y1="%g" x2="%.1f" y2="%g" stroke="#e5e5e5"/><text x="%.1f" y="%g" text-anchor="middle">%s</text>`+"\n",
+			x, p.Y, x, p.Y+p.H, x, p.Y+p.H+16, chart.FormatTick(t, l.XStep))
+	}
+	fmt.Fprintf(w, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/><line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>`+"\n",
+		p.X, p.Y+p.H, p.X+p.W, p.Y+p.H, p.X, p.Y, p.X, p.Y+p.H)
+	fmt.Fprintf(w, `<text x="%g" y="%g" text-anchor="middle">cost per question (device-seconds)</text>`+"\n", p.X+p.W/2, l.H-14)
+	fmt.Fprintf(w, `<text x="16" y="%g" transform="rotate(-90 16 %g)" text-anchor="middle">F1</text>`+"\n", p.Y+p.H/2, p.Y+p.H/2)
+	colors := map[Arm]string{ArmBase: "#7f7f7f", ArmRAG: "#1f77b4", ArmFT: "#ff7f0e", ArmRAGFT: "#2ca02c"}
+	for i, a := range r.Arms {
+		if pt, lb := l.Points[i], l.Labels[i]; lb.Moved { // a leader line to a label that had to move away
+			ex := lb.Box.X
+			if lb.Box.X+lb.Box.W/2 < pt.X {
+				ex = lb.Box.X + lb.Box.W
+			}
+			fmt.Fprintf(w, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="0.8"/>`+"\n",
+				pt.X, pt.Y, ex, lb.Box.Y+lb.Box.H/2, colors[a.Arm])
+		}
+	}
+	for i, a := range r.Arms {
+		pt, lb := l.Points[i], l.Labels[i]
+		fmt.Fprintf(w, `<circle cx="%.1f" cy="%.1f" r="%g" fill="%s" fill-opacity="0.85"><title>%s: F1 %.3f, %.4f s/q</title></circle>`+"\n",
+			pt.X, pt.Y, markerR, colors[a.Arm], a.Arm, a.F1, a.CostPerQuestionS)
+		fmt.Fprintf(w, `<text x="%.1f" y="%.1f">%s</text>`+"\n", lb.TextX, lb.TextY, escape(lb.Text))
 	}
 	fmt.Fprintln(w, "</svg>")
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -102,7 +103,15 @@ type ArmSummary struct {
 	DeviceSecondsPerQ float64 `json:"device_seconds_per_question"`
 	TrainingSecondsPQ float64 `json:"training_seconds_per_question,omitempty"`
 	CostPerQuestionS  float64 `json:"cost_per_question_s"`
-	ROI               float64 `json:"roi_f1_per_second"`
+	// DeltaF1 is the F1 gained over the base arm, ROI that gain per
+	// device-second of cost per question; each with the 95% bootstrap
+	// interval over questions (see Bootstrap).
+	DeltaF1     float64 `json:"delta_f1,omitempty"`
+	DeltaF1Low  float64 `json:"delta_f1_ci_low,omitempty"`
+	DeltaF1High float64 `json:"delta_f1_ci_high,omitempty"`
+	ROI         float64 `json:"roi_f1_per_second"`
+	ROILow      float64 `json:"roi_ci_low,omitempty"`
+	ROIHigh     float64 `json:"roi_ci_high,omitempty"`
 }
 
 // Report is a whole evaluation.
@@ -251,21 +260,74 @@ feed:
 	rep.Answers = results
 	rep.DurationS = time.Since(rep.Started).Seconds()
 	rep.PeakRSSBytes = peakRSS()
-	var baseF1 float64
-	for _, arm := range arms {
+	for i, arm := range arms {
 		s := summarize(arm, results, armDevice[arm], len(qs))
 		if arm == ArmFT || arm == ArmRAGFT {
 			s.TrainingSecondsPQ = rep.TrainingS / float64(o.FutureQueries)
 		}
 		s.CostPerQuestionS = s.DeviceSecondsPerQ + s.TrainingSecondsPQ
-		if arm == ArmBase {
-			baseF1 = s.F1
-		} else if s.CostPerQuestionS > 0 {
-			s.ROI = (s.F1 - baseF1) / s.CostPerQuestionS
+		if arm != ArmBase {
+			gainOverBase(&s, results, o.Concurrency, uint64(i))
 		}
 		rep.Arms = append(rep.Arms, s)
 	}
 	return rep, nil
+}
+
+// Bootstrap is how many resamples of the questions give the intervals of
+// an arm's gain over base and of its ROI.
+const Bootstrap = 2000
+
+// gainOverBase fills s's F1 gain over the base arm and its ROI, each with
+// a 95% interval from a paired bootstrap over the questions both arms
+// answered: resampling questions redraws the arm's and the base's F1 and
+// the arm's serving time together.
+func gainOverBase(s *ArmSummary, all []Answer, concurrency int, seed uint64) {
+	base := map[int]float64{}
+	for _, a := range all {
+		if a.Arm == ArmBase {
+			base[a.Line] = a.Scores.F1
+		}
+	}
+	var diff, cost []float64
+	for _, a := range all {
+		if b, ok := base[a.Line]; ok && a.Arm == s.Arm {
+			diff = append(diff, a.Scores.F1-b)
+			cost = append(cost, a.LatencyS/float64(max(1, concurrency)))
+		}
+	}
+	if len(diff) == 0 {
+		return
+	}
+	roi := func(d, c float64) float64 {
+		if c+s.TrainingSecondsPQ <= 0 {
+			return 0
+		}
+		return d / (c + s.TrainingSecondsPQ)
+	}
+	n := float64(len(diff))
+	var sumD, sumC float64
+	for i := range diff {
+		sumD += diff[i]
+		sumC += cost[i]
+	}
+	s.DeltaF1 = sumD / n
+	s.ROI = roi(s.DeltaF1, sumC/n)
+	r := rand.New(rand.NewPCG(0x5eed, seed))
+	ds, rs := make([]float64, Bootstrap), make([]float64, Bootstrap)
+	for b := range ds {
+		var d, c float64
+		for range diff {
+			k := r.IntN(len(diff))
+			d += diff[k]
+			c += cost[k]
+		}
+		ds[b], rs[b] = d/n, roi(d/n, c/n)
+	}
+	sort.Float64s(ds)
+	sort.Float64s(rs)
+	s.DeltaF1Low, s.DeltaF1High = percentile(ds, 0.025), percentile(ds, 0.975)
+	s.ROILow, s.ROIHigh = percentile(rs, 0.025), percentile(rs, 0.975)
 }
 
 func armIndex(arms []Arm, a Arm) int {
