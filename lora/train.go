@@ -78,6 +78,9 @@ type Config struct {
 	Resume bool
 	// Meta goes into the adapter's metadata (base model, chat template...).
 	Meta map[string]string
+	// Vocab is the model's vocabulary size: the loss curve draws ln(Vocab),
+	// the loss of a uniform guess (0: not drawn).
+	Vocab int
 }
 
 // Data is what the loop trains on.
@@ -122,6 +125,8 @@ type Summary struct {
 	FinalPreference *PreferenceStats `json:"final_preference,omitempty"`
 	FinalEvalMargin *float64         `json:"final_eval_reward_margin,omitempty"`
 	FinalEvalAcc    *float64         `json:"final_eval_reward_accuracy,omitempty"`
+	// Warnings about the run, such as overfitting (see OverfitWarning).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Paths beside the adapter.
@@ -286,7 +291,11 @@ func Run(ctx context.Context, b Backend, data Data, cfg Config, progress func(Pr
 	if err := b.SaveAdapter(cfg.Out, meta); err != nil {
 		return sum, fmt.Errorf("save adapter %s: %w", cfg.Out, err)
 	}
-	if err := mf.writeSVG(LossCurvePath(cfg.Out), filepath.Base(cfg.Out)); err != nil {
+	if w := OverfitWarning(mf.lines); w != "" {
+		sum.Warnings = append(sum.Warnings, w)
+	}
+	lc := LossChart{Title: "loss: " + filepath.Base(cfg.Out), Vocab: cfg.Vocab, Warning: strings.Join(sum.Warnings, "; ")}
+	if err := atomicfile.Write(LossCurvePath(cfg.Out), func(f *os.File) error { return WriteLossSVG(f, mf.lines, lc) }); err != nil {
 		return sum, err
 	}
 	sum.Steps = st.Step
@@ -348,10 +357,6 @@ func (m *metricsFile) add(l MetricLine) error {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	return nil
-}
-
-func (m *metricsFile) writeSVG(path, title string) error {
-	return atomicfile.Write(path, func(f *os.File) error { return WriteLossSVG(f, m.lines, "loss: "+title) })
 }
 
 func (m *metricsFile) Close() error { return m.f.Close() }
