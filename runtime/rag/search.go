@@ -68,8 +68,15 @@ type Hit struct {
 	Chunk Chunk `json:"chunk"`
 	// Score is the cosine (or dot, or negated squared L2) similarity in
 	// vector mode, the BM25 score in keyword mode, the RRF score in
-	// hybrid mode.
-	Score float32 `json:"score"`
+	// hybrid mode; ScoreKind names it ("cosine", "dot", "l2", "bm25",
+	// "rrf"). RRF scores are small (at most 2/61 ≈ 0.033) and only rank.
+	Score     float32 `json:"score"`
+	ScoreKind string  `json:"score_kind"`
+	// VectorScore (similarity, by the collection's metric) and BM25Score
+	// are the chunk's scores in each list, when it is among that list's
+	// candidates.
+	VectorScore *float32 `json:"vector_score,omitempty"`
+	BM25Score   *float32 `json:"bm25_score,omitempty"`
 	// VectorRank and BM25Rank are the chunk's 1-based ranks in each list
 	// (0: not among the candidates of that list, or not searched).
 	VectorRank int `json:"vector_rank,omitempty"`
@@ -128,6 +135,7 @@ func (c *Collection) Search(ctx context.Context, query string, opt SearchOptions
 		for i, r := range res {
 			h := get(r.id)
 			h.VectorRank = i + 1
+			h.VectorScore = &r.score
 			if opt.Mode == Vector {
 				h.Score = r.score
 			} else {
@@ -139,6 +147,7 @@ func (c *Collection) Search(ctx context.Context, query string, opt SearchOptions
 		for i, r := range c.bm.search(query, cand) {
 			h := get(r.id)
 			h.BM25Rank = i + 1
+			h.BM25Score = &r.score
 			if opt.Mode == Keyword {
 				h.Score = r.score
 			} else {
@@ -146,9 +155,18 @@ func (c *Collection) Search(ctx context.Context, query string, opt SearchOptions
 			}
 		}
 	}
+	kind := "rrf"
+	switch opt.Mode {
+	case Vector:
+		kind = c.man.Metric
+	case Keyword:
+		kind = "bm25"
+	}
 	hits := make([]Hit, 0, len(order))
 	for _, id := range order {
-		hits = append(hits, *byID[id])
+		h := byID[id]
+		h.ScoreKind = kind
+		hits = append(hits, *h)
 	}
 	sortHits(hits)
 	if opt.MMR > 0 && len(hits) > 1 {
