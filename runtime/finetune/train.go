@@ -13,6 +13,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/llmrt/llmrt/kernels"
@@ -59,8 +60,15 @@ type Spec struct {
 	Seed            uint64
 	CheckpointEvery int
 	Resume          bool
-	Threads         int
-	GPULayers       int
+	// KeepCheckpoint keeps the checkpoint (and the base's converted copy)
+	// after a successful run; otherwise they are removed then. A failed or
+	// interrupted run always keeps them, so that Resume can continue it.
+	KeepCheckpoint bool
+	// Sample generates, after training, the adapter's answer to one
+	// held-out prompt (Result.Sample).
+	Sample    bool
+	Threads   int
+	GPULayers int
 
 	Meta map[string]string // extra adapter metadata
 }
@@ -84,7 +92,10 @@ func ParseMethod(s string) (string, error) {
 
 // Hooks report a run's progress; any may be nil.
 type Hooks struct {
-	Logger       *slog.Logger
+	Logger *slog.Logger
+	// Status gets a readable line about slow preparation (the base's
+	// conversion); the same goes to Logger as a record.
+	Status       func(string)
 	LoadProgress func(fraction float32)
 	Warn         func(error) // a skipped data line (*dataset.LineError)
 	Loaded       func(train dataset.Stats, evalExamples int)
@@ -249,27 +260,53 @@ func (t engineTokenizer) Tokenize(text string, addSpecial, parseSpecial bool) ([
 
 func (t engineTokenizer) EOS() int32 { return t.e.Info().EOS }
 
+// Result is a finished run.
+type Result struct {
+	lora.Summary
+	// Sample is the adapter's answer to a held-out prompt (Spec.Sample;
+	// nil without held-out examples).
+	Sample *Sample
+}
+
+// Sample is an answer of the trained adapter to a prompt it did not train on.
+type Sample struct {
+	Source   string `json:"source"` // file:line of the example
+	Prompt   string `json:"prompt"`
+	Expected string `json:"expected"`
+	Answer   string `json:"answer"`
+}
+
+// IsSideFile reports whether name (a file in an adapter folder) is one a
+// run keeps beside its adapter for resuming, not an adapter: a checkpoint
+// or the base's converted copy.
+func IsSideFile(name string) bool {
+	return strings.HasSuffix(name, ".ckpt.gguf") || strings.HasSuffix(name, ".base-q8_0.gguf") || strings.HasSuffix(name, ".base-f32.gguf")
+}
+
 // Train runs spec to the end (or until ctx is cancelled, which saves a
 // checkpoint that Resume continues).
-func Train(ctx context.Context, spec Spec, h Hooks) (lora.Summary, error) {
+func Train(ctx context.Context, spec Spec, h Hooks) (Result, error) {
 	if err := spec.Validate(); err != nil {
-		return lora.Summary{}, err
+		return Result{}, err
 	}
 	if h.Logger == nil {
 		h.Logger = slog.Default()
 	}
+	if h.Status == nil {
+		h.Status = func(string) {}
+	}
 	format, _ := dataset.ParseFormat(spec.Format)
 	sched, _ := lora.ParseSchedule(spec.Schedule)
 	if err := os.MkdirAll(filepath.Dir(spec.Out), 0o755); err != nil {
-		return lora.Summary{}, err
+		return Result{}, err
 	}
 	// ggml has no matmul backward for F16/BF16 weights on the CPU: such a
 	// base trains on a Q8_0 copy (F32 when its rows do not split into
 	// Q8_0 blocks), kept beside the adapter, and the adapter then serves
 	// on the original base.
-	trainPath, conv, err := trainableBase(ctx, spec, h.Logger)
+	trainPath, conv, err := trainableBase(ctx, spec, h.Logger, h.Status)
 	if err != nil {
-		return lora.Summary{}, err
+		return Result{}, err
 	}
 	// The engine gives the chat template and tokenizer as serving uses
 	// them; training runs on our graph over the same loaded weights, kept
@@ -277,7 +314,7 @@ func Train(ctx context.Context, spec Spec, h Hooks) (lora.Summary, error) {
 	e, err := engine.Open(ctx, engine.Options{Path: trainPath, NParallel: 1, CtxPerSeq: min(spec.Ctx, 256), Threads: spec.Threads, Logger: h.Logger,
 		Model: kernels.ModelParams{GPULayers: spec.GPULayers, NoRepack: true, Progress: h.LoadProgress}})
 	if err != nil {
-		return lora.Summary{}, err
+		return Result{}, err
 	}
 	defer e.Close()
 	tok := engineTokenizer{e}
@@ -299,33 +336,34 @@ func Train(ctx context.Context, spec Spec, h Hooks) (lora.Summary, error) {
 	var (
 		data     lora.Data
 		st, evSt dataset.Stats
+		evalEx   []dataset.Example // held out, for the sample answer
 		loadErr  error
 		dpo      = spec.Method == MethodDPO
 	)
 	if dpo {
 		data, st, evSt, loadErr = loadPairs(spec, tok, h)
 	} else {
-		data, st, evSt, loadErr = loadExamples(spec, load)
+		data, st, evSt, evalEx, loadErr = loadExamples(spec, load)
 	}
 	if loadErr != nil {
-		return lora.Summary{}, loadErr
+		return Result{}, loadErr
 	}
 	if h.Loaded != nil {
 		h.Loaded(st, evSt.Examples)
 	}
 	net, err := kernels.NewNet(e.Model(), kernels.NetParams{Threads: spec.Threads, Rank: spec.Rank, Alpha: float32(spec.Alpha), Targets: spec.Targets, Seed: spec.Seed})
 	if err != nil {
-		return lora.Summary{}, err
+		return Result{}, err
 	}
 	defer net.Close()
 	nb, err := lora.NewNetBackend(net, e.Info().Arch, float32(spec.Alpha), kernels.DefaultAdam)
 	if err != nil {
-		return lora.Summary{}, err
+		return Result{}, err
 	}
 	var b lora.Backend = nb
 	if dpo {
 		if b, err = lora.NewDPOBackend(nb, spec.Beta, spec.SFTWeight); err != nil {
-			return lora.Summary{}, err
+			return Result{}, err
 		}
 	}
 	meta := map[string]string{
@@ -352,21 +390,90 @@ func Train(ctx context.Context, spec Spec, h Hooks) (lora.Summary, error) {
 		meta[k] = v
 	}
 	cfg := lora.Config{Epochs: spec.Epochs, LR: spec.LR, Schedule: sched, Warmup: spec.Warmup, Batch: spec.Batch, GradAccum: spec.GradAccum,
-		Seed: spec.Seed, CheckpointEvery: spec.CheckpointEvery, Out: spec.Out, Resume: spec.Resume, Meta: meta}
-	return lora.Run(ctx, b, data, cfg, h.Progress)
+		Seed: spec.Seed, CheckpointEvery: spec.CheckpointEvery, Out: spec.Out, Resume: spec.Resume, Meta: meta, Vocab: e.Info().Vocab}
+	sum, err := lora.Run(ctx, b, data, cfg, h.Progress)
+	if err != nil {
+		return Result{Summary: sum}, err
+	}
+	res := Result{Summary: sum}
+	if spec.Sample {
+		if res.Sample, err = sample(ctx, e, spec.Out, evalEx); err != nil {
+			h.Logger.Warn("no sample answer", "err", err)
+		}
+	}
+	// Done: what only resuming needs goes, unless the caller keeps it.
+	if !spec.KeepCheckpoint {
+		side := []string{lora.CheckpointPath(spec.Out)}
+		if conv != "" {
+			side = append(side, trainPath)
+		}
+		for _, p := range side {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				h.Logger.Warn("could not remove a file the run no longer needs", "path", p, "err", err)
+			}
+		}
+	}
+	return res, nil
 }
 
-// loadExamples reads supervised data and packs it into rows.
-func loadExamples(spec Spec, load func(string) ([]dataset.Example, error)) (lora.Data, dataset.Stats, dataset.Stats, error) {
+// sampleTokens bounds the sample answer.
+const sampleTokens = 64
+
+// sample answers the first held-out example that has an answer with the
+// adapter at out, greedily, next to the answer the data gives.
+func sample(ctx context.Context, e *engine.Engine, out string, held []dataset.Example) (*Sample, error) {
+	var ex *dataset.Example
+	var cut int
+	for i := range held {
+		if c := slices.Index(held[i].Train, true); c > 0 {
+			ex, cut = &held[i], c
+			break
+		}
+	}
+	if ex == nil {
+		return nil, nil
+	}
+	m := e.Model()
+	prompt := ex.Tokens[:cut]
+	end := cut
+	for end < len(ex.Tokens) && ex.Train[end] {
+		end++
+	}
+	want, err := m.Detokenize(ex.Tokens[cut:end], true, false)
+	if err != nil {
+		return nil, err
+	}
+	text, err := m.Detokenize(prompt, true, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.LoadAdapter("sample", out); err != nil {
+		return nil, err
+	}
+	defer e.UnloadAdapter("sample")
+	n := min(sampleTokens, end-cut+16)
+	if keep := e.CtxPerSeq() - n - 1; len(prompt) > keep {
+		prompt = prompt[len(prompt)-keep:]
+	}
+	r, err := e.Generate(ctx, engine.Request{Prompt: prompt, MaxTokens: n, Adapters: []engine.AdapterRef{{Name: "sample"}}})
+	if err != nil {
+		return nil, err
+	}
+	return &Sample{Source: ex.Source, Prompt: strings.TrimSpace(text), Expected: strings.TrimSpace(want), Answer: strings.TrimSpace(r.Text)}, nil
+}
+
+// loadExamples reads supervised data and packs it into rows; it also
+// returns the held-out examples.
+func loadExamples(spec Spec, load func(string) ([]dataset.Example, error)) (lora.Data, dataset.Stats, dataset.Stats, []dataset.Example, error) {
 	var st, evSt dataset.Stats
 	train, err := load(spec.Data)
 	if err != nil {
-		return lora.Data{}, st, evSt, err
+		return lora.Data{}, st, evSt, nil, err
 	}
 	var evalEx []dataset.Example
 	if spec.EvalData != "" {
 		if evalEx, err = load(spec.EvalData); err != nil {
-			return lora.Data{}, st, evSt, err
+			return lora.Data{}, st, evSt, nil, err
 		}
 	} else {
 		train, evalEx = dataset.Split(train, spec.EvalSplit)
@@ -376,7 +483,7 @@ func loadExamples(spec Spec, load func(string) ([]dataset.Example, error)) (lora
 		data.Eval = dataset.Pack(evalEx, spec.Ctx, &evSt)
 	}
 	data.Stats = st
-	return data, st, evSt, nil
+	return data, st, evSt, evalEx, nil
 }
 
 // loadPairs reads preference data and packs it into rows of pairs.
@@ -418,7 +525,7 @@ func loadPairs(spec Spec, tok dataset.Tokenizer, h Hooks) (lora.Data, dataset.St
 // to be converted, what was done ("F16 -> Q8_0"). Only the F16/BF16
 // matrices are converted; quantized ones (whatever `llmrt quantize` left,
 // Q5_0 and Q8_0 fallbacks included) are copied as they are.
-func trainableBase(ctx context.Context, spec Spec, log *slog.Logger) (string, string, error) {
+func trainableBase(ctx context.Context, spec Spec, log *slog.Logger, status func(string)) (string, string, error) {
 	f, err := gguf.Open(spec.BasePath)
 	if err != nil {
 		return "", "", err
@@ -444,6 +551,7 @@ func trainableBase(ctx context.Context, spec Spec, log *slog.Logger) (string, st
 		return conv, note, nil
 	}
 	log.Info("converting the base for training", "base", spec.BasePath, "copy", conv, "conversion", note, "reason", reason)
+	status(fmt.Sprintf("converting the base %s for training (%s: %s) into %s", filepath.Base(spec.BasePath), note, reason, conv))
 	if err := quant.TrainableCopy(ctx, spec.BasePath, conv); err != nil {
 		return "", "", fmt.Errorf("convert %s to %s for training: %w", spec.BasePath, to, err)
 	}
@@ -453,6 +561,6 @@ func trainableBase(ctx context.Context, spec Spec, log *slog.Logger) (string, st
 // TrainableBase is the file a base trains on: the base itself, or its
 // converted copy beside spec.Out when its weights are F16/BF16.
 func TrainableBase(ctx context.Context, spec Spec) (string, error) {
-	p, _, err := trainableBase(ctx, spec, slog.Default())
+	p, _, err := trainableBase(ctx, spec, slog.Default(), func(string) {})
 	return p, err
 }
