@@ -128,7 +128,8 @@ with --metric, --chunk-size and --chunk-overlap.`,
 			if errors.Is(err, rag.ErrNotFound) {
 				c, err = s.Create(ctx, f.collection, rag.CreateOptions{Metric: metric, Chunking: rag.ChunkOptions{Size: size, Overlap: overlap}})
 				if err == nil {
-					a.log.Info("created collection", "name", f.collection, "model", f.model, "metric", c.Manifest().Metric)
+					a.say(fmt.Sprintf("created collection %s (embedding model %s, %s similarity)", f.collection, f.model, c.Manifest().Metric),
+						"created collection", "name", f.collection, "model", f.model, "metric", c.Manifest().Metric)
 				}
 			}
 			if err != nil {
@@ -206,7 +207,7 @@ func (a *app) indexQueryCmd() *cobra.Command {
 				return enc.Encode(hits)
 			}
 			for i, h := range hits {
-				fmt.Fprintf(a.stdout, "[%d] %.4f  %s  (%s, bytes %d-%d)\n", i+1, h.Score, h.Chunk.Title, h.Chunk.Source, h.Chunk.Start, h.Chunk.End)
+				fmt.Fprintf(a.stdout, "[%d] %s  %s  (%s, bytes %d-%d)\n", i+1, hitScores(h, c.Manifest().Metric), h.Chunk.Title, h.Chunk.Source, h.Chunk.Start, h.Chunk.End)
 				fmt.Fprintf(a.stdout, "    %s\n\n", strings.ReplaceAll(strings.TrimSpace(h.Chunk.Text), "\n", "\n    "))
 			}
 			if len(hits) == 0 {
@@ -222,6 +223,27 @@ func (a *app) indexQueryCmd() *cobra.Command {
 	fl.Float64Var(&mmr, "mmr", 0, "maximal marginal relevance in (0, 1] to diversify passages (0: off)")
 	fl.BoolVar(&asJSON, "json", false, "print the hits as JSON")
 	return cmd
+}
+
+// hitScores labels a hit's score with its kind, and in hybrid mode adds the
+// scores it was fused from: "rrf 0.0297  cosine 0.891  bm25 4.12".
+func hitScores(h rag.Hit, metric string) string {
+	s := fmt.Sprintf("%s %.3f", h.ScoreKind, h.Score)
+	if h.ScoreKind != "rrf" {
+		return s
+	}
+	s = fmt.Sprintf("rrf %.4f", h.Score)
+	for _, part := range []struct {
+		name string
+		v    *float32
+	}{{metric, h.VectorScore}, {"bm25", h.BM25Score}} {
+		if part.v != nil {
+			s += fmt.Sprintf("  %s %.3f", part.name, *part.v)
+		} else {
+			s += fmt.Sprintf("  %s –", part.name)
+		}
+	}
+	return s
 }
 
 func (a *app) indexRmCmd() *cobra.Command {

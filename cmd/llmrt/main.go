@@ -40,6 +40,9 @@ type app struct {
 	// interrupts, when set, replaces SIGINT for the interactive chat
 	// (tests send on it).
 	interrupts <-chan os.Signal
+	// logs is on with -v, --log-format or llmrt serve: status goes out as
+	// log records; otherwise people get readable lines and only warnings.
+	logs bool
 }
 
 // usageError marks errors caused by bad flags or arguments (exit code 2).
@@ -79,7 +82,7 @@ and measures which of retrieval, fine-tuning or both pays off.`,
 		SilenceErrors: true,
 		Version:       version,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			return a.setup()
+			return a.setup(cmd)
 		},
 	}
 	root.SetIn(a.stdin)
@@ -88,19 +91,21 @@ and measures which of retrieval, fine-tuning or both pays off.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.home, "home", "", "data directory (models, adapters, indexes) (env LLMRT_HOME, default ~/.local/share/llmrt)")
-	pf.BoolVarP(&a.verbose, "verbose", "v", false, "show debug logs, including llama.cpp's")
-	pf.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
+	pf.BoolVarP(&a.verbose, "verbose", "v", false, "show logs, with debug records and llama.cpp's")
+	pf.StringVar(&a.logFormat, "log-format", "text", "show logs as text or json records (default: readable output, warnings only; serve always logs)")
 	root.AddCommand(a.runCmd(), a.serveCmd(), a.embedCmd(), a.pullCmd(), a.modelsCmd(), a.quantizeCmd(), a.gpuCmd(), a.systemCmd(), a.indexCmd(), a.tuneCmd(), a.adapterCmd(), a.evalCmd(),
 		a.showCmd(), a.psCmd(), a.stopCmd())
 	return root
 }
 
-func (a *app) setup() error {
+func (a *app) setup(cmd *cobra.Command) error {
 	level := slog.LevelInfo
 	if a.verbose {
 		level = slog.LevelDebug
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	// A server logs; other commands print for people unless asked for logs.
+	a.logs = a.verbose || cmd.Flags().Changed("log-format") || cmd.CommandPath() == "llmrt serve"
 	switch a.logFormat {
 	case "text":
 		a.log = slog.New(slog.NewTextHandler(a.stderr, opts))
@@ -108,6 +113,9 @@ func (a *app) setup() error {
 		a.log = slog.New(slog.NewJSONHandler(a.stderr, opts))
 	default:
 		return usageError{fmt.Errorf("--log-format %q: want text or json", a.logFormat)}
+	}
+	if !a.logs {
+		a.log = slog.New(newHumanHandler(a.stderr))
 	}
 	if a.home == "" {
 		a.home = store.DefaultRoot()
@@ -205,7 +213,7 @@ func (a *app) resolveModel(ctx context.Context, name string) (string, error) {
 			bar.Set(done, total)
 		},
 	}
-	a.log.Info("model not in the store; fetching it", "model", name)
+	a.say("fetching "+name+" (not in the store yet)", "model not in the store; fetching it", "model", name)
 	p, err := s.Ensure(ctx, name, opt)
 	if err == nil && bar != nil {
 		bar.Finish()

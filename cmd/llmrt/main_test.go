@@ -255,7 +255,7 @@ func TestTuneTrainsAnAdapterThatRunServes(t *testing.T) {
 		t.Fatal("a failed run left an adapter")
 	}
 	out, errOut, code := cli(t, home, "tune", "-m", "stories260K", "--data", data, "--out", "secret", "--epochs", "12", "--lr", "1e-2",
-		"--targets", "all-linear", "--rank", "8", "--alpha", "16", "--eval-split", "0", "-t", "2")
+		"--targets", "all-linear", "--rank", "8", "--alpha", "16", "--eval-split", "0", "-t", "2", "--keep-checkpoint")
 	if code != 0 {
 		t.Fatalf("tune: exit %d\n%s", code, errOut)
 	}

@@ -63,8 +63,9 @@ func simulatedGPUsListed(t *testing.T) {
 			t.Errorf("llmrt system lacks %q:\n%s", want, out)
 		}
 	}
-	// No server on port 1: gpu shows this machine's devices.
-	out, errs, code = cli(t, home, "gpu", "--addr", "127.0.0.1:1")
+	// No server on port 1: gpu shows this machine's devices (-v: with the
+	// scheduler's log records).
+	out, errs, code = cli(t, home, "-v", "gpu", "--addr", "127.0.0.1:1")
 	if code != 0 {
 		t.Fatalf("gpu: exit %d: %s", code, errs)
 	}

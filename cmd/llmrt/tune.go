@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -26,7 +25,7 @@ type tuneFlags struct {
 	rank, epochs, warmup, batch, accum, ckptEvery  int
 	alpha, lr, evalSplit, beta, sftWeight          float64
 	seed                                           uint64
-	resume, strict                                 bool
+	resume, strict, keepCkpt                       bool
 }
 
 func (a *app) tuneCmd() *cobra.Command {
@@ -63,9 +62,12 @@ one) become pairs. The lines used are kept beside the adapter.
 
 The adapter is written atomically to --out (a bare NAME goes to
 $LLMRT_HOME/adapters/NAME.gguf, served as BASE+NAME by llmrt serve), with
-ADAPTER.metrics.jsonl (one line per step), ADAPTER.loss.svg and
-ADAPTER.ckpt.gguf (adapter, AdamW moments, step, data position) beside it.
-Ctrl-C saves a checkpoint; --resume continues the same run.`,
+ADAPTER.metrics.jsonl (one line per step) and ADAPTER.loss.svg beside it.
+At the end tune prints the adapter's answer to one held-out prompt, and
+warns when the eval loss rose while the train loss fell (overfitting).
+Ctrl-C (or a failure) leaves ADAPTER.ckpt.gguf (adapter, AdamW moments, step,
+data position) and --resume continues the same run; a run that succeeds
+removes it, and the base's converted copy, unless --keep-checkpoint.`,
 		Example: `  llmrt tune -m qwen2.5-0.5b --data support.jsonl --out support
   llmrt tune -m stories260K --data facts.jsonl --out facts.gguf --epochs 20 --lr 1e-3 --targets all-linear
   llmrt tune -m stories260K --data facts.jsonl --out facts.gguf --resume
@@ -97,6 +99,7 @@ Ctrl-C saves a checkpoint; --resume continues the same run.`,
 	fl.Uint64Var(&f.seed, "seed", 42, "seed for initialisation and data order")
 	fl.IntVar(&f.ckptEvery, "checkpoint-every", 0, "save a checkpoint every N steps (0: each epoch)")
 	fl.BoolVar(&f.resume, "resume", false, "continue the run whose checkpoint is beside --out")
+	fl.BoolVar(&f.keepCkpt, "keep-checkpoint", false, "keep the checkpoint after a successful run (to --resume it with more epochs)")
 	fl.BoolVar(&f.strict, "strict", false, "fail on the first data line that does not parse")
 	return cmd
 }
@@ -158,7 +161,8 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 		Method: f.method, Beta: f.beta, SFTWeight: f.sftWeight,
 		Rank: f.rank, Alpha: f.alpha, Targets: targets,
 		Epochs: f.epochs, LR: f.lr, Schedule: f.schedule, Warmup: f.warmup, Batch: f.batch, GradAccum: f.accum, Ctx: f.ctx,
-		Seed: f.seed, CheckpointEvery: f.ckptEvery, Resume: f.resume, Threads: f.threads, GPULayers: f.gpuLayers,
+		Seed: f.seed, CheckpointEvery: f.ckptEvery, Resume: f.resume, KeepCheckpoint: f.keepCkpt, Sample: true,
+		Threads: f.threads, GPULayers: f.gpuLayers,
 	}
 	if ver != nil {
 		spec.Out = ver.Path
@@ -199,28 +203,37 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 	defer res.Release()
 	loadBar := newProgress(a.stderr, a.log, "load "+displayName(spec.BasePath), "bytes", st.Size())
 	var bar *progress
-	sum, err := finetune.Train(ctx, spec, finetune.Hooks{
-		Logger:       a.log,
+	heldOut := 0
+	result, err := finetune.Train(ctx, spec, finetune.Hooks{
+		Logger: a.log,
+		Status: func(line string) {
+			if !a.logs { // with logs on, the record says it
+				fmt.Fprintln(a.stderr, line)
+			}
+		},
 		LoadProgress: func(p float32) { loadBar.Set(int64(float64(p)*float64(st.Size())), st.Size()) },
 		Warn:         func(w error) { fmt.Fprintf(a.stderr, "warning: %v (skipped)\n", w) },
 		Loaded: func(d dataset.Stats, evalExamples int) {
 			loadBar.Finish()
-			a.log.Info("data", "examples", d.Examples, "rows", d.Rows, "tokens", d.Tokens, "trained_tokens", d.TrainTokens,
+			heldOut = evalExamples
+			a.say(fmt.Sprintf("data: %d examples packed in %d rows, %d tokens (%.0f%% masked, %d trained), %d truncated; %d held out for evaluation",
+				d.Examples, d.Rows, d.Tokens, 100*d.MaskedShare(), d.TrainTokens, d.Truncated, evalExamples),
+				"data", "examples", d.Examples, "rows", d.Rows, "tokens", d.Tokens, "trained_tokens", d.TrainTokens,
 				"masked_share", round2(d.MaskedShare()), "truncated", d.Truncated, "eval_examples", evalExamples)
 			bar = newProgress(a.stderr, a.log, "tune", "steps", 0)
 		},
 		Progress: func(p lora.Progress) {
-			note := fmt.Sprintf("loss %.4f", p.Loss)
-			attrs := []any{"step", p.Step, "epoch", p.Epoch, "loss", round4(p.Loss), "lr", p.LR, "tokens_per_s", round2(p.TokensPerSec)}
+			note := fmt.Sprintf("loss %.3f", p.Loss)
+			attrs := []any{"step", p.Step, "epoch", p.Epoch, "loss", round4(p.Loss), "lr", roundSig(p.LR, 3), "tokens_per_s", math.Round(p.TokensPerSec)}
 			if p.EvalLoss > 0 {
-				note += fmt.Sprintf(" eval %.4f", p.EvalLoss)
+				note += fmt.Sprintf(", eval %.3f", p.EvalLoss)
 				attrs = append(attrs, "eval_loss", round4(p.EvalLoss))
 			}
 			if pr := p.Preference; pr != nil {
-				note += fmt.Sprintf(" margin %.3f acc %.2f", pr.Margin, pr.Accuracy)
+				note += fmt.Sprintf(", margin %.3f, acc %.2f", pr.Margin, pr.Accuracy)
 				attrs = append(attrs, "reward_margin", round4(pr.Margin), "reward_accuracy", round4(pr.Accuracy))
 			}
-			note += fmt.Sprintf(" %.0f tok/s", p.TokensPerSec)
+			note += fmt.Sprintf(", %.0f tok/s", p.TokensPerSec)
 			if p.Note != "" {
 				a.log.Debug(p.Note)
 			}
@@ -238,10 +251,11 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 		return err
 	}
 	bar.Finish()
+	sum := result.Summary
 	out := spec.Out
 	fmt.Fprintf(a.stdout, "adapter %s\n", out)
 	fmt.Fprintf(a.stdout, "  %d examples in %d rows, %d tokens (%.0f%% masked), %d truncated; %d steps in %s (%.0f tokens/s)\n",
-		sum.Examples, sum.Rows, sum.Tokens, 100*sum.MaskedShare, sum.Truncated, sum.Steps, sum.Duration.Round(time.Second), sum.TokensPerSec)
+		sum.Examples, sum.Rows, sum.Tokens, 100*sum.MaskedShare, sum.Truncated, sum.Steps, formatDuration(sum.Duration), sum.TokensPerSec)
 	fmt.Fprintf(a.stdout, "  final loss %.4f", sum.FinalLoss)
 	if sum.FinalEvalLoss > 0 {
 		fmt.Fprintf(a.stdout, ", eval loss %.4f", sum.FinalEvalLoss)
@@ -255,10 +269,14 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 		fmt.Fprintln(a.stdout)
 	}
 	fmt.Fprintf(a.stdout, "  metrics %s\n  loss curve %s\n", sum.Metrics, sum.LossCurve)
-	if ver != nil {
-		return a.afterVersion(*ver, name, spec.BaseName)
+	if f.keepCkpt {
+		fmt.Fprintf(a.stdout, "  checkpoint %s (kept: --resume with more --epochs continues it)\n", lora.CheckpointPath(out))
 	}
-	if strings.HasPrefix(out, filepath.Join(a.home, "adapters")+string(filepath.Separator)) {
+	if ver != nil {
+		if err := a.afterVersion(*ver, name, spec.BaseName); err != nil {
+			return err
+		}
+	} else if strings.HasPrefix(out, filepath.Join(a.home, "adapters")+string(filepath.Separator)) {
 		adapter := strings.TrimSuffix(filepath.Base(out), ".gguf")
 		if names.IsPath(name) {
 			fmt.Fprintf(a.stdout, "  use it with -m %s --adapter %s (llmrt serve -m %s serves it as %s+%s)\n", name, adapter, name, spec.BaseName, adapter)
@@ -266,7 +284,23 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 			fmt.Fprintf(a.stdout, "  use it as -m %s+%s (llmrt run, serve, eval)\n", spec.BaseName, adapter)
 		}
 	}
+	// The sample and the warnings come last, after how to use the adapter.
+	a.tuneEpilogue(result, heldOut)
 	return nil
+}
+
+// tuneEpilogue prints the adapter's answer to a held-out prompt and the
+// run's warnings (overfitting).
+func (a *app) tuneEpilogue(r finetune.Result, heldOut int) {
+	if s := r.Sample; s != nil {
+		fmt.Fprintf(a.stdout, "\nsample (held out, %s):\n  prompt   %s\n  expected %s\n  answer   %s\n",
+			s.Source, oneLine(s.Prompt, 200, true), oneLine(s.Expected, 200, false), oneLine(s.Answer, 200, false))
+	} else if heldOut == 0 {
+		fmt.Fprintln(a.stdout, "\nno sample answer: no example was held out (--eval-split 0 and no --eval-data)")
+	}
+	for _, w := range r.Warnings {
+		fmt.Fprintln(a.stderr, "warning:", w)
+	}
 }
 
 // isBareName says whether --out names an adapter in the adapters folder
@@ -302,6 +336,24 @@ func (a *app) afterVersion(v versions.Version, model, base string) error {
 			"    llmrt eval -m %s --data HELD_OUT.jsonl --adapter %s --promote\n", v.ID(), cur.ID(), use(v.Name), use(v.ID()), model, v.ID())
 	}
 	return nil
+}
+
+// oneLine folds s onto one line of at most n characters, keeping its end
+// (tail) or its start.
+func oneLine(s string, n int, tail bool) string {
+	s = strings.Join(strings.Fields(s), " ")
+	r := []rune(s)
+	switch {
+	case len(r) <= n:
+	case tail:
+		s = "…" + string(r[len(r)-n+1:])
+	default:
+		s = string(r[:n-1]) + "…"
+	}
+	if s == "" {
+		return "(empty)"
+	}
+	return s
 }
 
 func round4(f float64) float64 { return math.Round(f*1e4) / 1e4 }

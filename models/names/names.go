@@ -155,8 +155,10 @@ func (d AdapterDir) notFound(name string) error {
 	return e
 }
 
-// List returns the adapters in the folder by name (training checkpoints,
-// NAME.ckpt.gguf, are not adapters). A missing folder holds none.
+// List returns the adapters in the folder by name (what training keeps
+// beside an adapter to resume, its checkpoint NAME.ckpt.gguf and the
+// converted copy of an F16/BF16 base NAME.base-q8_0.gguf or
+// NAME.base-f32.gguf, are not adapters). A missing folder holds none.
 func (d AdapterDir) List() ([]Adapter, error) {
 	if d == "" {
 		return nil, nil
@@ -171,7 +173,8 @@ func (d AdapterDir) List() ([]Adapter, error) {
 	var out []Adapter
 	for _, e := range ents {
 		name, ok := strings.CutSuffix(e.Name(), ".gguf")
-		if !ok || e.IsDir() || strings.HasSuffix(name, ".ckpt") || !Valid(name) {
+		side := strings.HasSuffix(name, ".ckpt") || strings.HasSuffix(name, ".base-q8_0") || strings.HasSuffix(name, ".base-f32")
+		if !ok || e.IsDir() || side || !Valid(name) {
 			continue
 		}
 		if a, err := d.read(name); err == nil {

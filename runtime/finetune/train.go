@@ -276,13 +276,6 @@ type Sample struct {
 	Answer   string `json:"answer"`
 }
 
-// IsSideFile reports whether name (a file in an adapter folder) is one a
-// run keeps beside its adapter for resuming, not an adapter: a checkpoint
-// or the base's converted copy.
-func IsSideFile(name string) bool {
-	return strings.HasSuffix(name, ".ckpt.gguf") || strings.HasSuffix(name, ".base-q8_0.gguf") || strings.HasSuffix(name, ".base-f32.gguf")
-}
-
 // Train runs spec to the end (or until ctx is cancelled, which saves a
 // checkpoint that Resume continues).
 func Train(ctx context.Context, spec Spec, h Hooks) (Result, error) {

@@ -375,7 +375,7 @@ func (r *Registry) load(ctx context.Context, base, path string) (*engine.Engine,
 		r.cfg.Logger.Error("model load failed", "model", base, "err", err)
 		return nil, nil, fmt.Errorf("load model %s: %w", base, err)
 	}
-	r.cfg.Logger.Info("model loaded", "model", base, "seconds", time.Since(start).Seconds(),
+	r.cfg.Logger.Info("model loaded", "model", base, "seconds", math.Round(time.Since(start).Seconds()*100)/100,
 		"parallel", e.Options().NParallel, "ctx_per_seq", e.CtxPerSeq())
 	// Check the estimate against what llama.cpp allocated; the scheduler
 	// learns the ratio for this model's next placement.
