@@ -42,7 +42,7 @@ func TestPullLocalUpToDateAndRetries(t *testing.T) {
 	t.Setenv("HF_ENDPOINT", "http://"+ln.Addr().String())
 	ln.Close()
 	_, errOut, code = cli(t, home, "pull", "hf://owner/repo/absent.gguf", "--retries", "1")
-	if code != 1 || !strings.Contains(errOut, "download failed; retrying") || !strings.Contains(errOut, "retry=1/1") ||
+	if code != 1 || !strings.Contains(errOut, "download failed; retrying") || !strings.Contains(errOut, "retry 1/1") ||
 		strings.Count(errOut, "connection refused") != 2 || !strings.Contains(errOut, "gave up after 1 retries") {
 		t.Fatalf("offline hf pull: exit %d\n%s", code, errOut)
 	}

@@ -180,7 +180,8 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 			return err
 		}
 		spec.Meta = map[string]string{"llmrt.train.feedback": f.feedback}
-		a.log.Info("training on feedback", "source", f.feedback, "base", spec.BaseName, "method", method, "lines", n, "data", spec.Data)
+		a.say(fmt.Sprintf("training on %d lines of feedback from %s about %s (%s), kept in %s", n, f.feedback, spec.BaseName, method, spec.Data),
+			"training on feedback", "source", f.feedback, "base", spec.BaseName, "method", method, "lines", n, "data", spec.Data)
 	}
 	if spec.BasePath, err = a.resolveModel(ctx, name); err != nil {
 		return err
