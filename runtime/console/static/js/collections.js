@@ -99,7 +99,10 @@ export async function render(root, ctx) {
           showError(qErr, null);
           try {
             const r = await post(`/v1/collections/${encodeURIComponent(id)}/query`, { query: q.value, top_k: Number(k.value), mode: mode.value, mmr: Number(mmr.value) });
-            clear(hits, table(['#', 'Score', 'Vector rank', 'BM25 rank', 'Source', 'Passage'], r.data.map((x, i) => [i + 1, x.score.toFixed(4), x.vector_rank || '-', x.bm25_rank || '-',
+            // Scores differ in kind (rrf ranks only; cosine, bm25): each is labelled.
+            const ranked = (rank, score) => (rank ? `#${rank} (${Number(score).toFixed(3)})` : '-');
+            clear(hits, table(['#', 'Score', 'Vector rank (similarity)', 'BM25 rank (score)', 'Source', 'Passage'], r.data.map((x, i) => [i + 1, `${x.score_kind} ${x.score.toFixed(4)}`,
+              ranked(x.vector_rank, x.vector_score), ranked(x.bm25_rank, x.bm25_score),
               h('span', x.chunk.source, x.chunk.title ? h('div.muted', x.chunk.title) : null), h('div.excerpt', x.chunk.text)]), { empty: 'Nothing found.', className: 'hits' }));
           } catch (e) { showError(qErr, e); }
         });

@@ -27,11 +27,19 @@ function parseQuestions(text) {
 }
 
 function armsTable(rep) {
-  return table(['Arm', 'Questions', 'Exact match', 'F1', 'Contains', 'Retrieval hit@k', 'Latency p50 / p95', 'Tokens in / out per question', 'Cost per question', 'F1 gained per second'],
+  return table(['Arm', 'Questions', 'Exact match', 'F1', 'Contains', 'Retrieval hit@k', 'Latency p50 / p95', 'Tokens in / out per question', 'Cost per question', 'F1 gained per second [95% CI]'],
     rep.arms.map((a) => h('tr', { dataset: { arm: a.arm } }, h('th', { scope: 'row' }, a.arm), h('td', a.questions), h('td', pct(a.exact_match)), h('td', pct(a.f1)), h('td', pct(a.contains)),
       h('td', a.retrieval_hit_at_k !== undefined ? pct(a.retrieval_hit_at_k) : '-'), h('td', `${secs(a.latency_p50_s)} / ${secs(a.latency_p95_s)}`),
       h('td', `${fmtNum(a.prompt_tokens_per_question)} / ${fmtNum(a.completion_tokens_per_question)}`), h('td', secs(a.cost_per_question_s)),
-      h('td', a.arm === 'base' ? '-' : fmtNum(a.roi_f1_per_second)))), { className: 'arms' });
+      h('td', a.arm === 'base' ? '-' : withInterval(a)))), { className: 'arms' });
+}
+
+// ROI with its 95% bootstrap interval; n.s. when the F1 gain's interval
+// includes 0 (no gain shown on these questions).
+function withInterval(a) {
+  const lo = a.delta_f1_ci_low || 0, hi = a.delta_f1_ci_high || 0;
+  const ns = lo <= 0 && hi >= 0 ? ' n.s.' : '';
+  return `${fmtNum(a.roi_f1_per_second || 0, 2)} [${fmtNum(a.roi_ci_low || 0, 2)}, ${fmtNum(a.roi_ci_high || 0, 2)}]${ns}`;
 }
 
 function armsChart(runs) {
