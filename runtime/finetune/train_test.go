@@ -28,7 +28,7 @@ func TestTrainConvertsHalfBases(t *testing.T) {
 	var warns []error
 	var loaded dataset.Stats
 	steps := 0
-	sum, err := Train(ctx, Spec{BasePath: f16, Data: data, Out: filepath.Join(dir, "a.gguf"), Epochs: 2, Rank: 4, Threads: 2},
+	sum, err := Train(ctx, Spec{BasePath: f16, Data: data, Out: filepath.Join(dir, "a.gguf"), Epochs: 2, Rank: 4, Threads: 2, KeepCheckpoint: true},
 		Hooks{Warn: func(e error) { warns = append(warns, e) }, Loaded: func(s dataset.Stats, _ int) { loaded = s },
 			Progress: func(lora.Progress) { steps++ }})
 	if err != nil {
@@ -48,6 +48,12 @@ func TestTrainConvertsHalfBases(t *testing.T) {
 	if a.Meta["llmrt.train.base_converted"] != "F16 -> F32" || a.Meta["llmrt.base"] != "stories-f16" {
 		t.Fatalf("adapter metadata %v", a.Meta)
 	}
+	// KeepCheckpoint kept the checkpoint and the converted copy.
+	for _, side := range []string{"a.ckpt.gguf", "a.base-f32.gguf"} {
+		if _, err := os.Stat(filepath.Join(dir, side)); err != nil {
+			t.Errorf("KeepCheckpoint: %v", err)
+		}
+	}
 	// The adapter loads on the original F16 base.
 	m, err := kernels.LoadModel(ctx, f16, kernels.ModelParams{})
 	if err != nil {
@@ -57,15 +63,21 @@ func TestTrainConvertsHalfBases(t *testing.T) {
 	if _, err := m.LoadAdapter(filepath.Join(dir, "a.gguf")); err != nil {
 		t.Fatal(err)
 	}
-	// A version of the adapter (a@2) trains on the same converted copy.
-	if _, err := Train(ctx, Spec{BasePath: f16, Data: data, Out: filepath.Join(dir, "a@2.gguf"), Epochs: 1, Rank: 4, Threads: 2}, Hooks{}); err != nil {
+	// A version of the adapter (a@2) trains on the same converted copy,
+	// and, done without KeepCheckpoint, removes it and its checkpoint:
+	// they only serve to resume.
+	var status []string
+	if _, err := Train(ctx, Spec{BasePath: f16, Data: data, Out: filepath.Join(dir, "a@2.gguf"), Epochs: 1, Rank: 4, Threads: 2},
+		Hooks{Status: func(s string) { status = append(status, s) }}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "a.base-f32.gguf")); err != nil {
-		t.Fatal(err)
+	if len(status) != 0 {
+		t.Fatalf("a version converted the base again: %q", status)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "a@2.base-f32.gguf")); !os.IsNotExist(err) {
-		t.Fatalf("a version converted the base again: %v", err)
+	for _, side := range []string{"a@2.ckpt.gguf", "a.base-f32.gguf", "a@2.base-f32.gguf"} {
+		if _, err := os.Stat(filepath.Join(dir, side)); !os.IsNotExist(err) {
+			t.Errorf("a successful run left %s (%v)", side, err)
+		}
 	}
 	// Validation fails before any work.
 	if _, err := Train(ctx, Spec{BasePath: f16, Data: filepath.Join(dir, "missing.jsonl"), Out: filepath.Join(dir, "b.gguf")}, Hooks{}); err == nil {
