@@ -10,12 +10,15 @@ import (
 
 	"github.com/llmrt/llmrt/runtime/eval"
 	"github.com/llmrt/llmrt/runtime/rag"
+	"github.com/llmrt/llmrt/runtime/rag/grounding"
 )
 
 func (a *app) evalCmd() *cobra.Command {
 	var mf modelFlags
-	var data, collection, adapter, judge, out, system string
+	var data, collection, adapter, judge, out, system, rerankModel string
 	var topK, concurrency, maxTokens, future int
+	var stages grounding.Stages
+	var ablation bool
 	cmd := &cobra.Command{
 		Use:   "eval -m BASE --data qa.jsonl [--collection NAME] [--adapter ADAPTER] [--judge MODEL]",
 		Short: "Measure base vs RAG vs fine-tuned vs both on your questions, with cost",
@@ -27,14 +30,31 @@ exact match, token F1 and answer-contained (and a judge model's verdict with
 p50/p95, tokens, device-seconds per question, the adapter's training cost
 amortised over --future-queries, and accuracy gained over base per second.
 
+The RAG arms retrieve and build their prompt exactly as llmrt serve's chat
+"rag" extension does. Retrieval stages: --multi-query N and --hyde rewrite
+the question with the model, --rerank reranks the candidates (with
+--rerank-model, a reranking GGUF, else the model itself); --ablation also
+runs the RAG arm with each stage alone, none and all, and prints a table of
+retrieval hit@k and answer F1 per stage set.
+
 It writes report.md, results.json (every answer and score) and chart.svg
 (chart.png when rsvg-convert is installed) into --out.`,
-		Example: `  llmrt eval -m qwen2.5-0.5b --data examples/aurora/qa.jsonl --collection aurora --adapter aurora`,
-		Args:    cobra.NoArgs,
+		Example: `  llmrt eval -m qwen2.5-0.5b --data examples/aurora/qa.jsonl --collection aurora --adapter aurora
+  llmrt eval -m qwen2.5-0.5b --data qa.jsonl --collection aurora --rerank --rerank-model bge-reranker-v2-m3 --ablation`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if data == "" {
 				return usageError{errors.New("--data is required")}
+			}
+			if stages.MultiQuery < 0 || stages.MultiQuery > 8 {
+				return usageError{fmt.Errorf("--multi-query must be between 0 and 8, got %d", stages.MultiQuery)}
+			}
+			if rerankModel != "" {
+				stages.Rerank = true
+			}
+			if (stages.Any() || ablation) && collection == "" {
+				return usageError{errors.New("retrieval stages and --ablation need --collection")}
 			}
 			// Every input is checked before any model loads.
 			qs, err := eval.LoadQuestions(data)
@@ -55,7 +75,7 @@ It writes report.md, results.json (every answer and score) and chart.svg
 					return err
 				}
 			}
-			var store *rag.Store
+			var retriever *rag.Retriever
 			if collection != "" {
 				s, err := rag.OpenStore(filepath.Join(a.home, "collections"), rag.StoreOptions{})
 				if err != nil {
@@ -77,10 +97,23 @@ It writes report.md, results.json (every answer and score) and chart.svg
 					return err
 				}
 				defer emb.Close()
-				if store, err = rag.OpenStore(filepath.Join(a.home, "collections"), rag.StoreOptions{Embedder: rag.EngineEmbedder{E: emb, Model: model}}); err != nil {
+				store, err := rag.OpenStore(filepath.Join(a.home, "collections"), rag.StoreOptions{Embedder: rag.EngineEmbedder{E: emb, Model: model}})
+				if err != nil {
 					return err
 				}
 				defer store.Close()
+				retriever = &rag.Retriever{Store: store}
+				if rerankModel != "" {
+					rf := mf
+					rf.model, rf.adapters = rerankModel, nil
+					re, _, err := a.openEngine(ctx, &rf, 1)
+					if err != nil {
+						return err
+					}
+					defer re.Close()
+					retriever.RerankModel = rerankModel
+					retriever.Rerankers = func(string) rag.Reranker { return rag.EngineReranker{E: re, Model: rerankModel} }
+				}
 			}
 			par := max(1, concurrency)
 			e, _, err := a.openEngine(ctx, &mf, par)
@@ -89,12 +122,12 @@ It writes report.md, results.json (every answer and score) and chart.svg
 			}
 			defer e.Close()
 			opt := eval.Options{Engine: e, ModelName: displayName(mf.model), Collection: collection, TopK: topK, Concurrency: par,
-				MaxTokens: maxTokens, FutureQueries: future, System: system}
+				MaxTokens: maxTokens, FutureQueries: future, System: system, Stages: stages, Ablation: ablation}
 			if mf.model == "" {
 				opt.ModelName = defaultModel
 			}
-			if store != nil {
-				opt.Retriever = evalRetriever{store}
+			if retriever != nil {
+				opt.Retriever = retriever
 			}
 			if adapterPath != "" {
 				if err := e.LoadAdapter("eval", adapterPath); err != nil {
@@ -115,7 +148,7 @@ It writes report.md, results.json (every answer and score) and chart.svg
 			if err := opt.Check(); err != nil {
 				return err
 			}
-			bar := newProgress(a.stderr, a.log, "eval", "answers", int64(len(qs)*len(opt.Arms())))
+			bar := newProgress(a.stderr, a.log, "eval", "answers", int64(len(qs)*opt.Variants()))
 			opt.Progress = func(done, total int) { bar.Set(int64(done), int64(total)) }
 			rep, err := eval.Run(ctx, qs, opt)
 			if err != nil {
@@ -145,6 +178,11 @@ It writes report.md, results.json (every answer and score) and chart.svg
 	fl.StringVarP(&collection, "collection", "c", "", "collection for the RAG arms")
 	fl.StringVar(&judge, "judge", "", "model that judges correctness (its prompt is in the report)")
 	fl.IntVarP(&topK, "top-k", "k", 4, "passages retrieved per question")
+	fl.IntVar(&stages.MultiQuery, "multi-query", 0, "RAG arms: also search with this many rewrites of the question by the model (0: off)")
+	fl.BoolVar(&stages.HyDE, "hyde", false, "RAG arms: also search with a hypothetical answer written by the model")
+	fl.BoolVar(&stages.Rerank, "rerank", false, "RAG arms: rerank the candidates (with --rerank-model, else the model itself)")
+	fl.StringVar(&rerankModel, "rerank-model", "", "reranking model (a GGUF with rank pooling; implies --rerank)")
+	fl.BoolVar(&ablation, "ablation", false, "also run the RAG arm with each retrieval stage alone, none and all, and print the ablation table")
 	fl.IntVar(&concurrency, "concurrency", 1, "questions answered in parallel (through the engine's batching)")
 	fl.IntVar(&maxTokens, "max-tokens", 64, "longest answer")
 	fl.IntVar(&future, "future-queries", 1000, "queries the fine-tuning cost is amortised over")

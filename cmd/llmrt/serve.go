@@ -31,14 +31,14 @@ var serveFlagEnv = map[string]string{
 	"parallel": "LLMRT_PARALLEL", "ctx": "LLMRT_CTX", "threads": "LLMRT_THREADS",
 	"keep-alive": "LLMRT_KEEP_ALIVE", "queue": "LLMRT_QUEUE", "timeout": "LLMRT_TIMEOUT",
 	"api-key": "LLMRT_API_KEYS", "cors": "LLMRT_CORS_ORIGINS", "gpu-layers": "LLMRT_GPU_LAYERS",
-	"max-body": "LLMRT_MAX_BODY", "grace": "LLMRT_SHUTDOWN_GRACE", "embed-model": "LLMRT_EMBED_MODEL", "stream-interval": "LLMRT_STREAM_INTERVAL",
+	"max-body": "LLMRT_MAX_BODY", "grace": "LLMRT_SHUTDOWN_GRACE", "embed-model": "LLMRT_EMBED_MODEL", "rerank-model": "LLMRT_RERANK_MODEL", "stream-interval": "LLMRT_STREAM_INTERVAL",
 	"adapter-root": "LLMRT_ADAPTER_ROOTS", "allowed-host": "LLMRT_ALLOWED_HOSTS", "metrics-public": "LLMRT_METRICS_PUBLIC",
 }
 
 func (a *app) serveCmd() *cobra.Command {
 	var (
 		addr, defModel, configFile string
-		embedModel                 string
+		embedModel, rerankModel    string
 		ragPaths                   bool
 		preload, apiKeys, cors     []string
 		adapterRoots, allowedHosts []string
@@ -126,28 +126,37 @@ server retrieves passages for the last user turn from the collection
 					return err
 				}
 			}
-			// Collections (RAG): embedded by --embed-model through the
-			// registry, so that model loads, unloads and reserves memory
-			// like any served model.
+			// Collections (RAG): each embedded by the model it was built
+			// with (new ones by --embed-model) through the registry, so
+			// that model loads, unloads and reserves memory like any
+			// served model.
 			if embedModel == "" {
 				embedModel = defModel
 			}
 			if _, err := a.resolveModel(ctx, embedModel); err != nil {
 				return err
 			}
+			if rerankModel != "" {
+				if _, err := a.resolveModel(ctx, rerankModel); err != nil {
+					return err
+				}
+			}
 			coll, err := rag.OpenStore(filepath.Join(a.home, "collections"), rag.StoreOptions{
-				Embedder: rag.RegistryEmbedder{Reg: reg, Model: embedModel},
-				Memory:   sc.NewIndexBookings("collection", "cpu", "HNSW index of collection ", a.log),
+				Embedder:  rag.RegistryEmbedder{Reg: reg, Model: embedModel},
+				Embedders: func(model string) rag.Embedder { return rag.RegistryEmbedder{Reg: reg, Model: model} },
+				Memory:    sc.NewIndexBookings("collection", "cpu", "HNSW index of collection ", a.log),
 			})
 			if err != nil {
 				return err
 			}
 			defer coll.Close()
+			retriever := &rag.Retriever{Store: coll, RerankModel: rerankModel,
+				Rerankers: func(model string) rag.Reranker { return rag.RegistryReranker{Reg: reg, Model: model} }}
 			srv := server.New(server.Config{
 				DefaultModel: defModel, APIKeys: apiKeys, CORSOrigins: cors, MaxBodyBytes: maxBody,
 				RequestTimeout: timeout, ShutdownGrace: grace, Logger: a.log, StreamInterval: streamInterval,
 				AllowedHosts: allowedHosts, MetricsPublic: metricsPublic,
-				Retriever: chatRetriever{coll}, Console: console.Handler(),
+				Retriever: retriever, Console: console.Handler(),
 			}, reg)
 			(&rag.API{Store: coll, AllowPaths: ragPaths}).Register(srv)
 			// Fine-tuning jobs (/v1/files, /v1/fine_tuning/jobs) train in
@@ -164,7 +173,7 @@ server retrieves passages for the last user turn from the collection
 			ft.Register(srv)
 			// Evaluations (/v1/evals) run in the background on served models.
 			(&eval.Service{Dir: filepath.Join(a.home, "evals"), Registry: reg, Logger: a.log,
-				Retriever: evalRetriever{coll}}).Register(srv)
+				Retriever: retriever}).Register(srv)
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w", addr, err)
@@ -180,7 +189,8 @@ server retrieves passages for the last user turn from the collection
 	fl.StringArrayVarP(&preload, "model", "m", nil, "model to load at start and keep loaded (repeatable)")
 	fl.StringVar(&defModel, "default-model", "", "model for requests that name none (default: the first -m, else "+defaultModel+")")
 	fl.DurationVar(&streamInterval, "stream-interval", 40*time.Millisecond, "shortest time between two flushes of a stream (tokens arrive in small bursts; 0: every token at once)")
-	fl.StringVar(&embedModel, "embed-model", "", "model that embeds collections for RAG (default: the default model)")
+	fl.StringVar(&embedModel, "embed-model", "", "model that embeds new collections for RAG (default: the default model; a collection keeps the model it was built with)")
+	fl.StringVar(&rerankModel, "rerank-model", "", "reranking model for rag requests that rerank (default: the chat model reranks)")
 	fl.BoolVar(&ragPaths, "rag-allow-paths", false, "let POST /v1/collections/{name}/documents ingest files and folders the server can read")
 	fl.IntVar(&parallel, "parallel", 4, "sequences decoded together per model")
 	fl.IntVar(&ctxLen, "ctx", 0, "context length per sequence (default: the model's, at most 4096)")

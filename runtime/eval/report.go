@@ -91,7 +91,7 @@ func (r *Report) Markdown(w io.Writer) {
 	fmt.Fprintf(w, "# Evaluation: %s\n\n", r.Model)
 	fmt.Fprintf(w, "- questions: %d per arm; started %s; took %.1f s\n", r.questions(), r.Started.Format("2006-01-02 15:04:05"), r.DurationS)
 	if r.Collection != "" {
-		fmt.Fprintf(w, "- collection: `%s` (top %d passages)\n", r.Collection, r.TopK)
+		fmt.Fprintf(w, "- collection: `%s` (top %d passages; retrieval stages: %s)\n", r.Collection, r.TopK, r.Stages)
 	}
 	if r.Adapter != "" {
 		fmt.Fprintf(w, "- adapter: `%s` (training: %.1f device-seconds, amortised over %d future queries)\n", r.Adapter, r.TrainingS, r.FutureQueries)
@@ -115,6 +115,7 @@ func (r *Report) Markdown(w io.Writer) {
 			a.DeviceSecondsPerQ, a.TrainingSecondsPQ, a.CostPerQuestionS, roi)
 	}
 	fmt.Fprintln(w, "\nROI is the F1 gained over the base arm per device-second of cost per question (serving time plus amortised training).")
+	r.AblationMarkdown(w)
 	if r.Judge != "" {
 		fmt.Fprintf(w, "\nJudge model `%s`, prompt:\n\n```\n%s\n```\n", r.Judge, r.JudgePrompt)
 	}

@@ -10,14 +10,30 @@ import (
 
 	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/rag"
 )
 
-type fixedRetriever struct{ passages []Passage }
-
-func (f fixedRetriever) Retrieve(ctx context.Context, c, q string, k int) ([]Passage, error) {
-	return f.passages[:min(k, len(f.passages))], nil
+// docsCollection builds a real collection "docs" of two Markdown files,
+// embedded by e, and returns its retriever.
+func docsCollection(t *testing.T, e *engine.Engine) *rag.Retriever {
+	t.Helper()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "story.md"), []byte("# Story\n\nLily had a red ball. She played with it in the park every day.\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "sea.md"), []byte("# Sea\n\nTom went fishing in a small blue boat with his grandfather.\n"), 0o644)
+	store, err := rag.OpenStore(filepath.Join(t.TempDir(), "collections"), rag.StoreOptions{Embedder: rag.EngineEmbedder{E: e, Model: "stories260K"}, Exact: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	c, err := store.Create(context.Background(), "docs", rag.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AddPath(context.Background(), dir, rag.AddOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return &rag.Retriever{Store: store}
 }
-func (f fixedRetriever) HasCollection(name string) bool { return name == "docs" }
 
 func TestLoadQuestionsReportsLine(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "qa.jsonl")
@@ -32,7 +48,12 @@ func TestLoadQuestionsReportsLine(t *testing.T) {
 }
 
 func TestMissingInputsFailBeforeWork(t *testing.T) {
-	o := Options{Engine: &engine.Engine{}, Collection: "nope", Retriever: fixedRetriever{}}
+	store, err := rag.OpenStore(t.TempDir(), rag.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	o := Options{Engine: &engine.Engine{}, Collection: "nope", Retriever: &rag.Retriever{Store: store}}
 	if err := o.Check(); err == nil || !strings.Contains(err.Error(), `collection "nope"`) {
 		t.Fatalf("missing collection: %v", err)
 	}
@@ -50,12 +71,12 @@ func TestRunBaseAndRAG(t *testing.T) {
 	}
 	defer e.Close()
 	qs := []Question{
-		{Question: "Once upon a time", Answer: "Lily", ContextIDs: []string{"story.md"}, Line: 1},
+		{Question: "Lily had a red ball", Answer: "Lily", ContextIDs: []string{"story.md"}, Line: 1},
 		{Question: "The cat", Answer: "dog", Line: 2},
 	}
 	rep, err := Run(context.Background(), qs, Options{
-		Engine: e, ModelName: "stories260K", Retriever: fixedRetriever{[]Passage{{Source: "docs/story.md", Text: "Lily had a red ball."}}},
-		Collection: "docs", Concurrency: 2, MaxTokens: 16,
+		Engine: e, ModelName: "stories260K", Retriever: docsCollection(t, e),
+		Collection: "docs", TopK: 1, Concurrency: 2, MaxTokens: 16,
 	})
 	if err != nil {
 		t.Fatal(err)
