@@ -115,6 +115,12 @@ type Summary struct {
 	Metrics       string        `json:"metrics"`
 	LossCurve     string        `json:"loss_curve"`
 	ResumedAt     int           `json:"resumed_at_step,omitempty"`
+
+	// Windows are examples cut from longer texts; UsedTokens of the data's
+	// AvailableTokens made it into training rows.
+	Windows         int `json:"windows,omitempty"`
+	AvailableTokens int `json:"available_tokens"`
+	UsedTokens      int `json:"used_tokens"`
 }
 
 // Paths beside the adapter.
@@ -179,6 +185,7 @@ func Run(ctx context.Context, b Backend, data Data, cfg Config, progress func(Pr
 	sum := Summary{
 		Examples: data.Stats.Examples, Rows: len(data.Train), Tokens: data.Stats.Tokens, TrainTokens: data.Stats.TrainTokens,
 		MaskedShare: data.Stats.MaskedShare(), Truncated: data.Stats.Truncated,
+		Windows: data.Stats.Windows, AvailableTokens: data.Stats.AvailableTokens, UsedTokens: data.Stats.UsedTokens,
 		Adapter: cfg.Out, Metrics: MetricsPath(cfg.Out), LossCurve: LossCurvePath(cfg.Out), ResumedAt: st.Step,
 	}
 	start := time.Now()

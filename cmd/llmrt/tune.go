@@ -20,7 +20,9 @@ import (
 type tuneFlags struct {
 	modelFlags
 	data, evalData, out, format, targets, schedule string
+	collection                                     string
 	rank, epochs, warmup, batch, accum, ckptEvery  int
+	stride                                         int
 	alpha, lr, evalSplit                           float64
 	seed                                           uint64
 	resume, strict                                 bool
@@ -29,7 +31,7 @@ type tuneFlags struct {
 func (a *app) tuneCmd() *cobra.Command {
 	var f tuneFlags
 	cmd := &cobra.Command{
-		Use:   "tune -m BASE --data PATH --out ADAPTER [flags]",
+		Use:   "tune -m BASE (--data PATH | --collection NAME) --out ADAPTER [flags]",
 		Short: "Fine-tune a LoRA adapter on your data",
 		Long: `tune trains a LoRA adapter for BASE on ggml (llmrt's own training graph over
 the weights llama.cpp loaded: the GPU where llama.cpp uses one, quantized
@@ -37,9 +39,13 @@ Q8_0/Q4_K bases included). Llama-family models (llama, mistral, qwen2, qwen3).
 
 Data: a JSONL file of {"messages": [...]} (rendered with the base model's chat
 template, loss on assistant turns), {"prompt", "completion"},
-{"instruction", "input", "output"} (alpaca) or {"text"}; or a folder of
-.txt/.md files for continued pre-training. Prompts are masked; short examples
-are packed into --ctx tokens, longer ones truncated (counted in the summary).
+{"instruction", "input", "output"} (alpaca) or {"text"}; or documents for
+continued pre-training: a .txt, .md, .html or .pdf file or a folder of them
+(read as llmrt index reads them), or --collection, the documents of a
+collection (with --data, both). Documents and texts are cut into windows of
+--ctx tokens (--stride tokens of shared context), never truncated; prompts
+are masked; short examples are packed into --ctx tokens, longer chat and
+prompt examples truncated (counted in the summary).
 A line that does not parse is reported with its file and line number and
 skipped (--strict: fatal).
 
@@ -50,13 +56,16 @@ ADAPTER.ckpt.gguf (adapter, AdamW moments, step, data position) beside it.
 Ctrl-C saves a checkpoint; --resume continues the same run.`,
 		Example: `  llmrt tune -m qwen2.5-0.5b --data support.jsonl --out support
   llmrt tune -m stories260K --data facts.jsonl --out facts.gguf --epochs 20 --lr 1e-3 --targets all-linear
-  llmrt tune -m stories260K --data facts.jsonl --out facts.gguf --resume`,
+  llmrt tune -m stories260K --data facts.jsonl --out facts.gguf --resume
+  llmrt tune -m stories260K --collection handbook --data handbook-qa/train.jsonl --out handbook`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return a.tune(cmd, &f) },
 	}
 	f.register(cmd)
 	fl := cmd.Flags()
-	fl.StringVar(&f.data, "data", "", "training data: a JSONL file or a folder of .txt/.md")
+	fl.StringVar(&f.data, "data", "", "training data: a JSONL file, a document (.txt .md .html .pdf) or a folder of documents")
+	fl.StringVarP(&f.collection, "collection", "c", "", "also train on the documents of this collection (continued pre-training)")
+	fl.IntVar(&f.stride, "stride", 0, "tokens of context consecutive windows of a long document share")
 	fl.StringVar(&f.evalData, "eval-data", "", "evaluation data (same formats); default: --eval-split of --data")
 	fl.Float64Var(&f.evalSplit, "eval-split", 0.1, "share of --data held out for evaluation when --eval-data is not given (0: none)")
 	fl.StringVarP(&f.out, "out", "o", "", "adapter file (.gguf), or a NAME for $LLMRT_HOME/adapters/NAME.gguf")
@@ -92,8 +101,8 @@ func (a *app) adapterPath(out string) string {
 
 func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 	ctx := cmd.Context()
-	if f.data == "" || f.out == "" {
-		return usageError{errors.New("--data and --out are required")}
+	if (f.data == "" && f.collection == "") || f.out == "" {
+		return usageError{errors.New("--data or --collection, and --out, are required")}
 	}
 	targets, err := finetune.ParseTargets(f.targets)
 	if err != nil {
@@ -109,6 +118,7 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 	spec := finetune.Spec{
 		BaseName: strings.TrimSuffix(filepath.Base(name), ".gguf"),
 		Data:     f.data, EvalData: f.evalData, EvalSplit: f.evalSplit, Format: f.format, Strict: f.strict,
+		Collection: f.collection, CollectionsDir: filepath.Join(a.home, "collections"), Stride: f.stride,
 		Out:  a.adapterPath(f.out),
 		Rank: f.rank, Alpha: f.alpha, Targets: targets,
 		Epochs: f.epochs, LR: f.lr, Schedule: f.schedule, Warmup: f.warmup, Batch: f.batch, GradAccum: f.accum, Ctx: f.ctx,
@@ -144,7 +154,7 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 		Warn:         func(w error) { fmt.Fprintf(a.stderr, "warning: %v (skipped)\n", w) },
 		Loaded: func(d dataset.Stats, evalExamples int) {
 			loadBar.Finish()
-			a.log.Info("data", "examples", d.Examples, "rows", d.Rows, "tokens", d.Tokens, "trained_tokens", d.TrainTokens,
+			a.log.Info("data", "examples", d.Examples, "windows", d.Windows, "rows", d.Rows, "tokens", d.Tokens, "used_tokens", d.UsedTokens, "available_tokens", d.AvailableTokens, "trained_tokens", d.TrainTokens,
 				"masked_share", round2(d.MaskedShare()), "truncated", d.Truncated, "eval_examples", evalExamples)
 			bar = newProgress(a.stderr, a.log, "tune", "steps", 0)
 		},
@@ -175,8 +185,8 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 	bar.Finish()
 	out := spec.Out
 	fmt.Fprintf(a.stdout, "adapter %s\n", out)
-	fmt.Fprintf(a.stdout, "  %d examples in %d rows, %d tokens (%.0f%% masked), %d truncated; %d steps in %s (%.0f tokens/s)\n",
-		sum.Examples, sum.Rows, sum.Tokens, 100*sum.MaskedShare, sum.Truncated, sum.Steps, sum.Duration.Round(time.Second), sum.TokensPerSec)
+	fmt.Fprintf(a.stdout, "  %d examples (%d windows of longer texts) in %d rows, %d of %d tokens used (%.0f%% masked), %d truncated; %d steps in %s (%.0f tokens/s)\n",
+		sum.Examples, sum.Windows, sum.Rows, sum.UsedTokens, sum.AvailableTokens, 100*sum.MaskedShare, sum.Truncated, sum.Steps, sum.Duration.Round(time.Second), sum.TokensPerSec)
 	fmt.Fprintf(a.stdout, "  final loss %.4f", sum.FinalLoss)
 	if sum.FinalEvalLoss > 0 {
 		fmt.Fprintf(a.stdout, ", eval loss %.4f", sum.FinalEvalLoss)
