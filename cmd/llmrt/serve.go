@@ -54,7 +54,7 @@ func (a *app) serveCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Serve models behind an OpenAI-compatible API",
 		Long: `serve answers the OpenAI API (/v1/chat/completions, /v1/completions,
-/v1/embeddings, /v1/models, /v1/collections) on 127.0.0.1:8080. Models load on first use and
+/v1/embeddings, /v1/models, /v1/collections, /v1/rerank) on 127.0.0.1:8080. Models load on first use and
 unload after --keep-alive; "BASE+ADAPTER" serves a LoRA adapter from
 $LLMRT_HOME/adapters. Every flag can also come from an environment variable
 (LLMRT_ADDR, LLMRT_PARALLEL, ...; see README) or a YAML config file whose keys
@@ -66,7 +66,10 @@ in-flight ones get --grace to finish.
 
 Chat requests may carry "rag": {"collection": NAME, "top_k": 4}: the
 server retrieves passages for the last user turn from the collection
-(see llmrt index) and returns citations with the answer.`,
+(see llmrt index), answers from them, and returns the passages retrieved
+and those the answer cites. "multi_query": N, "hyde": true and "rerank":
+true switch on the retrieval stages (--rerank-model reranks, else the chat
+model).`,
 		Example: `  llmrt serve
   llmrt serve -m stories260K --parallel 8 --ctx 2048
   LLMRT_API_KEYS=secret llmrt serve --addr 0.0.0.0:8080
@@ -159,6 +162,13 @@ server retrieves passages for the last user turn from the collection
 				Retriever: retriever, Console: console.Handler(),
 			}, reg)
 			(&rag.API{Store: coll, AllowPaths: ragPaths}).Register(srv)
+			// /v1/rerank: --rerank-model (else the default model) for
+			// requests that name no model.
+			rerankDefault := rerankModel
+			if rerankDefault == "" {
+				rerankDefault = defModel
+			}
+			(&rag.RerankAPI{Reg: reg, DefaultModel: rerankDefault}).Register(srv)
 			// Fine-tuning jobs (/v1/files, /v1/fine_tuning/jobs) train in
 			// the background under the scheduler; finished adapters are
 			// served as ft:BASE:SUFFIX without a restart.

@@ -11,6 +11,7 @@ import (
 	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/rag"
+	"github.com/llmrt/llmrt/runtime/rag/grounding"
 )
 
 // docsCollection builds a real collection "docs" of two Markdown files,
@@ -106,6 +107,52 @@ func TestRunBaseAndRAG(t *testing.T) {
 	for _, a := range rep.Arms {
 		if !strings.Contains(string(md), "| "+string(a.Arm)+" |") || !strings.Contains(string(svg), string(a.Arm)) {
 			t.Fatalf("arm %s missing from report or chart", a.Arm)
+		}
+	}
+}
+
+// --ablation answers with the base model and retrieval under each stage
+// set: the table has a row per stage (none, each alone, all), each over
+// every question, in results.json and report.md.
+func TestAblationHasARowPerStage(t *testing.T) {
+	e, err := engine.Open(context.Background(), engine.Options{Path: testmodel.Shared(t, "stories260K.gguf"), NParallel: 2, CtxPerSeq: 1024, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	qs := []Question{
+		{Question: "Lily had a red ball", Answer: "Lily", ContextIDs: []string{"story.md"}, Line: 1},
+		{Question: "Who went fishing?", Answer: "Tom", ContextIDs: []string{"sea.md"}, Line: 2},
+	}
+	o := Options{Engine: e, ModelName: "stories260K", Retriever: docsCollection(t, e), Collection: "docs", TopK: 1, Concurrency: 2, MaxTokens: 8,
+		Stages: grounding.Stages{Rerank: true}, Ablation: true}
+	var last, total int
+	o.Progress = func(done, n int) { last, total = done, n }
+	rep, err := Run(context.Background(), qs, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != len(qs)*o.Variants() || last != total || o.Variants() != 2+5 {
+		t.Fatalf("progress %d/%d for %d variants", last, total, o.Variants())
+	}
+	want := []string{"none", "multi-query(3)", "hyde", "rerank", "multi-query(3)+hyde+rerank"}
+	if len(rep.Ablation) != len(want) || len(rep.AblationAnswers) != len(want)*len(qs) || rep.Stages != "rerank" {
+		t.Fatalf("%d ablation rows, %d answers, stages %q", len(rep.Ablation), len(rep.AblationAnswers), rep.Stages)
+	}
+	var md strings.Builder
+	rep.Markdown(&md)
+	for i, row := range rep.Ablation {
+		if row.Stages != want[i] || row.Questions != len(qs) || row.HitAtK < 0 || row.HitAtK > 1 {
+			t.Fatalf("row %d: %+v, want stages %s", i, row, want[i])
+		}
+		if !strings.Contains(md.String(), "| "+row.Stages+" | ") {
+			t.Fatalf("report.md lacks the row %s:\n%s", row.Stages, md.String())
+		}
+	}
+	// Each answer of a row carries what it retrieved and whether that hit.
+	for _, a := range rep.AblationAnswers[:len(qs)] {
+		if a.RetrievalHit == nil || len(a.RetrievedChunks) != 1 {
+			t.Fatalf("answer %+v", a)
 		}
 	}
 }
