@@ -87,7 +87,7 @@ and measures which of retrieval, fine-tuning or both pays off.`,
 	pf.StringVar(&a.home, "home", "", "data directory (models, adapters, indexes) (env LLMRT_HOME, default ~/.local/share/llmrt)")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "show debug logs, including llama.cpp's")
 	pf.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
-	root.AddCommand(a.runCmd(), a.serveCmd(), a.embedCmd(), a.pullCmd(), a.modelsCmd(), a.quantizeCmd(), a.gpuCmd(), a.systemCmd(), a.indexCmd(), a.tuneCmd(), a.adapterCmd(), a.evalCmd())
+	root.AddCommand(a.runCmd(), a.serveCmd(), a.embedCmd(), a.pullCmd(), a.modelsCmd(), a.quantizeCmd(), a.gpuCmd(), a.systemCmd(), a.indexCmd(), a.tuneCmd(), a.adapterCmd(), a.evalCmd(), a.qagenCmd())
 	return root
 }
 

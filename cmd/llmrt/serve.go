@@ -19,6 +19,7 @@ import (
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/eval"
 	"github.com/llmrt/llmrt/runtime/finetune"
+	"github.com/llmrt/llmrt/runtime/qagen"
 	"github.com/llmrt/llmrt/runtime/rag"
 	"github.com/llmrt/llmrt/runtime/registry"
 	"github.com/llmrt/llmrt/runtime/server"
@@ -181,6 +182,8 @@ model).`,
 			}
 			defer ft.Close()
 			ft.Register(srv)
+			// QA generation (/v1/qagen) runs in the background on served models.
+			(&qagen.Service{Dir: filepath.Join(a.home, "qagen"), Registry: reg, Collections: coll, Logger: a.log}).Register(srv)
 			// Evaluations (/v1/evals) run in the background on served models.
 			(&eval.Service{Dir: filepath.Join(a.home, "evals"), Registry: reg, Logger: a.log,
 				Retriever: retriever}).Register(srv)

@@ -77,10 +77,8 @@ func (r EngineReranker) Rerank(ctx context.Context, query string, docs []string)
 	return scores, nil
 }
 
-// chatScore is p(yes) / (p(yes) + p(no)) over the first reply token's
-// distribution, where every token spelling the word counts. A word outside
-// the 20 most likely tokens counts with half the 20th's probability (its
-// probability is below that).
+// chatScore is the chat model's YesProbability that the passage helps
+// answer the query (the passage is shortened until the prompt fits).
 func (r EngineReranker) chatScore(ctx context.Context, query, doc string) (float32, error) {
 	var toks []int32
 	for {
@@ -94,7 +92,15 @@ func (r EngineReranker) chatScore(ctx context.Context, query, doc string) (float
 		}
 		doc = doc[:len(doc)*3/4] // the passage is cut until the prompt fits
 	}
-	res, err := r.E.Generate(ctx, engine.Request{Prompt: toks, MaxTokens: 1, Logprobs: true, TopLogprobs: 20, IgnoreEOS: true, Adapters: r.Adapters})
+	return YesProbability(ctx, r.E, r.Adapters, toks)
+}
+
+// YesProbability is p(yes) / (p(yes) + p(no)) over the distribution of
+// the first token a model writes after prompt, where every token spelling
+// the word counts. A word outside the 20 most likely tokens counts with
+// half the 20th's probability (its probability is below that).
+func YesProbability(ctx context.Context, e *engine.Engine, adapters []engine.AdapterRef, prompt []int32) (float32, error) {
+	res, err := e.Generate(ctx, engine.Request{Prompt: prompt, MaxTokens: 1, Logprobs: true, TopLogprobs: 20, IgnoreEOS: true, Adapters: adapters})
 	if err != nil {
 		return 0, err
 	}
