@@ -198,6 +198,46 @@ func TestCollectionsAPIAndChatRAG(t *testing.T) {
 	if c := cits[0].(map[string]any); c["index"] != float64(2) || c["source"] != got[1].(map[string]any)["source"] || c["chunk_id"] != got[1].(map[string]any)["chunk_id"] {
 		t.Fatalf("citation %v, want the second retrieved passage %v", c, got[1])
 	}
+	// Streamed: the retrieved passages come with the first chunk, the
+	// answer's citations with its last.
+	j, _ := json.Marshal(map[string]any{
+		"model": "stories260K", "max_tokens": 16, "temperature": 0, "grammar": `root ::= "He went fishing [2]."`, "stream": true,
+		"messages": []map[string]any{{"role": "user", "content": sentence}},
+		"rag":      map[string]any{"collection": "handbook", "top_k": 2},
+	})
+	resp, err = http.Post(strings.TrimSuffix(url, "/collections")+"/chat/completions", "application/json", bytes.NewReader(j))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var events []map[string]any
+	for _, line := range strings.Split(string(raw), "\n") {
+		if data, ok := strings.CutPrefix(line, "data: "); ok && data != "[DONE]" {
+			var ev map[string]any
+			if err := json.Unmarshal([]byte(data), &ev); err != nil {
+				t.Fatalf("event %s: %v", data, err)
+			}
+			events = append(events, ev)
+		}
+	}
+	if len(events) < 2 {
+		t.Fatalf("stream: %s", raw)
+	}
+	if r, _ := events[0]["retrieved"].([]any); len(r) != 2 {
+		t.Fatalf("first chunk %v lacks the retrieved passages", events[0])
+	}
+	var lastCits []any
+	for _, ev := range events {
+		for _, ch := range ev["choices"].([]any) {
+			if ch.(map[string]any)["finish_reason"] != nil {
+				lastCits, _ = ev["citations"].([]any)
+			}
+		}
+	}
+	if len(lastCits) != 1 || lastCits[0].(map[string]any)["index"] != float64(2) {
+		t.Fatalf("last chunk's citations %v, want [2]", lastCits)
+	}
 	bad := ragServerChatStatus(t, strings.TrimSuffix(url, "/collections"), map[string]any{
 		"messages": []map[string]any{{"role": "user", "content": "hi"}}, "rag": map[string]any{"collection": "missing"}})
 	if bad != http.StatusNotFound {

@@ -58,13 +58,17 @@ func (r EngineReranker) Rerank(ctx context.Context, query string, docs []string)
 	if r.E.CanRank() {
 		return r.E.Rank(ctx, query, docs)
 	}
+	// As many at once as the engine decodes together (more would only
+	// wait in, and could overflow, its queue).
 	scores := make([]float32, len(docs))
 	errs := make([]error, len(docs))
+	slots := make(chan struct{}, max(1, r.E.Options().NParallel))
 	var wg sync.WaitGroup
 	for i, d := range docs {
 		wg.Add(1)
+		slots <- struct{}{}
 		go func() {
-			defer wg.Done()
+			defer func() { <-slots; wg.Done() }()
 			scores[i], errs[i] = r.chatScore(ctx, query, d)
 		}()
 	}
