@@ -171,18 +171,24 @@ env:
 	@echo "export CGO_CXXFLAGS='$(CGO_CXXFLAGS)'"
 	@echo "export LLMRT_TEST_MODELS='$(LLMRT_TEST_MODELS)'"
 
-# The domain demo (examples/aurora): ingest the handbook, tune an adapter
-# on its training set, evaluate base / RAG / fine-tuned / both on its
-# questions. Runs on the CPU with stories260K; on a GPU workstation pass a
-# real model, e.g. make demo DEMO_MODEL=qwen2.5-0.5b-instruct-q8_0 DEMO_TUNE="--epochs 3".
+# The domain demo (examples/aurora), from the documents alone: ingest the
+# handbook, generate questions and answers from it, tune an adapter on the
+# documents and the generated chat lines, evaluate base / RAG / fine-tuned /
+# both on the generated questions, with the retrieval-stage ablation. Runs
+# on the CPU with stories260K; on a GPU workstation pass a real model, e.g.
+# make demo DEMO_MODEL=qwen2.5-0.5b-instruct-q8_0 DEMO_TUNE="--epochs 3".
 DEMO_MODEL ?= stories260K
 DEMO_HOME  ?= $(CURDIR)/demo-out/home
+DEMO_QA    ?= $(CURDIR)/demo-out/qa
 DEMO_OUT   ?= $(CURDIR)/demo-out/report
+DEMO_QAGEN ?= --per-chunk 3 --eval-share 0.2
 DEMO_TUNE  ?= --epochs 8 --lr 2e-3 --targets all-linear --rank 16 --alpha 32
+DEMO_EVAL  ?= --ablation --concurrency 4
 demo: build
 	@mkdir -p $(DEMO_HOME)
 	./bin/llmrt --home $(DEMO_HOME) index add -m $(DEMO_MODEL) --collection aurora examples/aurora/handbook
-	./bin/llmrt --home $(DEMO_HOME) tune -m $(DEMO_MODEL) --data examples/aurora/train.jsonl --out aurora --eval-split 0.1 $(DEMO_TUNE)
-	./bin/llmrt --home $(DEMO_HOME) eval -m $(DEMO_MODEL) --data examples/aurora/qa.jsonl --collection aurora --adapter aurora \
-		--out $(DEMO_OUT) --concurrency 4
+	./bin/llmrt --home $(DEMO_HOME) qagen -m $(DEMO_MODEL) --collection aurora --out $(DEMO_QA) $(DEMO_QAGEN)
+	./bin/llmrt --home $(DEMO_HOME) tune -m $(DEMO_MODEL) --collection aurora --data $(DEMO_QA)/train.jsonl --out aurora --eval-split 0.1 $(DEMO_TUNE)
+	./bin/llmrt --home $(DEMO_HOME) eval -m $(DEMO_MODEL) --data $(DEMO_QA)/qa.jsonl --collection aurora --adapter aurora \
+		--out $(DEMO_OUT) $(DEMO_EVAL)
 	@echo "report: $(DEMO_OUT)/report.md  chart: $(DEMO_OUT)/chart.svg  answers: $(DEMO_OUT)/results.json"

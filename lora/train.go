@@ -127,6 +127,12 @@ type Summary struct {
 	FinalEvalAcc    *float64         `json:"final_eval_reward_accuracy,omitempty"`
 	// Warnings about the run, such as overfitting (see OverfitWarning).
 	Warnings []string `json:"warnings,omitempty"`
+
+	// Windows are examples cut from longer texts; UsedTokens of the data's
+	// AvailableTokens made it into training rows.
+	Windows         int `json:"windows,omitempty"`
+	AvailableTokens int `json:"available_tokens"`
+	UsedTokens      int `json:"used_tokens"`
 }
 
 // Paths beside the adapter.
@@ -191,6 +197,7 @@ func Run(ctx context.Context, b Backend, data Data, cfg Config, progress func(Pr
 	sum := Summary{
 		Examples: data.Stats.Examples, Rows: len(data.Train), Tokens: data.Stats.Tokens, TrainTokens: data.Stats.TrainTokens,
 		MaskedShare: data.Stats.MaskedShare(), Truncated: data.Stats.Truncated,
+		Windows: data.Stats.Windows, AvailableTokens: data.Stats.AvailableTokens, UsedTokens: data.Stats.UsedTokens,
 		Adapter: cfg.Out, Metrics: MetricsPath(cfg.Out), LossCurve: LossCurvePath(cfg.Out), ResumedAt: st.Step,
 	}
 	pb, _ := b.(PreferenceBackend)

@@ -11,15 +11,18 @@ import (
 	"github.com/llmrt/llmrt/models/names"
 	"github.com/llmrt/llmrt/runtime/eval"
 	"github.com/llmrt/llmrt/runtime/rag"
+	"github.com/llmrt/llmrt/runtime/rag/grounding"
 )
 
 func (a *app) evalCmd() *cobra.Command {
 	var mf modelFlags
-	var data, collection, adapter, judge, out, system string
+	var data, collection, adapter, judge, out, system, rerankModel string
 	var topK, concurrency, maxTokens, future int
 	var promote bool
 	var margin float64
 	var metric string
+	var stages grounding.Stages
+	var ablation bool
 	cmd := &cobra.Command{
 		Use:   "eval -m BASE --data qa.jsonl [--collection NAME] [--adapter ADAPTER] [--judge MODEL]",
 		Short: "Measure base vs RAG vs fine-tuned vs both on your questions, with cost",
@@ -30,6 +33,13 @@ exact match, token F1 and answer-contained (and a judge model's verdict with
 --judge), the retrieval hit rate at k for RAG arms, and the cost: latency
 p50/p95, tokens, device-seconds per question, the adapter's training cost
 amortised over --future-queries, and accuracy gained over base per second.
+
+The RAG arms retrieve and build their prompt exactly as llmrt serve's chat
+"rag" extension does. Retrieval stages: --multi-query N and --hyde rewrite
+the question with the model, --rerank reranks the candidates (with
+--rerank-model, a reranking GGUF, else the model itself); --ablation also
+runs the RAG arm with each stage alone, none and all, and prints a table of
+retrieval hit@k and answer F1 per stage set.
 
 It prints a summary per arm (F1, the gain over base and its ROI with 95%
 bootstrap intervals over the questions, latency, cost) and writes report.md,
@@ -44,12 +54,22 @@ the margin are printed; a refusal says why and exits 1. Running servers serve
 the promoted version from their next request on; every version stays loadable
 as BASE+NAME@N.`,
 		Example: `  llmrt eval -m qwen2.5-0.5b --data examples/aurora/qa.jsonl --collection aurora --adapter aurora
-  llmrt eval -m qwen2.5-0.5b --data held-out.jsonl --adapter support@3 --promote --margin 0.02`,
+  llmrt eval -m qwen2.5-0.5b --data held-out.jsonl --adapter support@3 --promote --margin 0.02
+  llmrt eval -m qwen2.5-0.5b --data qa.jsonl --collection aurora --rerank --rerank-model bge-reranker-v2-m3 --ablation`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if data == "" {
 				return usageError{errors.New("--data is required")}
+			}
+			if stages.MultiQuery < 0 || stages.MultiQuery > 8 {
+				return usageError{fmt.Errorf("--multi-query must be between 0 and 8, got %d", stages.MultiQuery)}
+			}
+			if rerankModel != "" {
+				stages.Rerank = true
+			}
+			if (stages.Any() || ablation) && collection == "" {
+				return usageError{errors.New("retrieval stages and --ablation need --collection")}
 			}
 			// Every input is checked before any model loads.
 			qs, err := eval.LoadQuestions(data)
@@ -91,7 +111,7 @@ as BASE+NAME@N.`,
 					return err
 				}
 			}
-			var store *rag.Store
+			var retriever *rag.Retriever
 			if collection != "" {
 				s, err := rag.OpenStore(filepath.Join(a.home, "collections"), rag.StoreOptions{})
 				if err != nil {
@@ -114,10 +134,23 @@ as BASE+NAME@N.`,
 				}
 				defer emb.Close()
 				// Read-only: eval runs beside a server that holds the collection.
-				if store, err = rag.OpenStore(filepath.Join(a.home, "collections"), rag.StoreOptions{Embedder: rag.EngineEmbedder{E: emb, Model: model}, ReadOnly: true}); err != nil {
+				store, err := rag.OpenStore(filepath.Join(a.home, "collections"), rag.StoreOptions{Embedder: rag.EngineEmbedder{E: emb, Model: model}, ReadOnly: true})
+				if err != nil {
 					return err
 				}
 				defer store.Close()
+				retriever = &rag.Retriever{Store: store}
+				if rerankModel != "" {
+					rf := mf
+					rf.model, rf.adapters = rerankModel, nil
+					re, _, err := a.openEngine(ctx, &rf, 1)
+					if err != nil {
+						return err
+					}
+					defer re.Close()
+					retriever.RerankModel = rerankModel
+					retriever.Rerankers = func(string) rag.Reranker { return rag.EngineReranker{E: re, Model: rerankModel} }
+				}
 			}
 			par := max(1, concurrency)
 			e, _, err := a.openEngine(ctx, &mf, par)
@@ -126,9 +159,9 @@ as BASE+NAME@N.`,
 			}
 			defer e.Close()
 			opt := eval.Options{Engine: e, ModelName: t.Base, Collection: collection, TopK: topK, Concurrency: par,
-				MaxTokens: maxTokens, FutureQueries: future, System: system}
-			if store != nil {
-				opt.Retriever = evalRetriever{store}
+				MaxTokens: maxTokens, FutureQueries: future, System: system, Stages: stages, Ablation: ablation}
+			if retriever != nil {
+				opt.Retriever = retriever
 			}
 			if adapterPath != "" {
 				if err := e.LoadAdapter("eval", adapterPath); err != nil {
@@ -149,7 +182,7 @@ as BASE+NAME@N.`,
 			if err := opt.Check(); err != nil {
 				return err
 			}
-			bar := newProgress(a.stderr, a.log, "eval", "answers", int64(len(qs)*len(opt.Arms())))
+			bar := newProgress(a.stderr, a.log, "eval", "answers", int64(len(qs)*opt.Variants()))
 			opt.Progress = func(done, total int) { bar.Set(int64(done), int64(total)) }
 			rep, err := eval.Run(ctx, qs, opt)
 			if err != nil {
@@ -192,6 +225,11 @@ as BASE+NAME@N.`,
 	fl.StringVarP(&collection, "collection", "c", "", "collection for the RAG arms")
 	fl.StringVar(&judge, "judge", "", "model that judges correctness (its prompt is in the report)")
 	fl.IntVarP(&topK, "top-k", "k", 4, "passages retrieved per question")
+	fl.IntVar(&stages.MultiQuery, "multi-query", 0, "RAG arms: also search with this many rewrites of the question by the model (0: off)")
+	fl.BoolVar(&stages.HyDE, "hyde", false, "RAG arms: also search with a hypothetical answer written by the model")
+	fl.BoolVar(&stages.Rerank, "rerank", false, "RAG arms: rerank the candidates (with --rerank-model, else the model itself)")
+	fl.StringVar(&rerankModel, "rerank-model", "", "reranking model (a GGUF with rank pooling; implies --rerank)")
+	fl.BoolVar(&ablation, "ablation", false, "also run the RAG arm with each retrieval stage alone, none and all, and print the ablation table")
 	fl.IntVar(&concurrency, "concurrency", 1, "questions answered in parallel (through the engine's batching)")
 	fl.IntVar(&maxTokens, "max-tokens", 64, "longest answer")
 	fl.IntVar(&future, "future-queries", 1000, "queries the fine-tuning cost is amortised over")

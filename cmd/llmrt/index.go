@@ -22,19 +22,28 @@ type indexFlags struct {
 }
 
 func (f *indexFlags) register(cmd *cobra.Command, needCollection bool) {
-	f.modelFlags.registerModel(cmd, "embedding model (env LLMRT_EMBED_MODEL; default "+defaultModel+"): a collection keeps the model it was built with")
+	f.modelFlags.registerModel(cmd, "embedding model of a new collection (env LLMRT_EMBED_MODEL; default "+defaultModel+"); an existing collection uses the model it was built with")
 	cmd.Flags().StringVarP(&f.collection, "collection", "c", "", "collection name")
 	if needCollection {
 		cmd.MarkFlagRequired("collection")
 	}
 }
 
-// embedModel is -m, else LLMRT_EMBED_MODEL, else the default model: the
-// name recorded in the collection, which `llmrt serve --embed-model`
-// must match.
-func (f *indexFlags) embedModel() string {
+// embedModel is -m, else the model an existing collection was built
+// with, else LLMRT_EMBED_MODEL, else the default model (the name a new
+// collection records).
+func (f *indexFlags) embedModel(dir string) string {
 	if f.model != "" {
 		return f.model
+	}
+	if f.collection != "" {
+		if s, err := rag.OpenStore(dir, rag.StoreOptions{}); err == nil {
+			m, err := s.EmbeddingModel(f.collection)
+			s.Close()
+			if err == nil && m != "" {
+				return m
+			}
+		}
 	}
 	if m := os.Getenv("LLMRT_EMBED_MODEL"); m != "" {
 		return m
@@ -55,7 +64,7 @@ func (a *app) openCollections(cmd *cobra.Command, f *indexFlags, embed, readOnly
 		s, err := rag.OpenStore(dir, rag.StoreOptions{ReadOnly: readOnly, Logger: a.log})
 		return s, func() { s.Close() }, err
 	}
-	name := f.embedModel()
+	name := f.embedModel(dir)
 	f.model = name
 	e, _, err := a.openEngine(cmd.Context(), &f.modelFlags, 1)
 	if err != nil {
@@ -76,7 +85,7 @@ func collectionErr(name string, err error) error {
 	case errors.Is(err, rag.ErrLocked):
 		return fmt.Errorf("collection %q is open in another process (a running llmrt serve?): use its /v1/collections API instead", name)
 	case errors.Is(err, rag.ErrModelMismatch):
-		return fmt.Errorf("collection %q: %w; pass -m with the model it was built with", name, err)
+		return fmt.Errorf("collection %q: %w; leave out -m to use the model it was built with", name, err)
 	}
 	return err
 }

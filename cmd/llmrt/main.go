@@ -94,7 +94,7 @@ and measures which of retrieval, fine-tuning or both pays off.`,
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "show logs, with debug records and llama.cpp's")
 	pf.StringVar(&a.logFormat, "log-format", "text", "show logs as text or json records (default: readable output, warnings only; serve always logs)")
 	root.AddCommand(a.runCmd(), a.serveCmd(), a.embedCmd(), a.pullCmd(), a.modelsCmd(), a.quantizeCmd(), a.gpuCmd(), a.systemCmd(), a.indexCmd(), a.tuneCmd(), a.adapterCmd(), a.evalCmd(),
-		a.showCmd(), a.psCmd(), a.stopCmd())
+		a.showCmd(), a.psCmd(), a.stopCmd(), a.qagenCmd())
 	return root
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/llmrt/llmrt/runtime/eval"
 	"github.com/llmrt/llmrt/runtime/feedback"
 	"github.com/llmrt/llmrt/runtime/finetune"
+	"github.com/llmrt/llmrt/runtime/qagen"
 	"github.com/llmrt/llmrt/runtime/rag"
 	"github.com/llmrt/llmrt/runtime/registry"
 	"github.com/llmrt/llmrt/runtime/server"
@@ -35,7 +36,7 @@ var serveFlagEnv = map[string]string{
 	"parallel": "LLMRT_PARALLEL", "ctx": "LLMRT_CTX", "threads": "LLMRT_THREADS",
 	"keep-alive": "LLMRT_KEEP_ALIVE", "queue": "LLMRT_QUEUE", "timeout": "LLMRT_TIMEOUT",
 	"api-key": "LLMRT_API_KEYS", "cors": "LLMRT_CORS_ORIGINS", "gpu-layers": "LLMRT_GPU_LAYERS",
-	"max-body": "LLMRT_MAX_BODY", "grace": "LLMRT_SHUTDOWN_GRACE", "embed-model": "LLMRT_EMBED_MODEL", "stream-interval": "LLMRT_STREAM_INTERVAL",
+	"max-body": "LLMRT_MAX_BODY", "grace": "LLMRT_SHUTDOWN_GRACE", "embed-model": "LLMRT_EMBED_MODEL", "rerank-model": "LLMRT_RERANK_MODEL", "stream-interval": "LLMRT_STREAM_INTERVAL",
 	"adapter-root": "LLMRT_ADAPTER_ROOTS", "allowed-host": "LLMRT_ALLOWED_HOSTS", "metrics-public": "LLMRT_METRICS_PUBLIC",
 	"max-tokens": "LLMRT_MAX_TOKENS",
 }
@@ -43,7 +44,7 @@ var serveFlagEnv = map[string]string{
 func (a *app) serveCmd() *cobra.Command {
 	var (
 		addr, defModel, configFile string
-		embedModel                 string
+		embedModel, rerankModel    string
 		ragPaths                   bool
 		preload, apiKeys, cors     []string
 		adapterRoots, allowedHosts []string
@@ -61,7 +62,7 @@ func (a *app) serveCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Serve models behind an OpenAI-compatible API",
 		Long: `serve answers the OpenAI API (/v1/chat/completions, /v1/completions,
-/v1/embeddings, /v1/models, /v1/collections) on 127.0.0.1:8080. Models load on first use and
+/v1/embeddings, /v1/models, /v1/collections, /v1/rerank) on 127.0.0.1:8080. Models load on first use and
 unload after --keep-alive; "BASE+ADAPTER" serves a LoRA adapter from
 $LLMRT_HOME/adapters. -m, --default-model and --embed-model take a store name
 or a .gguf path; a path is served under its file name without .gguf (listed
@@ -75,7 +76,10 @@ in-flight ones get --grace to finish.
 
 Chat requests may carry "rag": {"collection": NAME, "top_k": 4}: the
 server retrieves passages for the last user turn from the collection
-(see llmrt index) and returns citations with the answer.`,
+(see llmrt index), answers from them, and returns the passages retrieved
+and those the answer cites. "multi_query": N, "hyde": true and "rerank":
+true switch on the retrieval stages (--rerank-model reranks, else the chat
+model).`,
 		Example: `  llmrt serve
   llmrt serve -m stories260K --parallel 8 --ctx 2048
   llmrt serve -m ./models/my-model.gguf        # served as "my-model"
@@ -146,19 +150,26 @@ server retrieves passages for the last user turn from the collection
 					return err
 				}
 			}
-			// Collections (RAG): embedded by --embed-model through the
-			// registry, so that model loads, unloads and reserves memory
-			// like any served model.
+			// Collections (RAG): each embedded by the model it was built
+			// with (new ones by --embed-model) through the registry, so
+			// that model loads, unloads and reserves memory like any
+			// served model.
 			if embedModel == "" {
 				embedModel = defModel
 			}
 			if embedModel, err = a.serveID(ctx, res, embedModel); err != nil {
 				return err
 			}
+			if rerankModel != "" {
+				if _, err := a.resolveModel(ctx, rerankModel); err != nil {
+					return err
+				}
+			}
 			coll, err := rag.OpenStore(filepath.Join(a.home, "collections"), rag.StoreOptions{
-				Embedder: rag.RegistryEmbedder{Reg: reg, Model: embedModel},
-				Memory:   sc.NewIndexBookings("collection", "cpu", "HNSW index of collection ", a.log),
-				Logger:   a.log,
+				Embedder:  rag.RegistryEmbedder{Reg: reg, Model: embedModel},
+				Embedders: func(model string) rag.Embedder { return rag.RegistryEmbedder{Reg: reg, Model: model} },
+				Memory:    sc.NewIndexBookings("collection", "cpu", "HNSW index of collection ", a.log),
+				Logger:    a.log,
 			})
 			if err != nil {
 				return err
@@ -172,14 +183,23 @@ server retrieves passages for the last user turn from the collection
 				return err
 			}
 			defer fbStore.Close()
+			retriever := &rag.Retriever{Store: coll, RerankModel: rerankModel,
+				Rerankers: func(model string) rag.Reranker { return rag.RegistryReranker{Reg: reg, Model: model} }}
 			srv := server.New(server.Config{
 				DefaultModel: defModel, APIKeys: apiKeys, CORSOrigins: cors, MaxBodyBytes: maxBody, DefaultMaxTokens: maxTokens,
 				RequestTimeout: timeout, ShutdownGrace: grace, Logger: a.log, StreamInterval: streamInterval,
 				AllowedHosts: allowedHosts, MetricsPublic: metricsPublic,
-				Retriever: chatRetriever{coll}, Console: console.Handler(), Recorder: fbStore,
+				Retriever: retriever, Console: console.Handler(), Recorder: fbStore,
 			}, reg)
 			(&rag.API{Store: coll, AllowPaths: ragPaths}).Register(srv)
 			(&feedback.API{Store: fbStore, Judge: judge}).Register(srv)
+			// /v1/rerank: --rerank-model (else the default model) for
+			// requests that name no model.
+			rerankDefault := rerankModel
+			if rerankDefault == "" {
+				rerankDefault = defModel
+			}
+			(&rag.RerankAPI{Reg: reg, DefaultModel: rerankDefault}).Register(srv)
 			// Fine-tuning jobs (/v1/files, /v1/fine_tuning/jobs) train in
 			// the background under the scheduler; finished adapters are
 			// served as ft:BASE:SUFFIX without a restart.
@@ -192,9 +212,11 @@ server retrieves passages for the last user turn from the collection
 			}
 			defer ft.Close()
 			ft.Register(srv)
+			// QA generation (/v1/qagen) runs in the background on served models.
+			(&qagen.Service{Dir: filepath.Join(a.home, "qagen"), Registry: reg, Collections: coll, Logger: a.log}).Register(srv)
 			// Evaluations (/v1/evals) run in the background on served models.
 			(&eval.Service{Dir: filepath.Join(a.home, "evals"), Registry: reg, Logger: a.log,
-				Retriever: evalRetriever{coll}}).Register(srv)
+				Retriever: retriever}).Register(srv)
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w", addr, err)
@@ -211,7 +233,8 @@ server retrieves passages for the last user turn from the collection
 	fl.StringArrayVarP(&preload, "model", "m", nil, "model to load at start and keep loaded: a store name, a .gguf path (served under its file name) or BASE+ADAPTER (repeatable)")
 	fl.StringVar(&defModel, "default-model", "", "model for requests that name none (default: the first -m, else "+defaultModel+")")
 	fl.DurationVar(&streamInterval, "stream-interval", 40*time.Millisecond, "shortest time between two flushes of a stream (tokens arrive in small bursts; 0: every token at once)")
-	fl.StringVar(&embedModel, "embed-model", "", "model that embeds collections for RAG (default: the default model)")
+	fl.StringVar(&embedModel, "embed-model", "", "model that embeds new collections for RAG (default: the default model; a collection keeps the model it was built with)")
+	fl.StringVar(&rerankModel, "rerank-model", "", "reranking model for rag requests that rerank (default: the chat model reranks)")
 	fl.BoolVar(&ragPaths, "rag-allow-paths", false, "let POST /v1/collections/{name}/documents ingest files and folders the server can read")
 	fl.IntVar(&parallel, "parallel", 4, "sequences decoded together per model")
 	fl.IntVar(&ctxLen, "ctx", 0, "context length per sequence (default: the model's, at most 4096)")

@@ -22,7 +22,9 @@ type tuneFlags struct {
 	modelFlags
 	data, evalData, out, format, targets, schedule string
 	method, feedback                               string
+	collection                                     string
 	rank, epochs, warmup, batch, accum, ckptEvery  int
+	stride                                         int
 	alpha, lr, evalSplit, beta, sftWeight          float64
 	seed                                           uint64
 	resume, strict, keepCkpt                       bool
@@ -31,7 +33,7 @@ type tuneFlags struct {
 func (a *app) tuneCmd() *cobra.Command {
 	var f tuneFlags
 	cmd := &cobra.Command{
-		Use:   "tune -m BASE --data PATH --out ADAPTER [flags]",
+		Use:   "tune -m BASE (--data PATH | --collection NAME) --out ADAPTER [flags]",
 		Short: "Fine-tune a LoRA adapter on your data",
 		Long: `tune trains a LoRA adapter for BASE on ggml (llmrt's own training graph over
 the weights llama.cpp loaded: the GPU where llama.cpp uses one, quantized
@@ -39,9 +41,13 @@ Q8_0/Q4_K bases included). Llama-family models (llama, mistral, qwen2, qwen3).
 
 Data: a JSONL file of {"messages": [...]} (rendered with the base model's chat
 template, loss on assistant turns), {"prompt", "completion"},
-{"instruction", "input", "output"} (alpaca) or {"text"}; or a folder of
-.txt/.md files for continued pre-training. Prompts are masked; short examples
-are packed into --ctx tokens, longer ones truncated (counted in the summary).
+{"instruction", "input", "output"} (alpaca) or {"text"}; or documents for
+continued pre-training: a .txt, .md, .html or .pdf file or a folder of them
+(read as llmrt index reads them), or --collection, the documents of a
+collection (with --data, both). Documents and texts are cut into windows of
+--ctx tokens (--stride tokens of shared context), never truncated; prompts
+are masked; short examples are packed into --ctx tokens, longer chat and
+prompt examples truncated (counted in the summary).
 A line that does not parse is reported with its file and line number and
 skipped (--strict: fatal).
 
@@ -72,13 +78,16 @@ removes it, and the base's converted copy, unless --keep-checkpoint.`,
   llmrt tune -m stories260K --data facts.jsonl --out facts.gguf --epochs 20 --lr 1e-3 --targets all-linear
   llmrt tune -m stories260K --data facts.jsonl --out facts.gguf --resume
   llmrt tune -m stories260K --method dpo --data prefs.jsonl --out prefs --beta 0.1
-  llmrt tune -m stories260K --feedback local --out support --epochs 10`,
+  llmrt tune -m stories260K --feedback local --out support --epochs 10
+  llmrt tune -m stories260K --collection handbook --data handbook-qa/train.jsonl --out handbook`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return a.tune(cmd, &f) },
 	}
 	f.register(cmd)
 	fl := cmd.Flags()
-	fl.StringVar(&f.data, "data", "", "training data: a JSONL file or a folder of .txt/.md")
+	fl.StringVar(&f.data, "data", "", "training data: a JSONL file, a document (.txt .md .html .pdf) or a folder of documents")
+	fl.StringVarP(&f.collection, "collection", "c", "", "also train on the documents of this collection (continued pre-training)")
+	fl.IntVar(&f.stride, "stride", 0, "tokens of context consecutive windows of a long document share")
 	fl.StringVar(&f.evalData, "eval-data", "", "evaluation data (same formats); default: --eval-split of --data")
 	fl.Float64Var(&f.evalSplit, "eval-split", 0.1, "share of --data held out for evaluation when --eval-data is not given (0: none)")
 	fl.StringVarP(&f.out, "out", "o", "", "adapter file (.gguf), or a NAME for $LLMRT_HOME/adapters/NAME.gguf")
@@ -119,12 +128,18 @@ func (a *app) adapterPath(out string) string {
 
 func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 	ctx := cmd.Context()
-	if (f.data == "") == (f.feedback == "") || f.out == "" {
-		return usageError{errors.New("--out and one of --data and --feedback are required")}
+	if f.out == "" || (f.data == "" && f.feedback == "" && f.collection == "") {
+		return usageError{errors.New("--out and one of --data, --collection and --feedback are required")}
+	}
+	if f.data != "" && f.feedback != "" {
+		return usageError{errors.New("--data and --feedback are two sources of training data: give one")}
 	}
 	method, err := finetune.ParseMethod(f.method)
 	if err != nil {
 		return usageError{err}
+	}
+	if method == finetune.MethodDPO && f.collection != "" {
+		return usageError{errors.New("--collection trains on documents, which have no preference pairs: it does not go with --method dpo")}
 	}
 	targets, err := finetune.ParseTargets(f.targets)
 	if err != nil {
@@ -157,6 +172,7 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 	spec := finetune.Spec{
 		BaseName: baseName,
 		Data:     f.data, EvalData: f.evalData, EvalSplit: f.evalSplit, Format: f.format, Strict: f.strict,
+		Collection: f.collection, CollectionsDir: filepath.Join(a.home, "collections"), Stride: f.stride,
 		Out:    a.adapterPath(f.out),
 		Method: f.method, Beta: f.beta, SFTWeight: f.sftWeight,
 		Rank: f.rank, Alpha: f.alpha, Targets: targets,
@@ -217,9 +233,9 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 		Loaded: func(d dataset.Stats, evalExamples int) {
 			loadBar.Finish()
 			heldOut = evalExamples
-			a.say(fmt.Sprintf("data: %d examples packed in %d rows, %d tokens (%.0f%% masked, %d trained), %d truncated; %d held out for evaluation",
-				d.Examples, d.Rows, d.Tokens, 100*d.MaskedShare(), d.TrainTokens, d.Truncated, evalExamples),
-				"data", "examples", d.Examples, "rows", d.Rows, "tokens", d.Tokens, "trained_tokens", d.TrainTokens,
+			a.say(fmt.Sprintf("data: %d examples (%d windows of longer texts) packed in %d rows, %d of %d tokens used (%.0f%% masked, %d trained), %d truncated; %d held out for evaluation",
+				d.Examples, d.Windows, d.Rows, d.UsedTokens, d.AvailableTokens, 100*d.MaskedShare(), d.TrainTokens, d.Truncated, evalExamples),
+				"data", "examples", d.Examples, "windows", d.Windows, "rows", d.Rows, "tokens", d.Tokens, "used_tokens", d.UsedTokens, "available_tokens", d.AvailableTokens, "trained_tokens", d.TrainTokens,
 				"masked_share", round2(d.MaskedShare()), "truncated", d.Truncated, "eval_examples", evalExamples)
 			bar = newProgress(a.stderr, a.log, "tune", "steps", 0)
 		},
@@ -255,8 +271,8 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 	sum := result.Summary
 	out := spec.Out
 	fmt.Fprintf(a.stdout, "adapter %s\n", out)
-	fmt.Fprintf(a.stdout, "  %d examples in %d rows, %d tokens (%.0f%% masked), %d truncated; %d steps in %s (%.0f tokens/s)\n",
-		sum.Examples, sum.Rows, sum.Tokens, 100*sum.MaskedShare, sum.Truncated, sum.Steps, formatDuration(sum.Duration), sum.TokensPerSec)
+	fmt.Fprintf(a.stdout, "  %d examples (%d windows of longer texts) in %d rows, %d of %d tokens used (%.0f%% masked), %d truncated; %d steps in %s (%.0f tokens/s)\n",
+		sum.Examples, sum.Windows, sum.Rows, sum.UsedTokens, sum.AvailableTokens, 100*sum.MaskedShare, sum.Truncated, sum.Steps, formatDuration(sum.Duration), sum.TokensPerSec)
 	fmt.Fprintf(a.stdout, "  final loss %.4f", sum.FinalLoss)
 	if sum.FinalEvalLoss > 0 {
 		fmt.Fprintf(a.stdout, ", eval loss %.4f", sum.FinalEvalLoss)

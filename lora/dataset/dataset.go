@@ -7,16 +7,20 @@
 //	{"instruction": "...", "input": "...", "output": "..."}   (Alpaca)
 //	{"text": "..."}
 //
-// or a folder of .txt/.md files for continued pre-training. Loss is taken
-// only on the answer: assistant turns, the completion, the output; the rest
-// is masked. Chat examples are rendered with the same chat template and
+// or documents for continued pre-training: a document file, or a folder of
+// them (.txt and .md by default; Options.Documents reads other formats,
+// such as the HTML and PDF that runtime/rag ingests). Loss is taken only on
+// the answer: assistant turns, the completion, the output; the rest is
+// masked; a text trains on every token. Chat examples are rendered with the same chat template and
 // tokenizer that serving uses (the Tokenizer interface), so a tuned adapter
 // answers in the format the server prompts it with.
 //
 // Short examples are packed together into rows of the training context;
 // each keeps its own positions (from 0) and a segment id so attention never
-// crosses examples. Examples longer than the context are truncated and
-// counted.
+// crosses examples. With Options.Window set, texts (documents and "text"
+// lines) longer than a window are cut into windows that together cover
+// every token, so nothing of a document is thrown away; other examples
+// longer than the context are truncated and counted.
 package dataset
 
 import (
@@ -79,6 +83,11 @@ type Example struct {
 	Source string // file:line
 	Tokens []int32
 	Train  []bool
+	// Overlap is how many leading tokens repeat the end of the previous
+	// window of the same text (context only, not trained again).
+	Overlap int
+	// Windowed is set on the windows of a text longer than one window.
+	Windowed bool
 }
 
 // LineError reports an input line that could not be used.
@@ -94,16 +103,23 @@ func (e *LineError) Unwrap() error { return e.Err }
 
 // Stats summarise a loaded dataset.
 type Stats struct {
-	Examples       int `json:"examples"`
-	Skipped        int `json:"skipped_lines"`
-	Tokens         int `json:"tokens"`
-	TrainTokens    int `json:"train_tokens"`
-	Truncated      int `json:"truncated_examples"`
-	TruncatedToks  int `json:"truncated_tokens"`
-	EmptyAnswers   int `json:"empty_answers"`
-	Rows           int `json:"rows"`
-	PaddingTokens  int `json:"padding_tokens"`
-	LongestExample int `json:"longest_example"`
+	Examples int `json:"examples"`
+	// Windows counts the examples that are windows of a longer text.
+	Windows int `json:"windows,omitempty"`
+	// AvailableTokens are the tokens of the data as loaded (each text
+	// whole); UsedTokens those of them in some row (the rest was
+	// truncated).
+	AvailableTokens int `json:"available_tokens"`
+	UsedTokens      int `json:"used_tokens"`
+	Skipped         int `json:"skipped_lines"`
+	Tokens          int `json:"tokens"`
+	TrainTokens     int `json:"train_tokens"`
+	Truncated       int `json:"truncated_examples"`
+	TruncatedToks   int `json:"truncated_tokens"`
+	EmptyAnswers    int `json:"empty_answers"`
+	Rows            int `json:"rows"`
+	PaddingTokens   int `json:"padding_tokens"`
+	LongestExample  int `json:"longest_example"`
 }
 
 // MaskedShare is the share of tokens that carry no loss.
@@ -120,18 +136,67 @@ type Options struct {
 	// Strict makes the first bad line fatal; otherwise bad lines are
 	// skipped and returned as warnings.
 	Strict bool
+	// Window > 0 cuts texts longer than Window tokens into windows of at
+	// most Window tokens (see Windows); set it to the training context.
+	Window int
+	// Stride is how many tokens of context consecutive windows share
+	// (at least 1, so every token is predicted from the one before).
+	Stride int
+	// Documents reads document files (nil: .txt and .md as plain text).
+	Documents Documents
 }
 
-// Load reads a JSONL file or a folder of .txt/.md files and tokenizes every
-// example. Bad lines are returned as *LineError warnings (or, with Strict,
-// as the error).
+// Documents reads the document files of continued pre-training.
+type Documents interface {
+	// IsDocument reports whether the file is a document it reads.
+	IsDocument(path string) bool
+	// Text is the document's text.
+	Text(path string) (string, error)
+}
+
+// plainText reads .txt and .md files as they are.
+type plainText struct{}
+
+func (plainText) IsDocument(p string) bool {
+	switch strings.ToLower(filepath.Ext(p)) {
+	case ".txt", ".md", ".markdown":
+		return true
+	}
+	return false
+}
+
+func (plainText) Text(p string) (string, error) {
+	b, err := os.ReadFile(p)
+	return string(b), err
+}
+
+// Document is a text for continued pre-training.
+type Document struct {
+	Source string
+	Text   string
+}
+
+// Load reads a JSONL file, a document, or a folder of documents, and
+// tokenizes every example. Bad lines are returned as *LineError warnings
+// (or, with Strict, as the error).
 func Load(path string, tok Tokenizer, opt Options) ([]Example, []error, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dataset: %w", err)
 	}
+	if opt.Documents == nil {
+		opt.Documents = plainText{}
+	}
 	if st.IsDir() {
-		ex, err := loadFolder(path, tok)
+		ex, err := loadFolder(path, tok, opt)
+		return ex, nil, err
+	}
+	if opt.Documents.IsDocument(path) && !strings.EqualFold(filepath.Ext(path), ".jsonl") {
+		text, err := opt.Documents.Text(path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("dataset: %w", err)
+		}
+		ex, err := DocumentExamples([]Document{{Source: path, Text: text}}, tok, opt)
 		return ex, nil, err
 	}
 	f, err := os.Open(path)
@@ -142,14 +207,13 @@ func Load(path string, tok Tokenizer, opt Options) ([]Example, []error, error) {
 	return loadJSONL(f, path, tok, opt)
 }
 
-func loadFolder(dir string, tok Tokenizer) ([]Example, error) {
+func loadFolder(dir string, tok Tokenizer, opt Options) ([]Example, error) {
 	var files []string
 	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		ext := strings.ToLower(filepath.Ext(p))
-		if !d.IsDir() && (ext == ".txt" || ext == ".md" || ext == ".markdown") {
+		if !d.IsDir() && opt.Documents.IsDocument(p) {
 			files = append(files, p)
 		}
 		return nil
@@ -158,23 +222,69 @@ func loadFolder(dir string, tok Tokenizer) ([]Example, error) {
 		return nil, fmt.Errorf("dataset %s: %w", dir, err)
 	}
 	if len(files) == 0 {
-		return nil, fmt.Errorf("dataset %s: no .txt or .md files", dir)
+		return nil, fmt.Errorf("dataset %s: no documents", dir)
 	}
 	sort.Strings(files)
-	var out []Example
+	docs := make([]Document, 0, len(files))
 	for _, p := range files {
-		b, err := os.ReadFile(p)
+		text, err := opt.Documents.Text(p)
 		if err != nil {
 			return nil, fmt.Errorf("dataset: %w", err)
 		}
-		ex, err := textExample(string(b), tok)
-		if err != nil {
-			return nil, fmt.Errorf("dataset %s: %w", p, err)
+		docs = append(docs, Document{Source: p, Text: text})
+	}
+	return DocumentExamples(docs, tok, opt)
+}
+
+// DocumentExamples tokenizes whole documents (BOS, text, EOS; every token
+// trained) and, with opt.Window, cuts each into windows. Empty documents
+// are skipped; none at all is an error.
+func DocumentExamples(docs []Document, tok Tokenizer, opt Options) ([]Example, error) {
+	var out []Example
+	for _, d := range docs {
+		if strings.TrimSpace(d.Text) == "" {
+			continue
 		}
-		ex.Source = p
-		out = append(out, ex)
+		ex, err := textExample(d.Text, tok)
+		if err != nil {
+			return nil, fmt.Errorf("dataset %s: %w", d.Source, err)
+		}
+		ex.Source = d.Source
+		out = append(out, Windows(ex, opt.Window, opt.Stride)...)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("dataset: the documents have no text")
 	}
 	return out, nil
+}
+
+// Windows cuts an example longer than size tokens into windows of at most
+// size tokens. Each window after the first starts with the last stride
+// tokens (at least 1) of the one before, as context: they carry no loss
+// there, so every token is trained exactly as often as in the whole
+// example. An example that fits (or size <= 0) is returned as it is.
+func Windows(ex Example, size, stride int) []Example {
+	if size <= 0 || len(ex.Tokens) <= size {
+		return []Example{ex}
+	}
+	stride = min(max(stride, 1), size/2)
+	var out []Example
+	for start, part := 0, 0; ; part++ {
+		end := min(start+size, len(ex.Tokens))
+		w := Example{Source: fmt.Sprintf("%s#%d", ex.Source, part+1), Tokens: ex.Tokens[start:end], Windowed: true,
+			Train: append([]bool(nil), ex.Train[start:end]...)}
+		if part > 0 {
+			w.Overlap = stride
+			for i := 0; i < stride; i++ {
+				w.Train[i] = false
+			}
+		}
+		out = append(out, w)
+		if end == len(ex.Tokens) {
+			return out
+		}
+		start = end - stride
+	}
 }
 
 // record is the union of every line shape.
@@ -223,7 +333,7 @@ func loadJSONL(r io.Reader, name string, tok Tokenizer, opt Options) ([]Example,
 		if raw == "" {
 			continue
 		}
-		ex, err := parseLine(raw, tok, opt.Format)
+		ex, format, err := parseLine(raw, tok, opt.Format)
 		if err != nil {
 			le := &LineError{File: name, Line: line, Err: err}
 			if opt.Strict {
@@ -233,6 +343,11 @@ func loadJSONL(r io.Reader, name string, tok Tokenizer, opt Options) ([]Example,
 			continue
 		}
 		ex.Source = fmt.Sprintf("%s:%d", name, line)
+		if format == FormatText {
+			// A text is continued pre-training: windows, not truncation.
+			out = append(out, Windows(ex, opt.Window, opt.Stride)...)
+			continue
+		}
 		out = append(out, ex)
 	}
 	if err := sc.Err(); err != nil {
@@ -247,19 +362,24 @@ func loadJSONL(r io.Reader, name string, tok Tokenizer, opt Options) ([]Example,
 	return out, warns, nil
 }
 
-func parseLine(raw string, tok Tokenizer, want Format) (Example, error) {
+func parseLine(raw string, tok Tokenizer, want Format) (Example, Format, error) {
 	var rec record
 	dec := json.NewDecoder(strings.NewReader(raw))
 	if err := dec.Decode(&rec); err != nil {
-		return Example{}, fmt.Errorf("not a JSON object: %v", err)
+		return Example{}, "", fmt.Errorf("not a JSON object: %v", err)
 	}
 	got, err := rec.format()
 	if err != nil {
-		return Example{}, err
+		return Example{}, "", err
 	}
 	if want != FormatAuto && want != "" && want != got {
-		return Example{}, fmt.Errorf("line is %s, but --format is %s", got, want)
+		return Example{}, "", fmt.Errorf("line is %s, but --format is %s", got, want)
 	}
+	ex, err := parseRecord(&rec, got, tok)
+	return ex, got, err
+}
+
+func parseRecord(rec *record, got Format, tok Tokenizer) (Example, error) {
 	switch got {
 	case FormatChat:
 		return chatExample(rec.Messages, tok)

@@ -3,8 +3,10 @@ package dataset
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -195,5 +197,62 @@ func TestFolderOfText(t *testing.T) {
 	}
 	if _, _, err := Load(t.TempDir(), tok, Options{}); err == nil {
 		t.Fatal("empty folder accepted")
+	}
+}
+
+// Windows cover a long text: no window is longer than its size, each
+// after the first starts with the stride tokens before it as untrained
+// context, and every token of the text is trained exactly as often as in
+// the whole example; packing them truncates nothing.
+func TestWindowsCoverEveryToken(t *testing.T) {
+	tok := phi3(t)
+	text := strings.Repeat("The quick brown fox jumps over the lazy dog while the cat watches from the wall. ", 40)
+	p := writeFile(t, "long.txt", text)
+	whole, _, err := Load(p, tok, Options{})
+	if err != nil || len(whole) != 1 {
+		t.Fatalf("whole: %v %d", err, len(whole))
+	}
+	n := len(whole[0].Tokens)
+	for _, stride := range []int{0, 1, 7, 20} {
+		ws, _, err := Load(p, tok, Options{Window: 64, Stride: stride})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := max(stride, 1)
+		var cover []int32
+		trained := 0
+		for i, w := range ws {
+			if len(w.Tokens) > 64 || !w.Windowed {
+				t.Fatalf("stride %d: window %d has %d tokens (windowed %v)", stride, i, len(w.Tokens), w.Windowed)
+			}
+			if i > 0 && (w.Overlap != s || !slices.Equal(w.Tokens[:s], cover[len(cover)-s:]) || slices.Contains(w.Train[:s], true)) {
+				t.Fatalf("stride %d: window %d does not start with %d untrained tokens of context", stride, i, s)
+			}
+			cover = append(cover, w.Tokens[w.Overlap:]...)
+			for _, on := range w.Train {
+				if on {
+					trained++
+				}
+			}
+		}
+		if !slices.Equal(cover, whole[0].Tokens) || trained != n-1 {
+			t.Fatalf("stride %d: windows cover %d of %d tokens, train %d (want %d)", stride, len(cover), n, trained, n-1)
+		}
+		var st Stats
+		Pack(ws, 64, &st)
+		if st.Truncated != 0 || st.AvailableTokens != n || st.UsedTokens != n || st.TrainTokens != n-1 || st.Windows != len(ws) {
+			t.Fatalf("stride %d: stats %+v for %d tokens", stride, st, n)
+		}
+	}
+	// A "text" line is windowed too; other formats are still truncated.
+	jl := writeFile(t, "d.jsonl", fmt.Sprintf("{\"text\": %q}\n{\"prompt\": %q, \"completion\": \"x\"}\n", text, text))
+	ex, _, err := Load(jl, tok, Options{Window: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st Stats
+	Pack(ex, 64, &st)
+	if st.Windows != len(ex)-1 || st.Truncated != 1 || st.UsedTokens != st.AvailableTokens-st.TruncatedToks {
+		t.Fatalf("jsonl stats %+v over %d examples", st, len(ex))
 	}
 }

@@ -25,9 +25,11 @@ func (r Row) TrainTokens() int {
 	return n
 }
 
-// Pack truncates examples longer than ctx and packs them in order into rows
-// of at most ctx tokens (first fit over the open rows, so short examples
-// fill gaps). It updates stats with the truncation and row counts.
+// Pack truncates examples longer than ctx (texts should come as Windows
+// of at most ctx tokens, which are never truncated) and packs them in
+// order into rows of at most ctx tokens (first fit over the open rows, so
+// short examples fill gaps). It updates stats with the truncation and row
+// counts.
 func Pack(examples []Example, ctx int, stats *Stats) []Row {
 	type open struct {
 		row  Row
@@ -37,12 +39,19 @@ func Pack(examples []Example, ctx int, stats *Stats) []Row {
 	for _, ex := range examples {
 		toks, train := ex.Tokens, ex.Train
 		stats.Examples++
+		if ex.Windowed {
+			stats.Windows++
+		}
 		stats.LongestExample = max(stats.LongestExample, len(toks))
+		fresh := len(toks) - ex.Overlap // the tokens no earlier window held
+		stats.AvailableTokens += fresh
 		if len(toks) > ctx {
 			stats.Truncated++
 			stats.TruncatedToks += len(toks) - ctx
+			fresh -= min(fresh, len(toks)-ctx)
 			toks, train = toks[:ctx], train[:ctx]
 		}
+		stats.UsedTokens += fresh
 		trained := 0
 		for _, t := range train[1:] {
 			if t {

@@ -45,6 +45,11 @@ type Spec struct {
 	NormEps        float32
 	Seed           uint64
 	ChatTemplate   string
+	// ClassLabels makes a reranking model (qwen3 only): rank pooling and
+	// a classification head (cls.output) with one output per label;
+	// llama.cpp scores a query/document pair by the softmax over them at
+	// the last token and reports the first.
+	ClassLabels []string
 }
 
 // Qwen2_05B is Qwen2.5-0.5B's shape with GPT-2's tokenizer padded to its
@@ -73,6 +78,9 @@ func (s Spec) check() error {
 	}
 	if s.NHeadKV <= 0 || s.NHead%s.NHeadKV != 0 {
 		return fmt.Errorf("testmodel: %d heads are not a multiple of %d KV heads", s.NHead, s.NHeadKV)
+	}
+	if len(s.ClassLabels) > 0 && s.Arch != "qwen3" {
+		return fmt.Errorf("testmodel: a reranking model needs the qwen3 architecture, not %s", s.Arch)
 	}
 	switch s.Type {
 	case gguf.TypeF32, gguf.TypeF16, gguf.TypeQ8_0:
@@ -148,6 +156,10 @@ func Write(ctx context.Context, path string, s Spec) error {
 		if s.ChatTemplate != "" {
 			w.AddKV("tokenizer.chat_template", s.ChatTemplate)
 		}
+		if len(s.ClassLabels) > 0 {
+			w.AddKV(a+".pooling_type", uint32(4)) // LLAMA_POOLING_TYPE_RANK
+			w.AddKV(a+".classifier.output_labels", s.ClassLabels)
+		}
 		g := &gen{spec: s, ctx: ctx}
 		g.matrix(w, "token_embd.weight", s.NEmbd, nVocab)
 		for l := 0; l < s.NLayer; l++ {
@@ -174,6 +186,9 @@ func Write(ctx context.Context, path string, s Spec) error {
 		g.ones(w, "output_norm.weight", s.NEmbd)
 		if !s.TiedEmbeddings {
 			g.matrix(w, "output.weight", s.NEmbd, nVocab)
+		}
+		if len(s.ClassLabels) > 0 {
+			g.matrix(w, "cls.output.weight", s.NEmbd, len(s.ClassLabels))
 		}
 		return nil
 	})

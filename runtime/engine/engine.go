@@ -119,6 +119,9 @@ type Engine struct {
 	// embedNetFailed records that the architecture cannot use it.
 	embedNet       *kernels.Net
 	embedNetFailed bool
+	// rankCtx and rankB score query/document pairs (rank.go), under embedMu.
+	rankCtx *kernels.Context
+	rankB   *kernels.Batch
 
 	stats statsCounters
 }
@@ -229,6 +232,11 @@ func (e *Engine) Close() error {
 		e.embedCtx.Close()
 		e.embedB.Close()
 		e.embedCtx, e.embedB = nil, nil
+	}
+	if e.rankCtx != nil {
+		e.rankCtx.Close()
+		e.rankB.Close()
+		e.rankCtx, e.rankB = nil, nil
 	}
 	e.embedMu.Unlock()
 	e.batch.Close()

@@ -14,13 +14,15 @@ import (
 	"time"
 
 	"github.com/llmrt/llmrt/runtime/httpapi"
+	"github.com/llmrt/llmrt/runtime/rag/grounding"
 	"github.com/llmrt/llmrt/runtime/registry"
 )
 
 // Service runs evaluations in the background of llmrt serve:
 //
 //	POST /v1/evals       {"model", "questions": [...] | "questions_file", "collection",
-//	                      "adapter", "top_k", "concurrency", "max_tokens", "future_queries"}
+//	                      "adapter", "top_k", "stages": {"multi_query", "hyde", "rerank"},
+//	                      "rerank_model", "ablation", "concurrency", "max_tokens", "future_queries"}
 //	GET  /v1/evals/{id}  status, and the report once it has finished
 //	GET  /v1/evals       every evaluation, newest first, with its arms' summaries
 //	                     (without the answers)
@@ -51,16 +53,19 @@ type evalJob struct {
 }
 
 type evalRequest struct {
-	Model         string     `json:"model"`
-	Questions     []Question `json:"questions"`
-	QuestionsFile string     `json:"questions_file"`
-	Collection    string     `json:"collection"`
-	Adapter       string     `json:"adapter"`
-	TopK          int        `json:"top_k"`
-	Concurrency   int        `json:"concurrency"`
-	MaxTokens     int        `json:"max_tokens"`
-	FutureQueries int        `json:"future_queries"`
-	System        string     `json:"system"`
+	Model         string           `json:"model"`
+	Questions     []Question       `json:"questions"`
+	QuestionsFile string           `json:"questions_file"`
+	Collection    string           `json:"collection"`
+	Adapter       string           `json:"adapter"`
+	TopK          int              `json:"top_k"`
+	Stages        grounding.Stages `json:"stages"`
+	RerankModel   string           `json:"rerank_model"`
+	Ablation      bool             `json:"ablation"`
+	Concurrency   int              `json:"concurrency"`
+	MaxTokens     int              `json:"max_tokens"`
+	FutureQueries int              `json:"future_queries"`
+	System        string           `json:"system"`
 }
 
 // Router registers routes with the HTTP layer (runtime/server's Server).
@@ -135,7 +140,14 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	j := &evalJob{ID: httpapi.NewID("eval-"), Object: "eval", Status: "running", Model: req.Model, CreatedAt: time.Now().Unix(), started: time.Now()}
+	if req.Stages.MultiQuery < 0 || req.Stages.MultiQuery > 8 {
+		return httpapi.BadRequest("stages.multi_query", "stages.multi_query must be between 0 and 8, got %d", req.Stages.MultiQuery)
+	}
+	if (req.Stages.Any() || req.Ablation) && req.Collection == "" {
+		return httpapi.BadRequest("collection", "retrieval stages and the ablation need a collection")
+	}
 	opt := Options{Engine: lease.Engine, ModelName: req.Model, Collection: req.Collection, TopK: req.TopK, Concurrency: req.Concurrency,
+		Stages: req.Stages, RerankModel: req.RerankModel, Ablation: req.Ablation,
 		MaxTokens: req.MaxTokens, FutureQueries: req.FutureQueries, System: req.System, Retriever: s.Retriever}
 	if opt.System == "" {
 		opt.System = "Answer the question briefly."
@@ -143,7 +155,7 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 	if adLease != nil {
 		opt.Adapter = adLease.Adapters[0].Name
 	}
-	j.Total = len(qs) * len(opt.Arms())
+	j.Total = len(qs) * opt.Variants()
 	opt.Progress = func(done, total int) {
 		s.mu.Lock()
 		j.Done, j.Total = done, total

@@ -6,7 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
+
+	"github.com/llmrt/llmrt/runtime/rag/grounding"
 )
 
 // Question is one line of qa.jsonl.
@@ -15,7 +19,35 @@ type Question struct {
 	Answer     string   `json:"answer"`
 	Aliases    []string `json:"aliases,omitempty"`
 	ContextIDs []string `json:"context_ids,omitempty"`
-	Line       int      `json:"line"`
+	// ChunkIDs are the collection chunks the answer comes from (generated
+	// questions carry them); retrieval is scored on them when present.
+	ChunkIDs []uint64 `json:"chunk_ids,omitempty"`
+	Line     int      `json:"line"`
+}
+
+// retrievalHit reports whether a gold context is among the passages: a
+// gold chunk when the question names chunks, else a gold source (its path,
+// or its file name). ok is false when the question names neither.
+func (q Question) retrievalHit(ps []grounding.Passage) (hit, ok bool) {
+	switch {
+	case len(q.ChunkIDs) > 0:
+		for _, p := range ps {
+			if slices.Contains(q.ChunkIDs, p.ChunkID) {
+				return true, true
+			}
+		}
+		return false, true
+	case len(q.ContextIDs) > 0:
+		for _, p := range ps {
+			for _, id := range q.ContextIDs {
+				if p.Source == id || strings.HasSuffix(p.Source, "/"+id) || filepath.Base(p.Source) == id {
+					return true, true
+				}
+			}
+		}
+		return false, true
+	}
+	return false, false
 }
 
 // Golds are the accepted answers.

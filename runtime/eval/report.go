@@ -95,7 +95,7 @@ func (r *Report) Markdown(w io.Writer) {
 	fmt.Fprintf(w, "# Evaluation: %s\n\n", r.Model)
 	fmt.Fprintf(w, "- questions: %d per arm; started %s; took %.1f s\n", r.questions(), r.Started.Format("2006-01-02 15:04:05"), r.DurationS)
 	if r.Collection != "" {
-		fmt.Fprintf(w, "- collection: `%s` (top %d passages)\n", r.Collection, r.TopK)
+		fmt.Fprintf(w, "- collection: `%s` (top %d passages; retrieval stages: %s)\n", r.Collection, r.TopK, r.Stages)
 	}
 	if r.Adapter != "" {
 		fmt.Fprintf(w, "- adapter: `%s` (training: %.1f device-seconds, amortised over %d future queries)\n", r.Adapter, r.TrainingS, r.FutureQueries)
@@ -119,6 +119,7 @@ func (r *Report) Markdown(w io.Writer) {
 		"(serving time plus amortised training). The brackets are 95%% intervals from %d bootstrap resamples of the questions, "+
 		"paired with the base arm's answers. An arm marked \"n.s.\" has an interval that includes 0: on these %d questions its gain "+
 		"cannot be told from none, whatever its ROI reads.\n", Bootstrap, r.questions())
+	r.AblationMarkdown(w)
 	if r.Judge != "" {
 		fmt.Fprintf(w, "\nJudge model `%s`, prompt:\n\n```\n%s\n```\n", r.Judge, r.JudgePrompt)
 	}

@@ -7,13 +7,13 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/rag/grounding"
 )
 
 // Arm names one way of answering.
@@ -28,16 +28,10 @@ const (
 	maxAnswer     = 64
 )
 
-// Passage is a retrieved chunk.
-type Passage struct {
-	Source string
-	Text   string
-	Score  float32
-}
-
-// Retriever finds passages in a collection.
+// Retriever finds passages in a collection (runtime/rag's Retriever: the
+// same retrieval path as the server's chat "rag" extension).
 type Retriever interface {
-	Retrieve(ctx context.Context, collection, query string, k int) ([]Passage, error)
+	Retrieve(ctx context.Context, collection string, q grounding.Query) (grounding.Retrieval, error)
 	HasCollection(name string) bool
 }
 
@@ -60,6 +54,14 @@ type Options struct {
 	Retriever   Retriever
 	Collection  string // "" : no RAG arms
 	TopK        int
+	// Stages are the retrieval stages of the RAG arms; RerankModel names
+	// the reranking model ("" : the retriever's, else the answering model).
+	Stages      grounding.Stages
+	RerankModel string
+	// Ablation also answers with the base model and retrieval under each
+	// stage alone, none and all (see AblationStages), for the ablation
+	// table.
+	Ablation    bool
 	Judge       *Judge
 	Concurrency int
 	MaxTokens   int
@@ -81,6 +83,8 @@ type Answer struct {
 	Scores           Scores   `json:"scores"`
 	Judged           *bool    `json:"judged_correct,omitempty"`
 	Retrieved        []string `json:"retrieved,omitempty"`
+	RetrievedChunks  []uint64 `json:"retrieved_chunks,omitempty"`
+	Cited            []int    `json:"cited,omitempty"`
 	RetrievalHit     *bool    `json:"retrieval_hit,omitempty"`
 	PromptTokens     int      `json:"prompt_tokens"`
 	CompletionTokens int      `json:"completion_tokens"`
@@ -120,6 +124,7 @@ type Report struct {
 	Adapter       string       `json:"adapter,omitempty"`
 	Collection    string       `json:"collection,omitempty"`
 	TopK          int          `json:"top_k,omitempty"`
+	Stages        string       `json:"stages,omitempty"`
 	Judge         string       `json:"judge,omitempty"`
 	JudgePrompt   string       `json:"judge_prompt,omitempty"`
 	FutureQueries int          `json:"future_queries"`
@@ -129,6 +134,10 @@ type Report struct {
 	DurationS     float64      `json:"duration_s"`
 	Arms          []ArmSummary `json:"arms"`
 	Answers       []Answer     `json:"answers"`
+	// Ablation is the RAG arm (base model) under each set of retrieval
+	// stages, with its answers in AblationAnswers.
+	Ablation        []AblationRow `json:"ablation,omitempty"`
+	AblationAnswers []Answer      `json:"ablation_answers,omitempty"`
 }
 
 // Arms lists the arms the options allow, in report order.
@@ -144,6 +153,16 @@ func (o Options) Arms() []Arm {
 		arms = append(arms, ArmRAGFT)
 	}
 	return arms
+}
+
+// Variants is how many runs over the questions the options make: one per
+// arm, and one per stage set of the ablation.
+func (o Options) Variants() int {
+	n := len(o.Arms())
+	if o.Ablation && o.Collection != "" {
+		n += len(AblationStages(o.Stages.MultiQuery))
+	}
+	return n
 }
 
 // Check refuses missing inputs before any work starts.
@@ -191,17 +210,39 @@ func Run(ctx context.Context, qs []Question, o Options) (*Report, error) {
 	if o.AdapterFile != "" {
 		rep.TrainingS = TrainingDeviceSeconds(o.AdapterFile)
 	}
+	if o.Collection != "" {
+		rep.Stages = o.Stages.String()
+	}
 	arms := o.Arms()
+	// A variant is a run over every question: one per arm, then (for the
+	// ablation) the RAG arm under each set of stages.
+	type variant struct {
+		arm      Arm
+		stages   grounding.Stages
+		ablation int // index into ablation, -1 for the arms
+	}
+	var variants []variant
+	for _, arm := range arms {
+		variants = append(variants, variant{arm, o.Stages, -1})
+	}
+	var ablation []grounding.Stages
+	if o.Ablation && o.Collection != "" {
+		ablation = AblationStages(o.Stages.MultiQuery)
+		for i, st := range ablation {
+			variants = append(variants, variant{ArmRAG, st, i})
+		}
+	}
 	type job struct {
-		arm Arm
-		q   Question
+		v variant
+		q Question
 	}
 	jobs := make(chan job)
 	results := make([]Answer, 0, len(arms)*len(qs))
+	ablated := make([][]Answer, len(ablation))
 	var mu sync.Mutex
 	var firstErr error
 	done := 0
-	total := len(arms) * len(qs)
+	total := len(variants) * len(qs)
 	armDevice := map[Arm]float64{}
 	var wg sync.WaitGroup
 	for w := 0; w < o.Concurrency; w++ {
@@ -209,14 +250,16 @@ func Run(ctx context.Context, qs []Question, o Options) (*Report, error) {
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				a, err := answer(ctx, o, j.arm, j.q)
+				a, err := answer(ctx, o, j.v.arm, j.q, j.v.stages)
 				mu.Lock()
 				if err != nil && firstErr == nil {
-					firstErr = fmt.Errorf("%s arm, question on line %d: %w", j.arm, j.q.Line, err)
+					firstErr = fmt.Errorf("%s arm (stages %s), question on line %d: %w", j.v.arm, j.v.stages, j.q.Line, err)
 				}
-				if err == nil {
+				if err == nil && j.v.ablation < 0 {
 					results = append(results, a)
-					armDevice[j.arm] += a.LatencyS / float64(o.Concurrency)
+					armDevice[j.v.arm] += a.LatencyS / float64(o.Concurrency)
+				} else if err == nil {
+					ablated[j.v.ablation] = append(ablated[j.v.ablation], a)
 				}
 				done++
 				if o.Progress != nil {
@@ -226,12 +269,12 @@ func Run(ctx context.Context, qs []Question, o Options) (*Report, error) {
 			}
 		}()
 	}
-	// Arm by arm, so adapter switches happen once per arm.
+	// Variant by variant, so adapter switches happen once per arm.
 feed:
-	for _, arm := range arms {
+	for _, v := range variants {
 		for _, q := range qs {
 			select {
-			case jobs <- job{arm, q}:
+			case jobs <- job{v, q}:
 			case <-ctx.Done():
 				break feed
 			}
@@ -251,13 +294,21 @@ feed:
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	sort.Slice(results, func(i, j int) bool {
-		if results[i].Arm != results[j].Arm {
-			return armIndex(arms, results[i].Arm) < armIndex(arms, results[j].Arm)
-		}
-		return results[i].Line < results[j].Line
-	})
+	byLine := func(as []Answer) {
+		sort.Slice(as, func(i, j int) bool {
+			if as[i].Arm != as[j].Arm {
+				return armIndex(arms, as[i].Arm) < armIndex(arms, as[j].Arm)
+			}
+			return as[i].Line < as[j].Line
+		})
+	}
+	byLine(results)
 	rep.Answers = results
+	for i, st := range ablation {
+		byLine(ablated[i])
+		rep.Ablation = append(rep.Ablation, ablationRow(st, ablated[i]))
+		rep.AblationAnswers = append(rep.AblationAnswers, ablated[i]...)
+	}
 	rep.DurationS = time.Since(rep.Started).Seconds()
 	rep.PeakRSSBytes = peakRSS()
 	for i, arm := range arms {
@@ -339,46 +390,63 @@ func armIndex(arms []Arm, a Arm) int {
 	return len(arms)
 }
 
-func answer(ctx context.Context, o Options, arm Arm, q Question) (Answer, error) {
-	a := Answer{Arm: arm, Line: q.Line, Question: q.Question, Gold: q.Golds()}
+// armAdapters are the adapters an arm answers with.
+func (o Options) armAdapters(arm Arm) []engine.AdapterRef {
+	if arm == ArmFT || arm == ArmRAGFT {
+		return []engine.AdapterRef{{Name: o.Adapter}}
+	}
+	return nil
+}
+
+// Prompt is the conversation an arm sends for a question and, for RAG
+// arms, what was retrieved for it: retrieval through the Retriever with
+// stages, the answering model (with the arm's adapter) rewriting queries,
+// and grounding.Ground building the prompt, exactly as the server's chat
+// "rag" extension does for the same messages.
+func (o Options) Prompt(ctx context.Context, arm Arm, q Question, stages grounding.Stages) ([]engine.ChatMessage, *grounding.Retrieval, error) {
 	var msgs []engine.ChatMessage
 	if o.System != "" {
 		msgs = append(msgs, engine.ChatMessage{Role: "system", Content: o.System})
 	}
-	if arm == ArmRAG || arm == ArmRAGFT {
-		ps, err := o.Retriever.Retrieve(ctx, o.Collection, q.Question, o.TopK)
-		if err != nil {
-			return a, fmt.Errorf("retrieve: %w", err)
-		}
-		var sb strings.Builder
-		sb.WriteString("Answer the question using these passages.\n\n")
-		for i, p := range ps {
-			fmt.Fprintf(&sb, "[%d] %s\n\n", i+1, strings.TrimSpace(p.Text))
+	msgs = append(msgs, engine.ChatMessage{Role: "user", Content: q.Question})
+	if arm != ArmRAG && arm != ArmRAGFT {
+		return msgs, nil, nil
+	}
+	res, err := o.Retriever.Retrieve(ctx, o.Collection, grounding.Query{Text: q.Question, K: o.TopK, Stages: stages,
+		RerankModel: o.RerankModel, Model: o.Engine, Adapters: o.armAdapters(arm)})
+	if err != nil {
+		return nil, nil, fmt.Errorf("retrieve: %w", err)
+	}
+	grounded, err := grounding.Ground(msgs, res.Passages)
+	if err != nil {
+		return nil, nil, err
+	}
+	return grounded, &res, nil
+}
+
+func answer(ctx context.Context, o Options, arm Arm, q Question, stages grounding.Stages) (Answer, error) {
+	a := Answer{Arm: arm, Line: q.Line, Question: q.Question, Gold: q.Golds()}
+	msgs, ret, err := o.Prompt(ctx, arm, q, stages)
+	if err != nil {
+		return a, err
+	}
+	if ret != nil {
+		for _, p := range ret.Passages {
 			a.Retrieved = append(a.Retrieved, p.Source)
+			a.RetrievedChunks = append(a.RetrievedChunks, p.ChunkID)
 		}
-		if len(q.ContextIDs) > 0 {
-			hit := false
-			for _, src := range a.Retrieved {
-				for _, id := range q.ContextIDs {
-					if src == id || strings.HasSuffix(src, "/"+id) || filepath.Base(src) == id {
-						hit = true
-					}
-				}
-			}
+		if hit, ok := q.retrievalHit(ret.Passages); ok {
 			a.RetrievalHit = &hit
 		}
-		msgs = append(msgs, engine.ChatMessage{Role: "system", Content: sb.String()})
 	}
-	msgs = append(msgs, engine.ChatMessage{Role: "user", Content: q.Question})
-	var adapters []engine.AdapterRef
-	if arm == ArmFT || arm == ArmRAGFT {
-		adapters = []engine.AdapterRef{{Name: o.Adapter}}
-	}
-	res, err := generate(ctx, o.Engine, msgs, adapters, o.MaxTokens)
+	res, err := generate(ctx, o.Engine, msgs, o.armAdapters(arm), o.MaxTokens)
 	if err != nil {
 		return a, err
 	}
 	a.Answer = strings.TrimSpace(res.Text)
+	if ret != nil {
+		a.Cited = grounding.Cited(a.Answer, len(ret.Passages))
+	}
 	a.Scores = Score(a.Answer, q.Golds())
 	a.PromptTokens, a.CompletionTokens = res.PromptTokens, res.CompletionTokens
 	a.LatencyS = res.Duration.Seconds()

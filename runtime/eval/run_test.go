@@ -10,14 +10,31 @@ import (
 
 	"github.com/llmrt/llmrt/models/testmodel"
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/rag"
+	"github.com/llmrt/llmrt/runtime/rag/grounding"
 )
 
-type fixedRetriever struct{ passages []Passage }
-
-func (f fixedRetriever) Retrieve(ctx context.Context, c, q string, k int) ([]Passage, error) {
-	return f.passages[:min(k, len(f.passages))], nil
+// docsCollection builds a real collection "docs" of two Markdown files,
+// embedded by e, and returns its retriever.
+func docsCollection(t *testing.T, e *engine.Engine) *rag.Retriever {
+	t.Helper()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "story.md"), []byte("# Story\n\nLily had a red ball. She played with it in the park every day.\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "sea.md"), []byte("# Sea\n\nTom went fishing in a small blue boat with his grandfather.\n"), 0o644)
+	store, err := rag.OpenStore(filepath.Join(t.TempDir(), "collections"), rag.StoreOptions{Embedder: rag.EngineEmbedder{E: e, Model: "stories260K"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	c, err := store.Create(context.Background(), "docs", rag.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AddPath(context.Background(), dir, rag.AddOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return &rag.Retriever{Store: store}
 }
-func (f fixedRetriever) HasCollection(name string) bool { return name == "docs" }
 
 func TestLoadQuestionsReportsLine(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "qa.jsonl")
@@ -32,7 +49,12 @@ func TestLoadQuestionsReportsLine(t *testing.T) {
 }
 
 func TestMissingInputsFailBeforeWork(t *testing.T) {
-	o := Options{Engine: &engine.Engine{}, Collection: "nope", Retriever: fixedRetriever{}}
+	store, err := rag.OpenStore(t.TempDir(), rag.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	o := Options{Engine: &engine.Engine{}, Collection: "nope", Retriever: &rag.Retriever{Store: store}}
 	if err := o.Check(); err == nil || !strings.Contains(err.Error(), `collection "nope"`) {
 		t.Fatalf("missing collection: %v", err)
 	}
@@ -50,12 +72,12 @@ func TestRunBaseAndRAG(t *testing.T) {
 	}
 	defer e.Close()
 	qs := []Question{
-		{Question: "Once upon a time", Answer: "Lily", ContextIDs: []string{"story.md"}, Line: 1},
+		{Question: "Lily had a red ball", Answer: "Lily", ContextIDs: []string{"story.md"}, Line: 1},
 		{Question: "The cat", Answer: "dog", Line: 2},
 	}
 	rep, err := Run(context.Background(), qs, Options{
-		Engine: e, ModelName: "stories260K", Retriever: fixedRetriever{[]Passage{{Source: "docs/story.md", Text: "Lily had a red ball."}}},
-		Collection: "docs", Concurrency: 2, MaxTokens: 16,
+		Engine: e, ModelName: "stories260K", Retriever: docsCollection(t, e),
+		Collection: "docs", TopK: 1, Concurrency: 2, MaxTokens: 16,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +107,52 @@ func TestRunBaseAndRAG(t *testing.T) {
 	for _, a := range rep.Arms {
 		if !strings.Contains(string(md), "| "+string(a.Arm)+" |") || !strings.Contains(string(svg), string(a.Arm)) {
 			t.Fatalf("arm %s missing from report or chart", a.Arm)
+		}
+	}
+}
+
+// --ablation answers with the base model and retrieval under each stage
+// set: the table has a row per stage (none, each alone, all), each over
+// every question, in results.json and report.md.
+func TestAblationHasARowPerStage(t *testing.T) {
+	e, err := engine.Open(context.Background(), engine.Options{Path: testmodel.Shared(t, "stories260K.gguf"), NParallel: 2, CtxPerSeq: 1024, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	qs := []Question{
+		{Question: "Lily had a red ball", Answer: "Lily", ContextIDs: []string{"story.md"}, Line: 1},
+		{Question: "Who went fishing?", Answer: "Tom", ContextIDs: []string{"sea.md"}, Line: 2},
+	}
+	o := Options{Engine: e, ModelName: "stories260K", Retriever: docsCollection(t, e), Collection: "docs", TopK: 1, Concurrency: 2, MaxTokens: 8,
+		Stages: grounding.Stages{Rerank: true}, Ablation: true}
+	var last, total int
+	o.Progress = func(done, n int) { last, total = done, n }
+	rep, err := Run(context.Background(), qs, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != len(qs)*o.Variants() || last != total || o.Variants() != 2+5 {
+		t.Fatalf("progress %d/%d for %d variants", last, total, o.Variants())
+	}
+	want := []string{"none", "multi-query(3)", "hyde", "rerank", "multi-query(3)+hyde+rerank"}
+	if len(rep.Ablation) != len(want) || len(rep.AblationAnswers) != len(want)*len(qs) || rep.Stages != "rerank" {
+		t.Fatalf("%d ablation rows, %d answers, stages %q", len(rep.Ablation), len(rep.AblationAnswers), rep.Stages)
+	}
+	var md strings.Builder
+	rep.Markdown(&md)
+	for i, row := range rep.Ablation {
+		if row.Stages != want[i] || row.Questions != len(qs) || row.HitAtK < 0 || row.HitAtK > 1 {
+			t.Fatalf("row %d: %+v, want stages %s", i, row, want[i])
+		}
+		if !strings.Contains(md.String(), "| "+row.Stages+" | ") {
+			t.Fatalf("report.md lacks the row %s:\n%s", row.Stages, md.String())
+		}
+	}
+	// Each answer of a row carries what it retrieved and whether that hit.
+	for _, a := range rep.AblationAnswers[:len(qs)] {
+		if a.RetrievalHit == nil || len(a.RetrievedChunks) != 1 {
+			t.Fatalf("answer %+v", a)
 		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/llmrt/llmrt/models/quant"
 	"github.com/llmrt/llmrt/models/versions"
 	"github.com/llmrt/llmrt/runtime/engine"
+	"github.com/llmrt/llmrt/runtime/rag"
 )
 
 // Spec is one training run.
@@ -30,8 +31,14 @@ type Spec struct {
 	BasePath string // the base model's GGUF
 	BaseName string // its name, recorded in the adapter (what serve calls it)
 
-	Data      string  // JSONL file or folder of .txt/.md
-	EvalData  string  // optional evaluation data
+	Data     string // JSONL file, document, or folder of documents
+	EvalData string // optional evaluation data
+	// Collection trains on the documents of a collection (continued
+	// pre-training) in CollectionsDir, with Data or alone.
+	Collection     string
+	CollectionsDir string
+	// Stride is the context shared by consecutive windows of a long text.
+	Stride    int
 	EvalSplit float64 // share of Data held out when EvalData is empty
 	Format    string  // auto, chat, prompt-completion, alpaca, text
 	Strict    bool    // a bad line is fatal
@@ -187,6 +194,8 @@ func (s Spec) CheckSettings() error {
 		return fmt.Errorf("eval split must be in [0, 1), got %v", s.EvalSplit)
 	case s.Ctx < 8:
 		return fmt.Errorf("context %d is too short to train on", s.Ctx)
+	case s.Stride < 0 || s.Stride >= s.Ctx/2:
+		return fmt.Errorf("stride must be in [0, %d) for a context of %d, got %d", s.Ctx/2, s.Ctx, s.Stride)
 	}
 	if _, err := dataset.ParseFormat(s.Format); err != nil {
 		return err
@@ -213,8 +222,10 @@ func (s *Spec) Validate() error {
 	switch {
 	case s.BasePath == "":
 		return errors.New("no base model")
-	case s.Data == "":
+	case s.Data == "" && s.Collection == "":
 		return errors.New("no training data")
+	case s.Collection != "" && s.CollectionsDir == "":
+		return errors.New("no collections directory")
 	case s.Out == "":
 		return errors.New("no output path")
 	}
@@ -311,8 +322,9 @@ func Train(ctx context.Context, spec Spec, h Hooks) (Result, error) {
 	}
 	defer e.Close()
 	tok := engineTokenizer{e}
+	dopt := dataset.Options{Format: format, Strict: spec.Strict, Window: spec.Ctx, Stride: spec.Stride, Documents: ragDocuments{ctx}}
 	load := func(path string) ([]dataset.Example, error) {
-		ex, warns, err := dataset.Load(path, tok, dataset.Options{Format: format, Strict: spec.Strict})
+		ex, warns, err := dataset.Load(path, tok, dopt)
 		for _, w := range warns {
 			if h.Warn != nil {
 				h.Warn(w)
@@ -336,7 +348,9 @@ func Train(ctx context.Context, spec Spec, h Hooks) (Result, error) {
 	if dpo {
 		data, st, evSt, loadErr = loadPairs(spec, tok, h)
 	} else {
-		data, st, evSt, evalEx, loadErr = loadExamples(spec, load)
+		data, st, evSt, evalEx, loadErr = loadExamples(spec, load, func() ([]dataset.Example, error) {
+			return collectionExamples(ctx, spec, tok, dopt)
+		})
 	}
 	if loadErr != nil {
 		return Result{}, loadErr
@@ -367,7 +381,7 @@ func Train(ctx context.Context, spec Spec, h Hooks) (Result, error) {
 		"llmrt.eos_token_id":  fmt.Sprint(e.Info().EOS),
 		"llmrt.lora.rank":     fmt.Sprint(spec.Rank),
 		"llmrt.lora.targets":  strings.Join(spec.Targets, ","),
-		"llmrt.train.data":    spec.Data,
+		"llmrt.train.data":    trainData(spec),
 		"llmrt.train.epochs":  fmt.Sprint(spec.Epochs),
 		"llmrt.train.lr":      fmt.Sprint(spec.LR),
 		"llmrt.train.method":  spec.Method,
@@ -457,12 +471,24 @@ func sample(ctx context.Context, e *engine.Engine, out string, held []dataset.Ex
 
 // loadExamples reads supervised data and packs it into rows; it also
 // returns the held-out examples.
-func loadExamples(spec Spec, load func(string) ([]dataset.Example, error)) (lora.Data, dataset.Stats, dataset.Stats, []dataset.Example, error) {
+func loadExamples(spec Spec, load func(string) ([]dataset.Example, error), collection func() ([]dataset.Example, error)) (lora.Data, dataset.Stats, dataset.Stats, []dataset.Example, error) {
 	var st, evSt dataset.Stats
-	train, err := load(spec.Data)
-	if err != nil {
-		return lora.Data{}, st, evSt, nil, err
+	var train []dataset.Example
+	if spec.Collection != "" {
+		ex, err := collection()
+		if err != nil {
+			return lora.Data{}, st, evSt, nil, err
+		}
+		train = ex
 	}
+	if spec.Data != "" {
+		ex, err := load(spec.Data)
+		if err != nil {
+			return lora.Data{}, st, evSt, nil, err
+		}
+		train = append(train, ex...)
+	}
+	var err error
 	var evalEx []dataset.Example
 	if spec.EvalData != "" {
 		if evalEx, err = load(spec.EvalData); err != nil {
@@ -512,6 +538,47 @@ func loadPairs(spec Spec, tok dataset.Tokenizer, h Hooks) (lora.Data, dataset.St
 	}
 	data.Stats = st
 	return data, st, evSt, nil
+}
+
+// trainData names the training data in the adapter's metadata.
+func trainData(spec Spec) string {
+	if spec.Collection == "" {
+		return spec.Data
+	}
+	return strings.TrimSpace(spec.Data + " collection:" + spec.Collection)
+}
+
+// ragDocuments reads documents with the parsers of ingestion (text,
+// Markdown, HTML, PDF through pdftotext).
+type ragDocuments struct{ ctx context.Context }
+
+func (ragDocuments) IsDocument(p string) bool { return rag.FormatOf(p) != "" }
+
+func (d ragDocuments) Text(p string) (string, error) {
+	doc, err := rag.ReadDocument(d.ctx, p)
+	return doc.Text, err
+}
+
+// collectionExamples are the windows of a collection's documents, rebuilt
+// from its chunks.
+func collectionExamples(ctx context.Context, spec Spec, tok dataset.Tokenizer, opt dataset.Options) ([]dataset.Example, error) {
+	st, err := rag.OpenStore(spec.CollectionsDir, rag.StoreOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	c, err := st.Get(ctx, spec.Collection)
+	if err != nil {
+		return nil, fmt.Errorf("collection %s: %w", spec.Collection, err)
+	}
+	var docs []dataset.Document
+	for _, t := range c.Texts() {
+		docs = append(docs, dataset.Document{Source: t.Source, Text: t.Text})
+	}
+	if len(docs) == 0 {
+		return nil, fmt.Errorf("collection %s has no documents", spec.Collection)
+	}
+	return dataset.DocumentExamples(docs, tok, opt)
 }
 
 // trainableBase returns the model file to train on and, when the base had

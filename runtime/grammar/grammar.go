@@ -112,6 +112,9 @@ func sanitize(s string) string {
 	return out
 }
 
+// Literal is a GBNF string literal matching s exactly.
+func Literal(s string) string { return literal(s) }
+
 // literal is a GBNF string literal matching s exactly.
 func literal(s string) string {
 	var b strings.Builder

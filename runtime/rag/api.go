@@ -18,7 +18,7 @@ import (
 
 // API serves a Store over HTTP under /v1/collections:
 //
-//	POST   /v1/collections                          create {name, metric, chunk_size, chunk_overlap}
+//	POST   /v1/collections                          create {name, model, metric, chunk_size, chunk_overlap}
 //	GET    /v1/collections                          list
 //	GET    /v1/collections/{name}                   stats and sources
 //	DELETE /v1/collections/{name}                   delete
@@ -82,6 +82,7 @@ type CollectionObject struct {
 
 type createRequest struct {
 	Name         string `json:"name"`
+	Model        string `json:"model"`
 	Metric       string `json:"metric"`
 	ChunkSize    int    `json:"chunk_size"`
 	ChunkOverlap int    `json:"chunk_overlap"`
@@ -119,7 +120,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	c, err := a.Store.Create(r.Context(), req.Name, CreateOptions{Metric: req.Metric, Chunking: ChunkOptions{Size: req.ChunkSize, Overlap: req.ChunkOverlap}})
+	c, err := a.Store.Create(r.Context(), req.Name, CreateOptions{Model: req.Model, Metric: req.Metric, Chunking: ChunkOptions{Size: req.ChunkSize, Overlap: req.ChunkOverlap}})
 	if err != nil {
 		if strings.Contains(err.Error(), "over the embedding model's limit") {
 			return httpapi.BadRequest("chunk_size", "%v", err)

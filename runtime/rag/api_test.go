@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,7 +38,7 @@ func ragServer(t *testing.T) string {
 		t.Fatal(err)
 	}
 	srv := server.New(server.Config{DefaultModel: "stories260K", Logger: quiet,
-		Retriever: testRetriever{store}}, reg)
+		Retriever: &Retriever{Store: store}}, reg)
 	(&API{Store: store}).Register(srv)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -162,19 +161,82 @@ func TestCollectionsAPIAndChatRAG(t *testing.T) {
 		t.Fatalf("unknown collection: %d %v", code, out)
 	}
 
-	// Chat with the rag extension: the citation comes back with the answer.
+	// Chat with the rag extension: the retrieved passages come back with
+	// the answer, and citations holds those the answer cites as [n].
 	chat := ragServerChat(t, strings.TrimSuffix(url, "/collections"), map[string]any{
 		"model": "stories260K", "max_tokens": 8, "temperature": 0,
 		"messages": []map[string]any{{"role": "user", "content": sentence}},
 		"rag":      map[string]any{"collection": "handbook", "top_k": 2},
 	})
-	cits, _ := chat["citations"].([]any)
-	if len(cits) == 0 {
-		t.Fatalf("chat with rag: no citations in %v", chat)
+	got, _ := chat["retrieved"].([]any)
+	if len(got) == 0 {
+		t.Fatalf("chat with rag: no retrieved passages in %v", chat)
 	}
-	c0 := cits[0].(map[string]any)
+	c0 := got[0].(map[string]any)
 	if c0["source"] != "tom" || c0["index"] != float64(1) {
-		t.Fatalf("first citation %v, want source tom as [1]", c0)
+		t.Fatalf("first retrieved passage %v, want source tom as [1]", c0)
+	}
+	answer := chat["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["content"].(string)
+	cits, _ := chat["citations"].([]any)
+	for _, c := range cits {
+		if n := c.(map[string]any)["index"].(float64); !strings.Contains(answer, fmt.Sprintf("[%d]", int(n))) {
+			t.Fatalf("citation [%v] is not in the answer %q", n, answer)
+		}
+	}
+	// An answer that cites [2] (a grammar makes the model write it) has
+	// exactly the second retrieved passage as its citation.
+	chat = ragServerChat(t, strings.TrimSuffix(url, "/collections"), map[string]any{
+		"model": "stories260K", "max_tokens": 16, "temperature": 0, "grammar": `root ::= "He went fishing [2]."`,
+		"messages": []map[string]any{{"role": "user", "content": sentence}},
+		"rag":      map[string]any{"collection": "handbook", "top_k": 2},
+	})
+	got, _ = chat["retrieved"].([]any)
+	cits, _ = chat["citations"].([]any)
+	if len(got) != 2 || len(cits) != 1 {
+		t.Fatalf("answer citing [2]: retrieved %v, citations %v", got, cits)
+	}
+	if c := cits[0].(map[string]any); c["index"] != float64(2) || c["source"] != got[1].(map[string]any)["source"] || c["chunk_id"] != got[1].(map[string]any)["chunk_id"] {
+		t.Fatalf("citation %v, want the second retrieved passage %v", c, got[1])
+	}
+	// Streamed: the retrieved passages come with the first chunk, the
+	// answer's citations with its last.
+	j, _ := json.Marshal(map[string]any{
+		"model": "stories260K", "max_tokens": 16, "temperature": 0, "grammar": `root ::= "He went fishing [2]."`, "stream": true,
+		"messages": []map[string]any{{"role": "user", "content": sentence}},
+		"rag":      map[string]any{"collection": "handbook", "top_k": 2},
+	})
+	resp, err = http.Post(strings.TrimSuffix(url, "/collections")+"/chat/completions", "application/json", bytes.NewReader(j))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var events []map[string]any
+	for _, line := range strings.Split(string(raw), "\n") {
+		if data, ok := strings.CutPrefix(line, "data: "); ok && data != "[DONE]" {
+			var ev map[string]any
+			if err := json.Unmarshal([]byte(data), &ev); err != nil {
+				t.Fatalf("event %s: %v", data, err)
+			}
+			events = append(events, ev)
+		}
+	}
+	if len(events) < 2 {
+		t.Fatalf("stream: %s", raw)
+	}
+	if r, _ := events[0]["retrieved"].([]any); len(r) != 2 {
+		t.Fatalf("first chunk %v lacks the retrieved passages", events[0])
+	}
+	var lastCits []any
+	for _, ev := range events {
+		for _, ch := range ev["choices"].([]any) {
+			if ch.(map[string]any)["finish_reason"] != nil {
+				lastCits, _ = ev["citations"].([]any)
+			}
+		}
+	}
+	if len(lastCits) != 1 || lastCits[0].(map[string]any)["index"] != float64(2) {
+		t.Fatalf("last chunk's citations %v, want [2]", lastCits)
 	}
 	bad := ragServerChatStatus(t, strings.TrimSuffix(url, "/collections"), map[string]any{
 		"messages": []map[string]any{{"role": "user", "content": "hi"}}, "rag": map[string]any{"collection": "missing"}})
@@ -252,20 +314,4 @@ func ragServerChat(t *testing.T, base string, body any) map[string]any {
 		t.Fatalf("chat: %d %s", resp.StatusCode, raw)
 	}
 	return out
-}
-
-// testRetriever serves store to the server's chat "rag" extension, as
-// cmd/llmrt wires it.
-type testRetriever struct{ store *Store }
-
-func (r testRetriever) Retrieve(ctx context.Context, collection, query string, k int) ([]server.Passage, error) {
-	hits, err := r.store.Search(ctx, collection, query, k, SearchOptions{Mode: Hybrid})
-	if errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("%w: %w", server.ErrNoCollection, err)
-	}
-	out := make([]server.Passage, len(hits))
-	for i, h := range hits {
-		out[i] = server.Passage{Source: h.Chunk.Source, Title: h.Chunk.Title, Start: h.Chunk.Start, End: h.Chunk.End, Score: h.Score, Text: h.Chunk.Text}
-	}
-	return out, err
 }

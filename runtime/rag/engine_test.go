@@ -2,6 +2,7 @@ package rag
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"math"
@@ -96,5 +97,85 @@ func TestRegistryEmbedderSaysWhy(t *testing.T) {
 	defer s.Close()
 	if _, err := s.Create(ctx, "kb", CreateOptions{}); err == nil || !strings.Contains(err.Error(), "missing-model") || strings.Contains(err.Error(), "dimension 0") {
 		t.Fatalf("create with a model that cannot load: %v", err)
+	}
+}
+
+// A store with Embedders opens each collection with the model it was
+// built with: a collection made by llama-2-tiny-random (8 dimensions)
+// reopens and answers queries in a store whose default model is
+// stories260K (64 dimensions); a store with only the default model
+// refuses it.
+func TestCollectionsKeepTheirModel(t *testing.T) {
+	ctx := context.Background()
+	open := func(name string) EngineEmbedder {
+		e, err := engine.Open(ctx, engine.Options{Path: testmodel.Shared(t, name+".gguf"), CtxPerSeq: 512, NParallel: 1, Threads: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Close() })
+		return EngineEmbedder{E: e, Model: name}
+	}
+	models := map[string]Embedder{"stories260K": open("stories260K"), "llama-2-tiny-random": open("llama-2-tiny-random")}
+	dir := t.TempDir()
+	opt := StoreOptions{Embedder: models["stories260K"], Embedders: func(m string) Embedder { return models[m] }}
+	s, err := OpenStore(dir, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := t.TempDir()
+	writeFile(t, filepath.Join(docs, "tom.txt"), "Tom went fishing in a small blue boat with his grandfather.")
+	writeFile(t, filepath.Join(docs, "lily.txt"), "Lily had a red ball and a dog named Max.")
+	for _, m := range []string{"", "llama-2-tiny-random"} {
+		name := "c-" + m
+		if m == "" {
+			name = "default"
+		}
+		c, err := s.Create(ctx, name, CreateOptions{Model: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.AddPath(ctx, docs, AddOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+
+	s, err = OpenStore(dir, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for name, want := range map[string]struct {
+		model string
+		dim   int
+	}{"default": {"stories260K", 64}, "c-llama-2-tiny-random": {"llama-2-tiny-random", 8}} {
+		st, err := s.Stats(ctx, name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if st.Model != want.model || st.Dim != want.dim {
+			t.Fatalf("%s: model %s dim %d, want %+v", name, st.Model, st.Dim, want)
+		}
+		hits, err := s.Search(ctx, name, "fishing boat grandfather", 1, SearchOptions{Mode: Vector})
+		if err != nil || len(hits) != 1 {
+			t.Fatalf("%s: search %v %v", name, hits, err)
+		}
+	}
+	one, err := OpenStore(dir+"-copy", StoreOptions{Embedder: models["stories260K"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close()
+	if _, err := one.Create(ctx, "x", CreateOptions{Model: "llama-2-tiny-random"}); err == nil {
+		t.Fatal("a store without Embedders created a collection with another model")
+	}
+	s.Close()
+	single, err := OpenStore(dir, StoreOptions{Embedder: models["stories260K"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer single.Close()
+	if _, err := single.Get(ctx, "c-llama-2-tiny-random"); !errors.Is(err, ErrModelMismatch) {
+		t.Fatalf("single-model store opened another model's collection: %v", err)
 	}
 }

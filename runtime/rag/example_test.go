@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/llmrt/llmrt/runtime/rag"
+	"github.com/llmrt/llmrt/runtime/rag/grounding"
 )
 
 // wordsEmbedder is a toy embedder (hashed bag of words); use
@@ -73,11 +74,13 @@ func ExampleCollection_Search() {
 	if err != nil {
 		panic(err)
 	}
-	fmt.Print(rag.ContextBlock(hits))
+	passages := rag.Passages(hits)
+	fmt.Print(grounding.Context(passages))
 
 	answer := "You have 25 days of paid holiday [1]."
-	for _, cit := range rag.Citations(answer, hits) {
-		fmt.Printf("cited [%d] %s %d..%d\n", cit.N, cit.Hit.Chunk.Title, cit.Hit.Chunk.Start, cit.Hit.Chunk.End)
+	for _, n := range grounding.Cited(answer, len(passages)) {
+		p := passages[n-1]
+		fmt.Printf("cited [%d] %s %d..%d\n", n, p.Title, p.Start, p.End)
 	}
 	// Output:
 	// chunks: 2

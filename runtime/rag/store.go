@@ -24,6 +24,7 @@ import (
 type Store struct {
 	root     string
 	emb      Embedder
+	embFor   func(model string) Embedder
 	mem      MemoryReporter
 	log      *slog.Logger
 	readOnly bool
@@ -43,6 +44,10 @@ type StoreOptions struct {
 	// them. Each collection is read as it was when opened. Create,
 	// Delete and writes fail with ErrReadOnly.
 	ReadOnly bool
+	// Embedders, if set, gives the embedder of a model by name: each
+	// collection is then embedded with the model it was built with, and
+	// Embedder (or CreateOptions.Model) only picks the model of new ones.
+	Embedders func(model string) Embedder
 	// Memory, if set, is told how much memory each open collection's
 	// index holds (llmrt serve books it in the scheduler's ledger).
 	Memory MemoryReporter
@@ -69,7 +74,10 @@ const (
 // CreateOptions configure a new collection.
 type CreateOptions struct {
 	// Metric is Cosine (default), Dot or L2.
-	Metric   string
+	Metric string
+	// Model names the embedding model (needs StoreOptions.Embedders;
+	// "" : the store's Embedder).
+	Model    string
 	Chunking ChunkOptions
 	Index    IndexOptions
 }
@@ -79,7 +87,7 @@ func OpenStore(dir string, opt StoreOptions) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	s := &Store{root: dir, emb: opt.Embedder, mem: opt.Memory, log: opt.Logger, readOnly: opt.ReadOnly, open: map[string]*Collection{}}
+	s := &Store{root: dir, emb: opt.Embedder, embFor: opt.Embedders, mem: opt.Memory, log: opt.Logger, readOnly: opt.ReadOnly, open: map[string]*Collection{}}
 	return s, nil
 }
 
@@ -103,7 +111,14 @@ func (s *Store) Create(ctx context.Context, name string, opt CreateOptions) (*Co
 	if s.readOnly {
 		return nil, fmt.Errorf("create %s: %w", name, ErrReadOnly)
 	}
-	if s.emb == nil {
+	emb := s.emb
+	if opt.Model != "" {
+		if s.embFor == nil {
+			return nil, fmt.Errorf("embedding model %s: this store embeds with one model only", opt.Model)
+		}
+		emb = s.embFor(opt.Model)
+	}
+	if emb == nil {
 		return nil, ErrNoEmbedder
 	}
 	if opt.Metric == "" {
@@ -115,15 +130,15 @@ func (s *Store) Create(ctx context.Context, name string, opt CreateOptions) (*Co
 	}
 	opt.Metric = metric.String()
 	ch := opt.Chunking.withDefaults()
-	sh, err := s.emb.Shape(ctx)
+	sh, err := emb.Shape(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("embedding model %s: %w", s.emb.Name(), err)
+		return nil, fmt.Errorf("embedding model %s: %w", emb.Name(), err)
 	}
 	if ch.Size > sh.MaxTokens {
 		return nil, fmt.Errorf("chunk size %d is over the embedding model's limit of %d tokens", ch.Size, sh.MaxTokens)
 	}
 	if sh.Dim <= 0 {
-		return nil, fmt.Errorf("embedding model %s has dimension %d", s.emb.Name(), sh.Dim)
+		return nil, fmt.Errorf("embedding model %s has dimension %d", emb.Name(), sh.Dim)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -137,7 +152,7 @@ func (s *Store) Create(ctx context.Context, name string, opt CreateOptions) (*Co
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	m := Manifest{Name: name, Model: s.emb.Name(), Dim: sh.Dim, Metric: opt.Metric, Chunking: ch, Index: opt.Index, Created: time.Now().UTC().Truncate(time.Second)}
+	m := Manifest{Name: name, Model: emb.Name(), Dim: sh.Dim, Metric: opt.Metric, Chunking: ch, Index: opt.Index, Created: time.Now().UTC().Truncate(time.Second)}
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return nil, err
@@ -147,7 +162,7 @@ func (s *Store) Create(ctx context.Context, name string, opt CreateOptions) (*Co
 	if err := atomicfile.WriteBytes(filepath.Join(dir, manifestFile), append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("create %s: %w", name, err)
 	}
-	c, err := openCollection(ctx, dir, s.emb, false)
+	c, err := openCollection(ctx, dir, emb, false)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
@@ -159,7 +174,8 @@ func (s *Store) Create(ctx context.Context, name string, opt CreateOptions) (*Co
 
 // Get opens a collection (or returns the open one). It fails with
 // ErrNotFound for unknown names and ErrModelMismatch when the store's
-// embedder is not the collection's model.
+// embedder is not the collection's model (never with Embedders, which
+// gives each collection its own).
 func (s *Store) Get(ctx context.Context, name string) (*Collection, error) {
 	if err := CheckName(name); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
@@ -179,7 +195,16 @@ func (s *Store) Get(ctx context.Context, name string) (*Collection, error) {
 		}
 		return nil, err
 	}
-	c, err := openCollection(ctx, dir, s.emb, s.readOnly)
+	emb := s.emb
+	if s.embFor != nil {
+		// The collection's own model embeds it.
+		m, err := readManifest(dir)
+		if err != nil {
+			return nil, fmt.Errorf("open collection %s: %w", name, err)
+		}
+		emb = s.embFor(m.Model)
+	}
+	c, err := openCollection(ctx, dir, emb, s.readOnly)
 	if err != nil {
 		return nil, fmt.Errorf("open collection %s: %w", name, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/llmrt/llmrt/runtime/engine"
 	"github.com/llmrt/llmrt/runtime/feedback"
 	"github.com/llmrt/llmrt/runtime/httpapi"
+	"github.com/llmrt/llmrt/runtime/rag/grounding"
 	"github.com/llmrt/llmrt/runtime/registry"
 )
 
@@ -32,12 +33,13 @@ func (s *Server) acquire(r *http.Request, id string) (string, *registry.Lease, e
 
 // chatPlan is a validated chat request ready to run.
 type chatPlan struct {
-	reqs      []engine.Request
-	stream    bool
-	usage     bool
-	tools     bool
-	logprobs  bool
-	citations []Citation
+	reqs     []engine.Request
+	stream   bool
+	usage    bool
+	tools    bool
+	logprobs bool
+	rag      bool
+	passages []grounding.Passage // retrieved for the "rag" extension
 }
 
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) error {
@@ -67,7 +69,15 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) error {
 		return httpapi.MapError(err, "messages")
 	}
 	resp := ChatResponse{ID: id, Object: "chat.completion", Created: created, Model: model, SystemFingerprint: s.fingerprint,
-		Usage: usageOf(results, true), Citations: plan.citations}
+		Usage: usageOf(results, true)}
+	if plan.rag {
+		texts := make([]string, len(results))
+		for i, res := range results {
+			texts[i] = res.Text
+		}
+		resp.Citations = cited(plan.passages, texts)
+		resp.Retrieved = citationsOf(plan.passages, allNumbers(len(plan.passages)))
+	}
 	for i, res := range results {
 		s.observe(model, res)
 		choice := ChatChoice{Index: i, FinishReason: res.FinishReason, Message: ChatResponseMessage{Role: "assistant"}}
@@ -174,12 +184,12 @@ func (s *Server) planChat(r *http.Request, req *ChatRequest, lease *registry.Lea
 		plan.usage = req.StreamOptions.IncludeUsage
 	}
 	if req.RAG != nil {
-		cits, augmented, aerr := s.retrieve(r, req.RAG, msgs)
+		ps, grounded, aerr := s.retrieve(r, req.RAG, msgs, lease)
 		if aerr != nil {
 			return nil, aerr
 		}
-		plan.citations = cits
-		msgs = augmented
+		plan.rag, plan.passages = true, ps
+		msgs = grounded
 	}
 	var tools []engine.ChatTool
 	toolChoice := strings.Trim(string(req.ToolChoice), `"`)
@@ -225,12 +235,13 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, lease *regis
 	sse := newSSE(w, s.cfg.StreamInterval)
 	defer sse.close()
 	base := ChatChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: model, SystemFingerprint: s.fingerprint}
-	// The first chunk of every choice carries the role (and citations).
+	// The first chunk of every choice carries the role (and the retrieved
+	// passages).
 	for i := range plan.reqs {
 		c := base
 		c.Choices = []ChatChunkChoice{{Index: i, Delta: ChatDelta{Role: "assistant", Content: httpapi.Ptr("")}}}
-		if i == 0 {
-			c.Citations = plan.citations
+		if i == 0 && plan.rag {
+			c.Retrieved = citationsOf(plan.passages, allNumbers(len(plan.passages)))
 		}
 		if err := sse.send(c); err != nil {
 			return nil // client went away; runChoices' context ends the streams
@@ -264,6 +275,9 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, lease *regis
 				}
 			}
 			c.Choices = []ChatChunkChoice{{Index: ev.index, Delta: delta, FinishReason: &reason}}
+			if plan.rag {
+				c.Citations = cited(plan.passages, []string{ev.res.Text})
+			}
 		} else {
 			if plan.tools {
 				held[ev.index].WriteString(ev.chunk.Text)

@@ -224,10 +224,21 @@ type ChatRequest struct {
 	RAG                 *RAGOptions     `json:"rag,omitempty"`
 }
 
-// RAGOptions is llmrt's extension: retrieve passages for the last user turn.
+// RAGOptions is llmrt's extension: retrieve passages for the last user
+// turn, with the retrieval stages switched on per request.
 type RAGOptions struct {
 	Collection string `json:"collection"`
 	TopK       int    `json:"top_k"`
+	// Mode is vector, hybrid (default) or keyword.
+	Mode string `json:"mode"`
+	// MultiQuery rewrites the question this many times with the model;
+	// HyDE searches with a hypothetical answer too.
+	MultiQuery int  `json:"multi_query"`
+	HyDE       bool `json:"hyde"`
+	// Rerank reranks the candidates with RerankModel, else the server's
+	// reranking model, else the chat model itself.
+	Rerank      bool   `json:"rerank"`
+	RerankModel string `json:"rerank_model"`
 }
 
 // CompletionRequest is POST /v1/completions.
@@ -307,12 +318,17 @@ type ChatResponse struct {
 	SystemFingerprint string       `json:"system_fingerprint"`
 	Choices           []ChatChoice `json:"choices"`
 	Usage             *Usage       `json:"usage,omitempty"`
-	Citations         []Citation   `json:"citations,omitempty"`
+	// Citations are the retrieved passages the answer cites as [n];
+	// Retrieved are all of them (llmrt's "rag" extension).
+	Citations []Citation `json:"citations,omitempty"`
+	Retrieved []Citation `json:"retrieved,omitempty"`
 }
 
-// Citation is a retrieved passage an answer drew on (llmrt extension).
+// Citation is a retrieved passage (llmrt extension); Index is its [n] in
+// the prompt.
 type Citation struct {
 	Index   int     `json:"index"`
+	ChunkID uint64  `json:"chunk_id"`
 	Source  string  `json:"source"`
 	Title   string  `json:"title,omitempty"`
 	Start   int     `json:"start"`
@@ -345,7 +361,10 @@ type ChatChunk struct {
 	SystemFingerprint string            `json:"system_fingerprint"`
 	Choices           []ChatChunkChoice `json:"choices"`
 	Usage             *Usage            `json:"usage,omitempty"`
-	Citations         []Citation        `json:"citations,omitempty"`
+	// Retrieved comes with the first chunk, Citations with each choice's
+	// last chunk (the passages that choice cites).
+	Citations []Citation `json:"citations,omitempty"`
+	Retrieved []Citation `json:"retrieved,omitempty"`
 }
 
 // CompletionLogprobs is the legacy completions logprobs object.
