@@ -33,7 +33,7 @@ test('fine-tuning: upload, create, poll, chat with the ft: model', async () => {
   assert.equal(job.fine_tuned_model, 'ft:stories260K:secret');
 
   let j = job;
-  for (let i = 0; i < 600 && !['succeeded', 'failed', 'cancelled'].includes(j.status); i++) {
+  for (let i = 0; i < 6000 && !['succeeded', 'failed', 'cancelled'].includes(j.status); i++) {
     await sleep(100);
     j = await client.fineTuning.jobs.retrieve(job.id);
   }
