@@ -112,6 +112,7 @@ struct llmrt_dec {
     std::vector<lora_stack> stacks;
     std::unordered_map<const ggml_tensor *, size_t> stack_of;
     std::vector<float> slot_scale;  // alpha / rank of the adapter in each slot
+    std::vector<int> slot_rank;     // its rank
     std::vector<bool> slot_loaded;
 
     std::vector<ggml_context *> ctxs;      // tensor headers of the KV cache and stacks, one per backend
@@ -127,9 +128,25 @@ namespace {
 
 // The per-row LoRA inputs of a graph: which stack slot each row reads and
 // the row's scale (0 for rows without an adapter).
+//
+// Rows go in pieces. A prompt chunk of several tokens under an adapter is
+// its own piece, computed with plain matmuls on its slot's A and B exactly
+// as llama.cpp computes that chunk alone (ggml picks another kernel for a
+// multi-row matmul than ggml_mul_mat_id uses, and the rounding difference,
+// stored in the F16 KV cache, would grow into other tokens); the other rows
+// (one-token steps, rows without adapter) go through ggml_mul_mat_id, which
+// for one row computes what llama.cpp's matmul does.
+struct lora_piece {
+    int r0 = 0, n = 0;  // rows
+    int slot = -1;      // >= 0: a prompt chunk under this slot
+    int rank = 0;       // its adapter's rank
+    float scale = 0.0f; // its scale
+};
+
 struct lora_rows {
     ggml_tensor * ids = nullptr;   // I32 [1, rows]
     ggml_tensor * scale = nullptr; // F32 [1, rows]
+    std::vector<lora_piece> pieces;
 };
 
 ggml_tensor * add_bias(ggml_context * ctx, ggml_tensor * x, ggml_tensor * b) {
@@ -152,12 +169,26 @@ ggml_tensor * mm(const llmrt_dec * d, ggml_context * ctx, ggml_tensor * w, ggml_
         return y;
     }
     const lora_stack & st = d->stacks[it->second];
-    const int64_t rows = x->ne[1];
-    ggml_tensor * x3 = ggml_reshape_3d(ctx, x, x->ne[0], 1, rows);
-    ggml_tensor * ax = ggml_mul_mat_id(ctx, st.a, x3, lr->ids);  // [rank, 1, rows]
-    ggml_tensor * bax = ggml_mul_mat_id(ctx, st.b, ax, lr->ids); // [n_out, 1, rows]
-    bax = ggml_reshape_2d(ctx, bax, bax->ne[0], rows);
-    return ggml_add(ctx, y, ggml_mul(ctx, bax, lr->scale));
+    const int64_t n_in = x->ne[0], n_out = w->ne[1];
+    ggml_tensor * delta = nullptr;
+    for (const lora_piece & p : lr->pieces) {
+        ggml_tensor * xs = lr->pieces.size() == 1 ? x : ggml_view_2d(ctx, x, n_in, p.n, x->nb[1], (size_t) p.r0 * x->nb[1]);
+        ggml_tensor * part;
+        if (p.slot >= 0) {
+            ggml_tensor * a = ggml_view_2d(ctx, st.a, n_in, p.rank, st.a->nb[1], (size_t) p.slot * st.a->nb[2]);
+            ggml_tensor * b = ggml_view_2d(ctx, st.b, p.rank, n_out, st.b->nb[1], (size_t) p.slot * st.b->nb[2]);
+            part = ggml_scale(ctx, ggml_mul_mat(ctx, b, ggml_mul_mat(ctx, a, xs)), p.scale);
+        } else {
+            ggml_tensor * ids = ggml_view_2d(ctx, lr->ids, 1, p.n, lr->ids->nb[1], (size_t) p.r0 * lr->ids->nb[1]);
+            ggml_tensor * sc = ggml_view_2d(ctx, lr->scale, 1, p.n, lr->scale->nb[1], (size_t) p.r0 * lr->scale->nb[1]);
+            ggml_tensor * x3 = ggml_reshape_3d(ctx, xs, n_in, 1, p.n);
+            ggml_tensor * ax = ggml_mul_mat_id(ctx, st.a, x3, ids); // [rank, 1, n]
+            ggml_tensor * bax = ggml_mul_mat_id(ctx, st.b, ax, ids); // [n_out, 1, n]
+            part = ggml_mul(ctx, ggml_reshape_2d(ctx, bax, n_out, p.n), sc);
+        }
+        delta = delta ? ggml_concat(ctx, delta, part, 1) : part;
+    }
+    return ggml_add(ctx, y, delta);
 }
 
 // The backend whose buffers hold w (the CPU, last, when none does).
@@ -359,6 +390,40 @@ bool check_step(const llmrt_dec * d, const int32_t * tokens, const llmrt_dec_seq
     return true;
 }
 
+// An upper bound on the graph nodes of a step of n_seq sequences whose
+// LoRA rows fall in n_pieces pieces: per layer about 100 for the
+// projections, norms, RoPE and cache writes, 16 per sequence's attention
+// and 10 per piece and adapted projection.
+size_t graph_nodes(const llmrt_dec * d, int n_seq, int n_pieces) {
+    return 1024 + (size_t) d->n_layer * (128 + 16 * (size_t) n_seq + (size_t) n_proj * 10 * (n_pieces + 1));
+}
+
+// (Re)creates the scheduler and the graph header buffer for graphs of up
+// to n nodes.
+void size_graph(llmrt_dec * d, size_t n) {
+    if (d->sched && n <= d->graph_size) {
+        return;
+    }
+    if (d->sched) {
+        ggml_backend_sched_free(d->sched);
+        d->sched = nullptr;
+    }
+    d->graph_size = n;
+    d->meta.resize(ggml_tensor_overhead() * n * 2 + ggml_graph_overhead_custom(n, false));
+    d->sched = ggml_backend_sched_new(d->backends.data(), nullptr, (int) d->backends.size(), n, false, true);
+    if (!d->sched) {
+        throw std::runtime_error("cannot create the backend scheduler");
+    }
+}
+
+// The cells a sequence's attention spans: its tokens so far, padded as
+// llama.cpp pads them (a multiple of 256, at most the slot), so that the
+// attention matmuls have llama.cpp's shapes and take its kernels (which
+// round differently for other shapes); padding cells are masked.
+int span(const llmrt_dec * d, const llmrt_dec_seq & s) {
+    return std::min(d->n_ctx, std::max(256, GGML_PAD(s.pos + s.n_tok, 256)));
+}
+
 // One step's graph and its inputs.
 struct step_graph {
     ggml_context * ctx = nullptr;
@@ -395,7 +460,7 @@ void build_step(llmrt_dec * d, step_graph & g, const llmrt_dec_seq * seqs, int n
     g.vidx = input(GGML_TYPE_I64, (int64_t) T * d->n_embd_kv);
     int64_t mask_len = 0;
     for (int i = 0; i < n_seq; ++i) {
-        mask_len += (int64_t) (seqs[i].pos + seqs[i].n_tok) * seqs[i].n_tok;
+        mask_len += (int64_t) span(d, seqs[i]) * seqs[i].n_tok;
     }
     g.mask = input(GGML_TYPE_F32, mask_len);
     const bool subset = n_out > 0 && n_out < T;
@@ -405,9 +470,23 @@ void build_step(llmrt_dec * d, step_graph & g, const llmrt_dec_seq * seqs, int n
     if (lora) {
         g.all.ids = input(GGML_TYPE_I32, 1, T);
         g.all.scale = input(GGML_TYPE_F32, 1, T);
+        int r0 = 0;
+        for (int i = 0; i < n_seq; ++i) {
+            const llmrt_dec_seq & s = seqs[i];
+            if (s.adapter >= 0 && s.n_tok > 1) {
+                g.all.pieces.push_back({r0, s.n_tok, s.adapter, d->slot_rank[s.adapter], s.scale * d->slot_scale[s.adapter]});
+            } else if (!g.all.pieces.empty() && g.all.pieces.back().slot < 0) {
+                g.all.pieces.back().n += s.n_tok;
+            } else {
+                g.all.pieces.push_back({r0, s.n_tok, -1, 0, 0.0f});
+            }
+            r0 += s.n_tok;
+        }
         if (subset) {
+            // One row per sequence: ggml_mul_mat_id for all.
             g.out.ids = input(GGML_TYPE_I32, 1, n_out);
             g.out.scale = input(GGML_TYPE_F32, 1, n_out);
+            g.out.pieces.push_back({0, n_out, -1, 0, 0.0f});
         } else {
             g.out = g.all;
         }
@@ -454,7 +533,7 @@ void build_step(llmrt_dec * d, step_graph & g, const llmrt_dec_seq * seqs, int n
         int64_t moff = 0;
         for (int i = 0; i < n_seq; ++i) {
             const llmrt_dec_seq & s = seqs[i];
-            const int n = s.n_tok, n_kv = s.pos + s.n_tok;
+            const int n = s.n_tok, n_kv = span(d, s);
             ggml_tensor * qs = ggml_view_3d(ctx, q, dh, d->n_head, n, q->nb[1], q->nb[2], (size_t) t0 * q->nb[2]);
             qs = ggml_permute(ctx, qs, 0, 2, 1, 3); // [dh, n, heads]
             ggml_tensor * ks = ggml_view_3d(ctx, kc, dh, n_kv, d->n_head_kv, ggml_row_size(kc->type, d->n_embd_kv),
@@ -510,7 +589,7 @@ void set_step_inputs(llmrt_dec * d, step_graph & g, const int32_t * tokens, cons
     int t = 0;
     for (int i = 0; i < n_seq; ++i) {
         const llmrt_dec_seq & s = seqs[i];
-        const int n_kv = s.pos + s.n_tok;
+        const int n_kv = span(d, s);
         const int slot = s.adapter >= 0 ? s.adapter : any_slot;
         const float sc = s.adapter >= 0 ? s.scale * d->slot_scale[s.adapter] : 0.0f;
         for (int j = 0; j < s.n_tok; ++j, ++t) {
@@ -558,10 +637,10 @@ void set_step_inputs(llmrt_dec * d, step_graph & g, const int32_t * tokens, cons
 
 extern "C" {
 
-llmrt_dec * llmrt_dec_new(llama_model * m, const llmrt_dec_params * p, char * err, size_t errlen) {
-    if (!m || !p) {
+int llmrt_dec_check(const llama_model * m, char * err, size_t errlen) {
+    if (!m) {
         dset_err(err, errlen, "no model");
-        return nullptr;
+        return -1;
     }
     const llama_hparams & hp = m->hparams;
     switch (m->arch) {
@@ -571,30 +650,38 @@ llmrt_dec * llmrt_dec_new(llama_model * m, const llmrt_dec_params * p, char * er
             break;
         default:
             dset_err(err, errlen, "architecture %s has no multi-adapter decoder (llama, mistral, qwen2, qwen3 have)", llm_arch_name(m->arch));
-            return nullptr;
+            return -1;
     }
     if (hp.n_layer == 0 || m->layers.size() != hp.n_layer || !m->tok_embd || !m->output_norm) {
         dset_err(err, errlen, "the model has no weights (vocab-only file?)");
-        return nullptr;
+        return -1;
     }
     if (hp.n_expert > 0 || hp.use_kq_norm || hp.n_embd_head_k != hp.n_embd_head_v || hp.n_rot != hp.n_embd_head_k ||
         hp.f_max_alibi_bias != 0.0f || hp.attn_soft_cap || hp.swa_type != LLAMA_SWA_TYPE_NONE) {
         dset_err(err, errlen, "this llama variant (experts, head sizes %u/%u, rope dims %u, sliding window or ALiBi) has no multi-adapter decoder",
                  hp.n_embd_head_k, hp.n_embd_head_v, hp.n_rot);
-        return nullptr;
+        return -1;
     }
     if (hp.rope_scaling_type_train == LLAMA_ROPE_SCALING_TYPE_YARN || hp.yarn_ext_factor > 0.0f) {
         dset_err(err, errlen, "YaRN rope scaling has no multi-adapter decoder");
-        return nullptr;
+        return -1;
     }
     for (uint32_t il = 0; il < hp.n_layer; ++il) {
         const llama_layer & ly = m->layers[il];
         if (!ly.wq || !ly.wk || !ly.wv || !ly.wo || !ly.ffn_gate || !ly.ffn_up || !ly.ffn_down || !ly.attn_norm || !ly.ffn_norm ||
             hp.n_head(il) != hp.n_head(0) || hp.n_head_kv(il) != hp.n_head_kv(0)) {
             dset_err(err, errlen, "layer %u has a layout the multi-adapter decoder does not support", il);
-            return nullptr;
+            return -1;
         }
     }
+    return 0;
+}
+
+llmrt_dec * llmrt_dec_new(llama_model * m, const llmrt_dec_params * p, char * err, size_t errlen) {
+    if (!p || llmrt_dec_check(m, err, errlen) != 0) {
+        return nullptr;
+    }
+    const llama_hparams & hp = m->hparams;
     if (p->n_seq <= 0 || p->n_ctx <= 0 || p->n_adapters < 0 || (p->n_adapters > 0 && (p->lora_rank <= 0 || p->lora_targets == 0))) {
         dset_err(err, errlen, "bad decoder parameters: %d sequences of %d cells, %d adapters of rank %d", p->n_seq, p->n_ctx, p->n_adapters,
                  p->lora_rank);
@@ -634,6 +721,7 @@ llmrt_dec * llmrt_dec_new(llama_model * m, const llmrt_dec_params * p, char * er
         d->rank = p->n_adapters > 0 ? p->lora_rank : 0;
         d->targets = p->n_adapters > 0 ? p->lora_targets : 0;
         d->slot_scale.assign(std::max(d->n_adapters, 0), 0.0f);
+        d->slot_rank.assign(std::max(d->n_adapters, 0), 0);
         d->slot_loaded.assign(std::max(d->n_adapters, 0), false);
 
         for (ggml_backend_dev_t dev : m->devices) {
@@ -659,14 +747,8 @@ llmrt_dec * llmrt_dec_new(llama_model * m, const llmrt_dec_params * p, char * er
             }
         }
 
-        // Nodes per layer: about 60 for the projections, norms, rope and
-        // cache writes, 12 per LoRA'd projection, 12 per sequence.
-        d->graph_size = 1024 + (size_t) d->n_layer * (96 + 12 * n_proj + 16 * (size_t) d->n_seq);
-        d->meta.resize(ggml_tensor_overhead() * d->graph_size * 2 + ggml_graph_overhead_custom(d->graph_size, false));
-        d->sched = ggml_backend_sched_new(d->backends.data(), nullptr, (int) d->backends.size(), d->graph_size, false, true);
-        if (!d->sched) {
-            throw std::runtime_error("cannot create the backend scheduler");
-        }
+        // Sized for steps of one-token sequences; grown for larger ones.
+        size_graph(d, graph_nodes(d, d->n_seq, 1));
 
         // The KV cache and the stacks of a layer live where the layer's
         // weights do.
@@ -772,6 +854,7 @@ int llmrt_dec_step(llmrt_dec * d, const int32_t * tokens, const llmrt_dec_seq * 
         lora = lora || seqs[i].adapter >= 0;
     }
     try {
+        size_graph(d, graph_nodes(d, n_seq, 2 * n_seq));
         step_graph g;
         build_step(d, g, seqs, n_seq, T, n_out, lora);
         ggml_backend_sched_reset(d->sched);
@@ -868,6 +951,7 @@ int llmrt_dec_set_adapter(llmrt_dec * d, int32_t slot, const llmrt_lora * l, cha
             ggml_backend_tensor_set(st.b, buf.data(), (size_t) slot * st.b->nb[2], sizeof(float) * buf.size());
         }
         d->slot_scale[slot] = base;
+        d->slot_rank[slot] = l->rank;
         d->slot_loaded[slot] = true;
     } catch (const std::exception & e) {
         dset_err(err, errlen, "%s", e.what());

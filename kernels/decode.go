@@ -97,6 +97,21 @@ func NewDecoder(m *Model, p DecoderParams) (*Decoder, error) {
 	return d, nil
 }
 
+// DecoderSupport returns nil when a Decoder can be built over m, else
+// the reason it cannot (architecture, layout).
+func DecoderSupport(m *Model) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.c == nil {
+		return errors.New("decoder: model is closed")
+	}
+	var eb [errLen]C.char
+	if C.llmrt_dec_check(m.c, &eb[0], errLen) != 0 {
+		return errors.New(cErr(eb[:]))
+	}
+	return nil
+}
+
 func targetBits(targets []string) (uint32, error) {
 	var bits uint32
 	for _, t := range targets {

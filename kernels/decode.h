@@ -35,6 +35,9 @@ struct llmrt_dec_params {
     uint32_t lora_targets; // projections the stacks cover (LLMRT_LORA_* bits of net.h)
 };
 
+// 0 when a decoder can be built over model m, else -1 and why in err.
+int llmrt_dec_check(const struct llama_model * m, char * err, size_t errlen);
+
 // Creates a decoder over model m. The model must outlive it.
 llmrt_dec * llmrt_dec_new(struct llama_model * m, const struct llmrt_dec_params * p, char * err, size_t errlen);
 void llmrt_dec_free(llmrt_dec * d);
