@@ -429,6 +429,12 @@ struct step_graph {
     ggml_context * ctx = nullptr;
     ggml_cgraph * gf = nullptr;
     ggml_tensor * tok = nullptr, * pos = nullptr, * kidx = nullptr, * vidx = nullptr, * mask = nullptr, * out_ids = nullptr;
+    // The one-token sequences (first n_one of the step) attend together:
+    // their slots lo.. lo+S-1 as a 4-D batch of n_kv cells each.
+    int n_one = 0, lo = 0, S = 0, n_kv = 0;
+    ggml_tensor * qrows = nullptr; // I32 [S]: each slot's query row (0 for slots not in the step)
+    ggml_tensor * orows = nullptr; // I32 [n_one]: each one-token sequence's slot - lo
+    ggml_tensor * mask4 = nullptr; // F32 [n_kv, 1, 1, S]
     lora_rows all, out;
     ggml_tensor * logits = nullptr;
     ~step_graph() {
@@ -458,11 +464,30 @@ void build_step(llmrt_dec * d, step_graph & g, const llmrt_dec_seq * seqs, int n
     g.pos = input(GGML_TYPE_I32, T);
     g.kidx = input(GGML_TYPE_I64, T);
     g.vidx = input(GGML_TYPE_I64, (int64_t) T * d->n_embd_kv);
+    while (g.n_one < n_seq && seqs[g.n_one].n_tok == 1) {
+        g.n_one++;
+    }
+    if (g.n_one > 0) {
+        int hi = 0;
+        g.lo = d->n_seq;
+        for (int i = 0; i < g.n_one; ++i) {
+            g.lo = std::min(g.lo, (int) seqs[i].seq);
+            hi = std::max(hi, (int) seqs[i].seq);
+            g.n_kv = std::max(g.n_kv, span(d, seqs[i]));
+        }
+        g.S = hi - g.lo + 1;
+        g.qrows = input(GGML_TYPE_I32, g.S);
+        g.orows = input(GGML_TYPE_I32, g.n_one);
+        g.mask4 = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, g.n_kv, 1, 1, g.S);
+        ggml_set_input(g.mask4);
+    }
     int64_t mask_len = 0;
-    for (int i = 0; i < n_seq; ++i) {
+    for (int i = g.n_one; i < n_seq; ++i) {
         mask_len += (int64_t) span(d, seqs[i]) * seqs[i].n_tok;
     }
-    g.mask = input(GGML_TYPE_F32, mask_len);
+    if (mask_len > 0) {
+        g.mask = input(GGML_TYPE_F32, mask_len);
+    }
     const bool subset = n_out > 0 && n_out < T;
     if (subset) {
         g.out_ids = input(GGML_TYPE_I32, n_out);
@@ -527,11 +552,31 @@ void build_step(llmrt_dec * d, step_graph & g, const llmrt_dec_seq * seqs, int n
             return; // a prompt chunk without outputs: the cache is all it leaves
         }
 
-        // Attention, one sequence at a time over its own cells.
+        // Attention. The one-token sequences together, as llama.cpp does
+        // with one KV stream per sequence: their queries gathered into
+        // their slots' order, each slot's cells a batch of the 4-D views.
         ggml_tensor * attn = nullptr;
-        int t0 = 0;
+        if (g.n_one > 0) {
+            const int64_t nq = (int64_t) dh * d->n_head;
+            ggml_tensor * qg = ggml_get_rows(ctx, ggml_reshape_2d(ctx, q, nq, T), g.qrows); // [dh*heads, S]
+            qg = ggml_permute(ctx, ggml_reshape_4d(ctx, qg, dh, d->n_head, 1, g.S), 0, 2, 1, 3); // [dh, 1, heads, S]
+            const size_t krow = ggml_row_size(kc->type, d->n_embd_kv);
+            ggml_tensor * k4 = ggml_view_4d(ctx, kc, dh, g.n_kv, d->n_head_kv, g.S, krow, ggml_row_size(kc->type, dh), krow * d->n_ctx,
+                                            krow * d->n_ctx * g.lo);
+            const size_t vslot = ggml_row_size(vc->type, (int64_t) d->n_ctx * d->n_embd_kv);
+            ggml_tensor * v4 = ggml_view_4d(ctx, vc, g.n_kv, dh, d->n_head_kv, g.S, ggml_row_size(vc->type, d->n_ctx),
+                                            ggml_row_size(vc->type, (int64_t) d->n_ctx * dh), vslot, vslot * g.lo);
+            ggml_tensor * kq = ggml_mul_mat(ctx, k4, qg); // [n_kv, 1, heads, S]
+            ggml_mul_mat_set_prec(kq, GGML_PREC_F32);
+            kq = ggml_soft_max_ext(ctx, kq, g.mask4, d->kq_scale, 0.0f);
+            ggml_tensor * o = ggml_mul_mat(ctx, v4, kq); // [dh, 1, heads, S]
+            o = ggml_cont_2d(ctx, ggml_permute(ctx, o, 0, 2, 1, 3), nq, g.S);
+            attn = ggml_get_rows(ctx, o, g.orows); // [dh*heads, n_one] in step order
+        }
+        // Prompt chunks one at a time over their own cells.
+        int t0 = g.n_one;
         int64_t moff = 0;
-        for (int i = 0; i < n_seq; ++i) {
+        for (int i = g.n_one; i < n_seq; ++i) {
             const llmrt_dec_seq & s = seqs[i];
             const int n = s.n_tok, n_kv = span(d, s);
             ggml_tensor * qs = ggml_view_3d(ctx, q, dh, d->n_head, n, q->nb[1], q->nb[2], (size_t) t0 * q->nb[2]);
@@ -600,7 +645,7 @@ void set_step_inputs(llmrt_dec * d, step_graph & g, const int32_t * tokens, cons
             for (int c = 0; c < d->n_embd_kv; ++c) {
                 vidx[(size_t) t * d->n_embd_kv + c] = (int64_t) s.seq * d->n_ctx * d->n_embd_kv + (int64_t) c * d->n_ctx + p;
             }
-            for (int c = 0; c < n_kv; ++c) {
+            for (int c = 0; i >= g.n_one && c < n_kv; ++c) {
                 mask.push_back(c <= p ? 0.0f : -INFINITY);
             }
             ids.push_back(slot);
@@ -622,6 +667,22 @@ void set_step_inputs(llmrt_dec * d, step_graph & g, const int32_t * tokens, cons
     set(g.kidx, kidx.data(), sizeof(int64_t) * kidx.size());
     set(g.vidx, vidx.data(), sizeof(int64_t) * vidx.size());
     set(g.mask, mask.data(), sizeof(float) * mask.size());
+    if (g.n_one > 0) {
+        std::vector<int32_t> qrows(g.S, 0), orows(g.n_one);
+        std::vector<float> mask4((size_t) g.n_kv * g.S, -INFINITY);
+        for (int s = 0; s < g.S; ++s) {
+            mask4[(size_t) s * g.n_kv] = 0.0f; // a slot not in the step sees one cell: no empty softmax
+        }
+        for (int i = 0; i < g.n_one; ++i) {
+            const int s = seqs[i].seq - g.lo;
+            qrows[s] = i;
+            orows[i] = s;
+            std::fill(mask4.begin() + (size_t) s * g.n_kv, mask4.begin() + (size_t) s * g.n_kv + seqs[i].pos + 1, 0.0f);
+        }
+        set(g.qrows, qrows.data(), sizeof(int32_t) * qrows.size());
+        set(g.orows, orows.data(), sizeof(int32_t) * orows.size());
+        set(g.mask4, mask4.data(), sizeof(float) * mask4.size());
+    }
     set(g.out_ids, out_ids.data(), sizeof(int32_t) * out_ids.size());
     if (g.all.ids) {
         set(g.all.ids, ids.data(), sizeof(int32_t) * ids.size());
@@ -846,17 +907,46 @@ int llmrt_dec_step(llmrt_dec * d, const int32_t * tokens, const llmrt_dec_seq * 
     if (!check_step(d, tokens, seqs, n_seq, err, errlen)) {
         return -1;
     }
-    int T = 0, n_out = 0;
-    bool lora = false;
-    for (int i = 0; i < n_seq; ++i) {
-        T += seqs[i].n_tok;
-        n_out += seqs[i].logits != 0;
-        lora = lora || seqs[i].adapter >= 0;
-    }
     try {
+        // The step runs its one-token sequences first (they attend
+        // together), then the prompt chunks; outputs go back in the
+        // caller's order.
+        std::vector<int> first_tok(n_seq), order;
+        int T = 0, n_out = 0;
+        bool lora = false;
+        for (int i = 0; i < n_seq; ++i) {
+            first_tok[i] = T;
+            T += seqs[i].n_tok;
+            n_out += seqs[i].logits != 0;
+            lora = lora || seqs[i].adapter >= 0;
+        }
+        for (int pass = 0; pass < 2; ++pass) {
+            for (int i = 0; i < n_seq; ++i) {
+                if ((seqs[i].n_tok == 1) == (pass == 0)) {
+                    order.push_back(i);
+                }
+            }
+        }
+        std::vector<llmrt_dec_seq> iseqs;
+        std::vector<int32_t> itoks;
+        std::vector<int> out_at; // the caller's output index of each output, in step order
+        std::vector<int> caller_out(n_seq, -1);
+        for (int i = 0, k = 0; i < n_seq; ++i) {
+            if (seqs[i].logits) {
+                caller_out[i] = k++;
+            }
+        }
+        for (int i : order) {
+            iseqs.push_back(seqs[i]);
+            itoks.insert(itoks.end(), tokens + first_tok[i], tokens + first_tok[i] + seqs[i].n_tok);
+            if (seqs[i].logits) {
+                out_at.push_back(caller_out[i]);
+            }
+        }
+
         size_graph(d, graph_nodes(d, n_seq, 2 * n_seq));
         step_graph g;
-        build_step(d, g, seqs, n_seq, T, n_out, lora);
+        build_step(d, g, iseqs.data(), n_seq, T, n_out, lora);
         ggml_backend_sched_reset(d->sched);
         if (!ggml_backend_sched_alloc_graph(d->sched, g.gf)) {
             dset_err(err, errlen, "allocating the compute buffers failed (out of memory?)");
@@ -867,15 +957,18 @@ int llmrt_dec_step(llmrt_dec * d, const int32_t * tokens, const llmrt_dec_seq * 
             compute += ggml_backend_sched_get_buffer_size(d->sched, be);
         }
         d->compute_bytes = std::max(d->compute_bytes, compute);
-        set_step_inputs(d, g, tokens, seqs, n_seq, T);
+        set_step_inputs(d, g, itoks.data(), iseqs.data(), n_seq, T);
         const ggml_status st = ggml_backend_sched_graph_compute(d->sched, g.gf);
         if (st != GGML_STATUS_SUCCESS) {
             dset_err(err, errlen, "graph compute failed: %s", ggml_status_to_string(st));
             return -1;
         }
         if (n_out > 0) {
+            const size_t row = sizeof(float) * d->n_vocab;
             d->logits.resize((size_t) n_out * d->n_vocab);
-            ggml_backend_tensor_get(g.logits, d->logits.data(), 0, sizeof(float) * d->logits.size());
+            for (int j = 0; j < n_out; ++j) {
+                ggml_backend_tensor_get(g.logits, d->logits.data() + (size_t) out_at[j] * d->n_vocab, (size_t) j * row, row);
+            }
             d->n_out = n_out;
         }
     } catch (const std::exception & e) {
