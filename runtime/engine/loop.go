@@ -219,6 +219,10 @@ func (e *Engine) admit(slots []*slot, waiting []*Stream, curKey *string) []*Stre
 			}
 		}
 	}
+	// Starving requests stop admissions to the current set so that it
+	// drains; once none of it runs, the set just switched to (the longest
+	// waiting request's) is admitted, or nothing would ever run again.
+	starving = starving && countStarted(slots) > 0
 
 	kept := waiting[:0]
 	for _, s := range waiting {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/models/gguf"
@@ -295,5 +296,45 @@ func TestUnregisterWhileInUse(t *testing.T) {
 	}
 	if err := e.UnloadAdapter("a"); err == nil {
 		t.Fatal("unregistered twice")
+	}
+}
+
+// TestGroupedRotatesAdapterSets sends requests for three adapter sets at
+// once to an engine that groups them: each set runs in turn, and every
+// request ends (a set that waited too long once stopped admissions for
+// good, its own included).
+func TestGroupedRotatesAdapterSets(t *testing.T) {
+	paths := storyAdapters(t, 3, 70)
+	e := openStories(t, Options{NParallel: 2, Threads: 1, GroupAdapters: true})
+	names := register(t, e, paths)
+	want := make([]string, len(names))
+	for i, n := range names {
+		r, err := e.Generate(context.Background(), greedyReq(t, e, "Once upon a time", n, 16))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = fmt.Sprint(tokensOf(r))
+	}
+	switches := e.Stats().AdapterSwitches
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for k := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := e.Generate(ctx, greedyReq(t, e, "Once upon a time", names[k%3], 16))
+			if err != nil {
+				t.Errorf("request %d: %v", k, err)
+				return
+			}
+			if got := fmt.Sprint(tokensOf(r)); got != want[k%3] {
+				t.Errorf("request %d: %s, alone %s", k, got, want[k%3])
+			}
+		}()
+	}
+	wg.Wait()
+	if n := e.Stats().AdapterSwitches - switches; n < 3 {
+		t.Fatalf("%d adapter set switches for three sets", n)
 	}
 }
