@@ -54,6 +54,8 @@ func (a *app) serveCmd() *cobra.Command {
 		streamInterval             time.Duration
 		noAuth                     bool
 		maxBody                    int64
+		maxAdapters                int
+		groupAdapters              bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -135,7 +137,8 @@ server retrieves passages for the last user turn from the collection
 				Logger:       a.log,
 				Engine: engine.Options{
 					CtxPerSeq: ctxLen, NParallel: parallel, Threads: threads, QueueLen: queue, NBatch: batch,
-					Model: kernels.ModelParams{GPULayers: gpuLayers},
+					Model:       kernels.ModelParams{GPULayers: gpuLayers},
+					MaxAdapters: maxAdapters, GroupAdapters: groupAdapters,
 				},
 			})
 			defer reg.Close()
@@ -219,6 +222,8 @@ server retrieves passages for the last user turn from the collection
 	fl.StringArrayVar(&adapterRoots, "adapter-root", nil, "folder POST /v1/adapters may register adapters from, besides $LLMRT_HOME/adapters (repeatable)")
 	fl.BoolVar(&metricsPublic, "metrics-public", false, "serve /metrics without the API key (for scrapers)")
 	fl.Int64Var(&maxBody, "max-body", 32<<20, "largest request body in bytes")
+	fl.IntVar(&maxAdapters, "max-adapters", 8, "LoRA adapters kept in memory per model (others are read from disk when requested)")
+	fl.BoolVar(&groupAdapters, "group-adapters", false, "run requests for different adapters in turn, one adapter set per decode step, instead of together")
 	return cmd
 }
 
