@@ -85,6 +85,7 @@ struct host_pair {
 
 struct llmrt_lora {
     float alpha = 0.0f;
+    ggml_type type = GGML_TYPE_COUNT; // common type of its tensors (F32 when mixed)
     int32_t rank = 0;
     uint32_t targets = 0;
     bool with_data = false;
@@ -109,6 +110,7 @@ struct llmrt_dec {
 
     int n_adapters = 0, rank = 0;
     uint32_t targets = 0;
+    ggml_type lora_type = GGML_TYPE_F32;
     std::vector<lora_stack> stacks;
     std::unordered_map<const ggml_tensor *, size_t> stack_of;
     std::vector<float> slot_scale;  // alpha / rank of the adapter in each slot
@@ -342,6 +344,10 @@ void read_lora(llama_model * m, const char * path, bool with_data, llmrt_lora & 
         }
         l.targets |= 1u << proj;
         l.rank = std::max<int32_t>(l.rank, (int32_t) p.b->ne[0]);
+        for (const ggml_tensor * t : {p.a, p.b}) {
+            const bool half = t->type == GGML_TYPE_F16 || t->type == GGML_TYPE_BF16;
+            l.type = l.type == GGML_TYPE_COUNT && half ? t->type : l.type == t->type ? l.type : GGML_TYPE_F32;
+        }
         host_pair hp;
         hp.w = w;
         hp.n_in = w->ne[0];
@@ -352,6 +358,9 @@ void read_lora(llama_model * m, const char * path, bool with_data, llmrt_lora & 
             read_f32(f.get(), g, p.b, hp.b);
         }
         l.pairs.push_back(std::move(hp));
+    }
+    if (l.type == GGML_TYPE_COUNT) {
+        l.type = GGML_TYPE_F32;
     }
     l.with_data = with_data;
 }
@@ -743,6 +752,10 @@ llmrt_dec * llmrt_dec_new(llama_model * m, const llmrt_dec_params * p, char * er
         return nullptr;
     }
     const llama_hparams & hp = m->hparams;
+    if (p->lora_type != GGML_TYPE_F32 && p->lora_type != GGML_TYPE_F16 && p->lora_type != GGML_TYPE_BF16) {
+        dset_err(err, errlen, "adapter stacks of type %d: F32, F16 or BF16 only", p->lora_type);
+        return nullptr;
+    }
     if (p->n_seq <= 0 || p->n_ctx <= 0 || p->n_adapters < 0 || (p->n_adapters > 0 && (p->lora_rank <= 0 || p->lora_targets == 0))) {
         dset_err(err, errlen, "bad decoder parameters: %d sequences of %d cells, %d adapters of rank %d", p->n_seq, p->n_ctx, p->n_adapters,
                  p->lora_rank);
@@ -781,6 +794,7 @@ llmrt_dec * llmrt_dec_new(llama_model * m, const llmrt_dec_params * p, char * er
         d->n_adapters = p->n_adapters;
         d->rank = p->n_adapters > 0 ? p->lora_rank : 0;
         d->targets = p->n_adapters > 0 ? p->lora_targets : 0;
+        d->lora_type = (ggml_type) p->lora_type;
         d->slot_scale.assign(std::max(d->n_adapters, 0), 0.0f);
         d->slot_rank.assign(std::max(d->n_adapters, 0), 0);
         d->slot_loaded.assign(std::max(d->n_adapters, 0), false);
@@ -841,8 +855,8 @@ llmrt_dec * llmrt_dec_new(llama_model * m, const llmrt_dec_params * p, char * er
                 ggml_context * wc = d->ctxs[home_of(d, w)];
                 lora_stack st;
                 st.w = w;
-                st.a = ggml_new_tensor_3d(wc, GGML_TYPE_F32, w->ne[0], d->rank, d->n_adapters);
-                st.b = ggml_new_tensor_3d(wc, GGML_TYPE_F32, d->rank, w->ne[1], d->n_adapters);
+                st.a = ggml_new_tensor_3d(wc, d->lora_type, w->ne[0], d->rank, d->n_adapters);
+                st.b = ggml_new_tensor_3d(wc, d->lora_type, d->rank, w->ne[1], d->n_adapters);
                 ggml_format_name(st.a, "%s.lora_a_stack", ggml_get_name(w));
                 ggml_format_name(st.b, "%s.lora_b_stack", ggml_get_name(w));
                 d->lora_bytes += ggml_nbytes(st.a) + ggml_nbytes(st.b);
@@ -1021,6 +1035,22 @@ int llmrt_dec_set_adapter(llmrt_dec * d, int32_t slot, const llmrt_lora * l, cha
         const float base = l->alpha != 0.0f ? l->alpha / (float) l->rank : 1.0f;
         d->slot_loaded[slot] = false;
         const int R = d->rank;
+        // Writes one slot of a stack from F32 values, in the stack's type.
+        std::vector<uint16_t> half;
+        auto put = [&](ggml_tensor * t, const std::vector<float> & v) {
+            const size_t off = (size_t) slot * t->nb[2];
+            if (t->type == GGML_TYPE_F32) {
+                ggml_backend_tensor_set(t, v.data(), off, sizeof(float) * v.size());
+                return;
+            }
+            half.resize(v.size());
+            if (t->type == GGML_TYPE_F16) {
+                ggml_fp32_to_fp16_row(v.data(), (ggml_fp16_t *) half.data(), (int64_t) v.size());
+            } else {
+                ggml_fp32_to_bf16_row(v.data(), (ggml_bf16_t *) half.data(), (int64_t) v.size());
+            }
+            ggml_backend_tensor_set(t, half.data(), off, sizeof(uint16_t) * half.size());
+        };
         for (const lora_stack & st : d->stacks) {
             const int64_t n_in = st.a->ne[0], n_out = st.b->ne[1];
             auto it = by_w.find(st.w);
@@ -1030,7 +1060,7 @@ int llmrt_dec_set_adapter(llmrt_dec * d, int32_t slot, const llmrt_lora * l, cha
             if (hp) {
                 std::copy(hp->a.begin(), hp->a.end(), buf.begin()); // [n_in, r] then zero rows up to R
             }
-            ggml_backend_tensor_set(st.a, buf.data(), (size_t) slot * st.a->nb[2], sizeof(float) * buf.size());
+            put(st.a, buf);
             buf.assign((size_t) R * n_out, 0.0f);
             if (hp) {
                 const float fold = l->alpha != 0.0f ? (l->alpha / (float) hp->rank) / base : 1.0f;
@@ -1041,7 +1071,7 @@ int llmrt_dec_set_adapter(llmrt_dec * d, int32_t slot, const llmrt_lora * l, cha
                     }
                 }
             }
-            ggml_backend_tensor_set(st.b, buf.data(), (size_t) slot * st.b->nb[2], sizeof(float) * buf.size());
+            put(st.b, buf);
         }
         d->slot_scale[slot] = base;
         d->slot_rank[slot] = l->rank;
@@ -1095,6 +1125,10 @@ size_t llmrt_lora_bytes(const llmrt_lora * l) {
         n += sizeof(float) * (hp.a.size() + hp.b.size());
     }
     return n;
+}
+
+int32_t llmrt_lora_type(const llmrt_lora * l) {
+    return l->type;
 }
 
 const char * llmrt_lora_unsupported(const llmrt_lora * l) {

@@ -2,6 +2,7 @@ package kernels
 
 /*
 #include <stdlib.h>
+#include "ggml.h"
 #include "decode.h"
 */
 import "C"
@@ -30,7 +31,14 @@ type DecoderParams struct {
 	// Targets names the projections the adapter stacks cover (see
 	// LoRATargets; nil: all of them).
 	Targets []string
+	// Type is the stacks' number format: "f32" (default), "f16" or
+	// "bf16". Adapters of that type compute as llama.cpp computes them;
+	// others are converted. F16 halves the bytes a step reads.
+	Type string
 }
+
+// loraTypes maps a stack type's name to ggml's.
+var loraTypes = map[string]C.int32_t{"": C.GGML_TYPE_F32, "f32": C.GGML_TYPE_F32, "f16": C.GGML_TYPE_F16, "bf16": C.GGML_TYPE_BF16}
 
 // Decoder is llmrt's own inference graph for llama-family models: a KV
 // cache with one slot per sequence and a LoRA adapter per sequence, so one
@@ -71,11 +79,16 @@ func NewDecoder(m *Model, p DecoderParams) (*Decoder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decoder: %w", err)
 	}
+	typ, ok := loraTypes[p.Type]
+	if !ok {
+		return nil, fmt.Errorf("decoder: adapter type %q (want f32, f16 or bf16)", p.Type)
+	}
 	threads := p.Threads
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
 	cp := C.struct_llmrt_dec_params{
+		lora_type:    typ,
 		n_threads:    C.int32_t(threads),
 		n_seq:        C.int32_t(p.Seqs),
 		n_ctx:        C.int32_t(p.CtxPerSeq),
@@ -284,6 +297,7 @@ type LoRA struct {
 	rank        int
 	targets     []string
 	bytes       int64
+	typ         string
 	unsupported string
 }
 
@@ -308,7 +322,13 @@ func ReadLoRA(m *Model, path string, withData bool) (*LoRA, error) {
 		return nil, fmt.Errorf("read adapter %s: %s", path, cErr(eb[:]))
 	}
 	l := &LoRA{c: c, model: m, path: path, rank: int(C.llmrt_lora_rank(c)), targets: targetNames(uint32(C.llmrt_lora_targets(c))),
-		bytes: int64(C.llmrt_lora_bytes(c)), unsupported: C.GoString(C.llmrt_lora_unsupported(c))}
+		bytes: int64(C.llmrt_lora_bytes(c)), unsupported: C.GoString(C.llmrt_lora_unsupported(c)), typ: "f32"}
+	switch C.llmrt_lora_type(c) {
+	case C.GGML_TYPE_F16:
+		l.typ = "f16"
+	case C.GGML_TYPE_BF16:
+		l.typ = "bf16"
+	}
 	return l, nil
 }
 
@@ -320,6 +340,10 @@ func (l *LoRA) Rank() int { return l.rank }
 
 // Targets names the projections it adapts.
 func (l *LoRA) Targets() []string { return l.targets }
+
+// Type is its tensors' number format: "f16" or "bf16" when all are, else
+// "f32" (what a decoder's stacks should be for it, see DecoderParams.Type).
+func (l *LoRA) Type() string { return l.typ }
 
 // Bytes is the host memory its tensors take (0 when read without data).
 func (l *LoRA) Bytes() int64 { return l.bytes }

@@ -33,6 +33,7 @@ struct llmrt_dec_params {
     int32_t  n_adapters;   // resident adapter slots (0: no LoRA)
     int32_t  lora_rank;    // rank of the stacks: the largest rank a resident adapter may have
     uint32_t lora_targets; // projections the stacks cover (LLMRT_LORA_* bits of net.h)
+    int32_t  lora_type;    // ggml type of the stacks: GGML_TYPE_F32, F16 or BF16
 };
 
 // 0 when a decoder can be built over model m, else -1 and why in err.
@@ -80,6 +81,7 @@ void llmrt_lora_free(llmrt_lora * l);
 int32_t  llmrt_lora_rank(const llmrt_lora * l);    // largest rank of its pairs
 uint32_t llmrt_lora_targets(const llmrt_lora * l); // LLMRT_LORA_* bits of the projections it adapts
 size_t   llmrt_lora_bytes(const llmrt_lora * l);   // host bytes of its tensors (0 without data)
+int32_t  llmrt_lora_type(const llmrt_lora * l);    // ggml type of its tensors: F16 or BF16 when all are, else F32
 // Why the decoder cannot serve it (an adapted weight outside the seven
 // projections, aLoRA), or "" when it can.
 const char * llmrt_lora_unsupported(const llmrt_lora * l);

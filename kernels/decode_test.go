@@ -356,49 +356,59 @@ func TestSampleLogitsIsGreedy(t *testing.T) {
 	}
 }
 
-// TestDecoderAloneIsLlamaCpp decodes one sequence under an adapter and
-// checks its logits against llama.cpp's to the bit: the same graph, the
-// same kernels, the same rounding.
+// TestDecoderAloneIsLlamaCpp decodes one sequence under an adapter, in F32
+// and in F16, and checks its logits against llama.cpp's to the bit: the
+// same graph, the same kernels, the same rounding.
 func TestDecoderAloneIsLlamaCpp(t *testing.T) {
 	path := testmodel.Shared(t, "stories260K.gguf")
 	targets := []string{"attn_q", "attn_k", "attn_v", "attn_output", "ffn_up"}
-	paths := writeAdapters(t, path, []adapterSpec{{targets: targets, rank: 4, alpha: 8, std: 0.25}})
 	m := load(t, "stories260K.gguf")
-	a, err := m.LoadAdapter(paths[0])
-	if err != nil {
-		t.Fatal(err)
-	}
 	toks, _ := m.Tokenize("The cat sat on the mat", true, false)
-	for _, ad := range []*kernels.Adapter{nil, a} {
-		want, wantLogits := llamaGreedyLogits(t, m, ad, toks, 12)
-		d, err := kernels.NewDecoder(m, kernels.DecoderParams{Threads: 1, Seqs: 1, CtxPerSeq: 256, Adapters: 1, Rank: 4, Targets: targets})
+	for _, typ := range []gguf.Type{gguf.TypeF32, gguf.TypeF16} {
+		file := filepath.Join(t.TempDir(), "a.gguf")
+		if err := testmodel.WriteAdapter(file, path, testmodel.AdapterSpec{Targets: targets, Rank: 4, Alpha: 8, Std: 0.25, Type: typ, Seed: 3}); err != nil {
+			t.Fatal(err)
+		}
+		a, err := m.LoadAdapter(file)
 		if err != nil {
 			t.Fatal(err)
 		}
-		l, err := kernels.ReadLoRA(m, paths[0], true)
+		l, err := kernels.ReadLoRA(m, file, true)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := d.SetAdapter(0, l); err != nil {
-			t.Fatal(err)
+		if want := strings.ToLower(typ.String()); l.Type() != want {
+			t.Fatalf("adapter type %q, want %q", l.Type(), want)
 		}
-		l.Close()
-		slot := -1
-		if ad != nil {
-			slot = 0
-		}
-		feed, pos := toks, 0
-		for k := range want {
-			if err := d.Step([]kernels.DecodeSeq{{Seq: 0, Pos: pos, Tokens: feed, Adapter: slot, Scale: 1, Logits: true}}); err != nil {
+		for _, ad := range []*kernels.Adapter{nil, a} {
+			want, wantLogits := llamaGreedyLogits(t, m, ad, toks, 12)
+			d, err := kernels.NewDecoder(m, kernels.DecoderParams{Threads: 1, Seqs: 1, CtxPerSeq: 256, Adapters: 1, Rank: 4, Targets: targets,
+				Type: l.Type()})
+			if err != nil {
 				t.Fatal(err)
 			}
-			got, _ := d.Logits(0)
-			if diff := maxAbsDiff(got, wantLogits[k]); diff != 0 {
-				t.Fatalf("adapter %v, token %d: logits differ from llama.cpp's by %g", ad != nil, k, diff)
+			if err := d.SetAdapter(0, l); err != nil {
+				t.Fatal(err)
 			}
-			pos += len(feed)
-			feed = []int32{want[k]}
+			slot := -1
+			if ad != nil {
+				slot = 0
+			}
+			feed, pos := toks, 0
+			for k := range want {
+				if err := d.Step([]kernels.DecodeSeq{{Seq: 0, Pos: pos, Tokens: feed, Adapter: slot, Scale: 1, Logits: true}}); err != nil {
+					t.Fatal(err)
+				}
+				got, _ := d.Logits(0)
+				if diff := maxAbsDiff(got, wantLogits[k]); diff != 0 {
+					t.Fatalf("%s adapter %v, token %d: logits differ from llama.cpp's by %g", typ, ad != nil, k, diff)
+				}
+				pos += len(feed)
+				feed = []int32{want[k]}
+			}
+			d.Close()
 		}
-		d.Close()
+		l.Close()
+		a.Close()
 	}
 }

@@ -26,7 +26,8 @@ type adapterEntry struct {
 	decodable bool
 	rank      int
 	targets   []string
-	bytes     int64 // file size: what loading it into llama.cpp costs
+	typ       string // number format of its tensors (see kernels.LoRA.Type)
+	bytes     int64  // file size: what loading it into llama.cpp costs
 
 	refs     int  // streams queued or running with it
 	removed  bool // unregistered: freed when refs reaches 0
@@ -70,7 +71,7 @@ func (e *Engine) LoadAdapter(name, path string) error {
 	if err != nil {
 		return fmt.Errorf("adapter %s: %w", path, err)
 	}
-	ent := &adapterEntry{name: name, path: path, rank: l.Rank(), targets: l.Targets(), bytes: st.Size(), slot: -1,
+	ent := &adapterEntry{name: name, path: path, rank: l.Rank(), targets: l.Targets(), typ: l.Type(), bytes: st.Size(), slot: -1,
 		decodable: e.decErr == nil && l.Unsupported() == ""}
 	if e.decErr == nil && l.Unsupported() != "" {
 		e.log.Info("adapter served with grouped batching", "adapter", name, "reason", l.Unsupported())

@@ -30,6 +30,7 @@ type decoderSide struct {
 	d       *kernels.Decoder
 	rank    int
 	targets map[string]bool
+	typ     string          // number format of the stacks
 	owners  []*adapterEntry // resident slot -> adapter
 	lastUse []uint64        // resident slot -> step that last used it
 	slots   []*slot
@@ -48,7 +49,7 @@ func (ds *decoderSide) fits(ent *adapterEntry) bool {
 	if ent == nil {
 		return true
 	}
-	if ent.rank > ds.rank {
+	if ent.rank > ds.rank || (ent.typ != ds.typ && ds.typ != "f32") {
 		return false
 	}
 	for _, t := range ent.targets {
@@ -60,14 +61,22 @@ func (ds *decoderSide) fits(ent *adapterEntry) bool {
 }
 
 // openDecoder (re)creates the decoder with stacks for every registered
-// adapter it can serve and extra. The previous one must be idle.
+// adapter it can serve and extra: the largest rank, every projection, and
+// the adapters' number format when they share one (F16 adapters in F16
+// stacks compute as llama.cpp computes them, with half the bytes read).
+// The previous decoder must be idle.
 func (e *Engine) openDecoder(extra *adapterEntry) error {
 	ds := &e.ds
-	rank, targets := 0, map[string]bool{}
+	rank, targets, typ := 0, map[string]bool{}, ""
 	add := func(ent *adapterEntry) {
 		rank = max(rank, ent.rank)
 		for _, t := range ent.targets {
 			targets[t] = true
+		}
+		if typ == "" {
+			typ = ent.typ
+		} else if typ != ent.typ {
+			typ = "f32"
 		}
 	}
 	e.adaptersMu.Lock()
@@ -93,17 +102,20 @@ func (e *Engine) openDecoder(extra *adapterEntry) error {
 			names = append(names, t)
 		}
 	}
+	if typ == "" {
+		typ = "f32"
+	}
 	d, err := kernels.NewDecoder(e.model, kernels.DecoderParams{Threads: e.opt.Threads, Seqs: e.opt.NParallel, CtxPerSeq: e.opt.CtxPerSeq,
-		Adapters: e.opt.MaxAdapters, Rank: rank, Targets: names})
+		Adapters: e.opt.MaxAdapters, Rank: rank, Targets: names, Type: typ})
 	if err != nil {
 		return err
 	}
-	ds.d, ds.rank, ds.targets, ds.refit = d, rank, targets, false
+	ds.d, ds.rank, ds.targets, ds.typ, ds.refit = d, rank, targets, typ, false
 	ds.owners = make([]*adapterEntry, e.opt.MaxAdapters)
 	ds.lastUse = make([]uint64, e.opt.MaxAdapters)
 	e.stats.decResident.Store(0)
 	m := d.Memory()
-	e.log.Info("multi-adapter decoder ready", "adapter_slots", e.opt.MaxAdapters, "rank", rank, "targets", names,
+	e.log.Info("multi-adapter decoder ready", "adapter_slots", e.opt.MaxAdapters, "rank", rank, "targets", names, "type", typ,
 		"kv_bytes", m.KV, "adapter_bytes", m.LoRA)
 	e.bookMemory()
 	return nil
