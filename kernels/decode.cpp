@@ -113,7 +113,7 @@ struct llmrt_dec {
     ggml_type lora_type = GGML_TYPE_F32;
     std::vector<lora_stack> stacks;
     std::unordered_map<const ggml_tensor *, size_t> stack_of;
-    std::vector<float> slot_scale;  // alpha / rank of the adapter in each slot
+    std::vector<float> slot_alpha;  // alpha of the adapter in each slot
     std::vector<int> slot_rank;     // its rank
     std::vector<bool> slot_loaded;
 
@@ -425,6 +425,13 @@ void size_graph(llmrt_dec * d, size_t n) {
     }
 }
 
+// The LoRA scale of a sequence's rows, computed as llama.cpp computes it:
+// user scale * alpha / rank (the user scale alone without alpha).
+float row_scale(const llmrt_dec * d, const llmrt_dec_seq & s) {
+    const float alpha = d->slot_alpha[s.adapter];
+    return alpha != 0.0f ? s.scale * alpha / (float) d->slot_rank[s.adapter] : s.scale;
+}
+
 // The cells a sequence's attention spans: its tokens so far, padded as
 // llama.cpp pads them (a multiple of 256, at most the slot), so that the
 // attention matmuls have llama.cpp's shapes and take its kernels (which
@@ -508,7 +515,7 @@ void build_step(llmrt_dec * d, step_graph & g, const llmrt_dec_seq * seqs, int n
         for (int i = 0; i < n_seq; ++i) {
             const llmrt_dec_seq & s = seqs[i];
             if (s.adapter >= 0 && s.n_tok > 1) {
-                g.all.pieces.push_back({r0, s.n_tok, s.adapter, d->slot_rank[s.adapter], s.scale * d->slot_scale[s.adapter]});
+                g.all.pieces.push_back({r0, s.n_tok, s.adapter, d->slot_rank[s.adapter], row_scale(d, s)});
             } else if (!g.all.pieces.empty() && g.all.pieces.back().slot < 0) {
                 g.all.pieces.back().n += s.n_tok;
             } else {
@@ -645,7 +652,7 @@ void set_step_inputs(llmrt_dec * d, step_graph & g, const int32_t * tokens, cons
         const llmrt_dec_seq & s = seqs[i];
         const int n_kv = span(d, s);
         const int slot = s.adapter >= 0 ? s.adapter : any_slot;
-        const float sc = s.adapter >= 0 ? s.scale * d->slot_scale[s.adapter] : 0.0f;
+        const float sc = s.adapter >= 0 ? row_scale(d, s) : 0.0f;
         for (int j = 0; j < s.n_tok; ++j, ++t) {
             const int p = s.pos + j;
             pos[t] = p;
@@ -795,7 +802,7 @@ llmrt_dec * llmrt_dec_new(llama_model * m, const llmrt_dec_params * p, char * er
         d->rank = p->n_adapters > 0 ? p->lora_rank : 0;
         d->targets = p->n_adapters > 0 ? p->lora_targets : 0;
         d->lora_type = (ggml_type) p->lora_type;
-        d->slot_scale.assign(std::max(d->n_adapters, 0), 0.0f);
+        d->slot_alpha.assign(std::max(d->n_adapters, 0), 0.0f);
         d->slot_rank.assign(std::max(d->n_adapters, 0), 0);
         d->slot_loaded.assign(std::max(d->n_adapters, 0), false);
 
@@ -1030,7 +1037,7 @@ int llmrt_dec_set_adapter(llmrt_dec * d, int32_t slot, const llmrt_lora * l, cha
         for (const host_pair & hp : l->pairs) {
             by_w[hp.w] = &hp;
         }
-        // The row scale is alpha / rank (llama.cpp's); a pair of another
+        // The row scale is alpha / rank (see row_scale); a pair of another
         // rank than the adapter's largest gets the difference folded into B.
         const float base = l->alpha != 0.0f ? l->alpha / (float) l->rank : 1.0f;
         d->slot_loaded[slot] = false;
@@ -1073,7 +1080,7 @@ int llmrt_dec_set_adapter(llmrt_dec * d, int32_t slot, const llmrt_lora * l, cha
             }
             put(st.b, buf);
         }
-        d->slot_scale[slot] = base;
+        d->slot_alpha[slot] = l->alpha;
         d->slot_rank[slot] = l->rank;
         d->slot_loaded[slot] = true;
     } catch (const std::exception & e) {
