@@ -41,7 +41,7 @@ func main() {
 	threads := flag.Int("threads", 2, "threads for every measurement")
 	streams := flag.Int("streams", 8, "concurrent streams")
 	nGen := flag.Int("gen", 32, "tokens each stream generates")
-	reps := flag.Int("reps", 3, "repetitions of each throughput run (the median is reported)")
+	reps := flag.Int("reps", 5, "repetitions of the three throughput runs (medians are reported)")
 	probes := flag.Int("probes", 20, "time-to-first-token probes of each kind")
 	rank := flag.Int("rank", 16, "adapter rank")
 	typ := flag.String("type", "f16", "adapters' number format: f16 or f32")
@@ -111,14 +111,18 @@ func main() {
 			runs[(k+r)%len(runs)]()
 		}
 	}
+	// The ratios are taken within each repetition, whose runs share the
+	// machine's state of the moment, and their median reported.
 	limit := bw / float64(weightBytes)
-	fmt.Printf("%-44s %10s\n", "", "tok/s")
-	fmt.Printf("%-44s %10.1f\n", fmt.Sprintf("%d streams, one adapter", *streams), median(rOne))
-	fmt.Printf("%-44s %10.1f   %.2fx one adapter (target >= 0.85x)\n", fmt.Sprintf("%d streams, %d adapters, mixed batches", *streams, *streams),
-		median(rMixed), median(rMixed)/median(rOne))
-	fmt.Printf("%-44s %10.1f   mixed is %.2fx this (target >= 3x)\n", fmt.Sprintf("%d streams, %d adapters, grouped (one set per step)", *streams, *streams),
-		median(rGrouped), median(rMixed)/median(rGrouped))
-	fmt.Printf("runs: one adapter %s; mixed %s; grouped %s tok/s\n", list(rOne), list(rMixed), list(rGrouped))
+	vsOne, vsGrouped := ratios(rMixed, rOne), ratios(rMixed, rGrouped)
+	fmt.Printf("%-48s %8s\n", "", "tok/s")
+	fmt.Printf("%-48s %8.1f\n", fmt.Sprintf("%d streams, one adapter", *streams), median(rOne))
+	fmt.Printf("%-48s %8.1f   %.2fx one adapter (target >= 0.85x)\n", fmt.Sprintf("%d streams, %d adapters, mixed batches", *streams, *streams),
+		median(rMixed), median(vsOne))
+	fmt.Printf("%-48s %8.1f   mixed is %.2fx this (target >= 3x)\n", fmt.Sprintf("%d streams, %d adapters, grouped (one set per step)", *streams, *streams),
+		median(rGrouped), median(vsGrouped))
+	fmt.Printf("runs (tok/s): one adapter %s; mixed %s; grouped %s\n", list(rOne), list(rMixed), list(rGrouped))
+	fmt.Printf("per repetition, sorted: mixed / one adapter %s; mixed / grouped %s\n", list(sorted(vsOne)), list(sorted(vsGrouped)))
 	fmt.Printf("limit: one stream cannot decode faster than bandwidth / weight bytes = %.1f tok/s; %d streams share each weight read\n", limit, *streams)
 	st := mixed.Stats()
 	fmt.Printf("decoder: %.1f MiB KV cache, %.1f MiB for %d resident adapter slots, %.1f MiB compute; steps by distinct adapters %v\n",
@@ -252,13 +256,28 @@ func pct(v []float64, p int) float64 {
 
 func median(v []float64) float64 { return pct(v, 50) }
 
+// ratios is a[i] / b[i] for each repetition i.
+func ratios(a, b []float64) []float64 {
+	out := make([]float64, len(a))
+	for i := range a {
+		out[i] = a[i] / b[i]
+	}
+	return out
+}
+
+func sorted(v []float64) []float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s
+}
+
 func list(v []float64) string {
 	out := ""
 	for i, x := range v {
 		if i > 0 {
 			out += " "
 		}
-		out += fmt.Sprintf("%.1f", x)
+		out += fmt.Sprintf("%.2f", x)
 	}
 	return out
 }
