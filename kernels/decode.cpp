@@ -72,6 +72,7 @@ struct lora_stack {
     ggml_tensor * w = nullptr;
     ggml_tensor * a = nullptr; // [n_in, rank, n_adapters]
     ggml_tensor * b = nullptr; // [rank, n_out, n_adapters]
+    bool on_cpu = false;       // in a CPU buffer: the B product can run as lora_b below
 };
 
 // An adapted weight read from a file, in F32.
@@ -159,6 +160,84 @@ ggml_tensor * rms(const llmrt_dec * d, ggml_context * ctx, ggml_tensor * x, ggml
     return ggml_mul(ctx, ggml_rms_norm(ctx, x, d->eps), w);
 }
 
+// lora_b computes dst[:, t] = B_s ax[:, t] for every row t, s = ids[t],
+// with B the stacked [rank, n_out, slots] matrices (F32 or F16) and ax
+// [rank, rows]: what ggml_mul_mat_id computes, to the bit. Each output is
+// ggml's one-row dot product (ggml_vec_dot_f32 / _f16 for a row shorter
+// than its SIMD step: products added in order, F32 with the same
+// contraction, F16 in double, the activations rounded to F16 first), but
+// 16 outputs run their chains of dependent additions side by side instead
+// of one after the other, which left a rank-16 B product latency-bound.
+void lora_b(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
+    const ggml_tensor * ax = dst->src[0];
+    const ggml_tensor * b = dst->src[1];
+    const ggml_tensor * ids = dst->src[2];
+    const int64_t R = b->ne[0], n_out = b->ne[1], rows = ax->ne[1];
+    constexpr int W = 16;      // outputs side by side
+    constexpr int max_r = 32;  // callers send ranks below 32
+    if (R > max_r) {
+        return;
+    }
+    // Outputs in blocks of W, split across threads.
+    const int64_t blocks = (n_out + W - 1) / W;
+    const int64_t per = (blocks + nth - 1) / nth;
+    const int64_t b0 = per * ith, b1 = std::min(blocks, b0 + per);
+    const bool f16 = b->type == GGML_TYPE_F16;
+    float arow[max_r];
+    ggml_fp16_t a16[max_r];
+    float bf[W * max_r];
+    for (int64_t t = 0; t < rows && b0 < b1; ++t) {
+        const int32_t slot = *(const int32_t *) ((const char *) ids->data + t * ids->nb[1]);
+        const float * a = (const float *) ((const char *) ax->data + t * ax->nb[1]);
+        if (f16) { // ggml converts the activations to F16 for an F16 dot product
+            ggml_fp32_to_fp16_row(a, a16, R);
+            ggml_fp16_to_fp32_row(a16, arow, R);
+        } else {
+            std::copy(a, a + R, arow);
+        }
+        float * out = (float *) ((char *) dst->data + t * dst->nb[1]);
+        const char * bs = (const char *) b->data + (size_t) slot * b->nb[2];
+        for (int64_t blk = b0; blk < b1; ++blk) {
+            const int64_t o0 = blk * W, n = std::min<int64_t>(W, n_out - o0);
+            const float * bw; // W outputs' R weights, output after output
+            if (f16) {
+                ggml_fp16_to_fp32_row((const ggml_fp16_t *) (bs + o0 * b->nb[1]), bf, n * R);
+                bw = bf;
+            } else {
+                bw = (const float *) (bs + o0 * b->nb[1]);
+            }
+            if (n < W) { // the last block: pad with zero weights
+                if (bw != bf) {
+                    std::copy(bw, bw + n * R, bf);
+                    bw = bf;
+                }
+                std::fill(bf + n * R, bf + W * R, 0.0f);
+            }
+            if (f16) {
+                double acc[W] = {};
+                for (int64_t r = 0; r < R; ++r) {
+                    for (int j = 0; j < W; ++j) {
+                        acc[j] += (double) (bw[j * R + r] * arow[r]);
+                    }
+                }
+                for (int64_t j = 0; j < n; ++j) {
+                    out[o0 + j] = (float) acc[j];
+                }
+            } else {
+                float acc[W] = {};
+                for (int64_t r = 0; r < R; ++r) {
+                    for (int j = 0; j < W; ++j) {
+                        acc[j] += bw[j * R + r] * arow[r];
+                    }
+                }
+                for (int64_t j = 0; j < n; ++j) {
+                    out[o0 + j] = acc[j];
+                }
+            }
+        }
+    }
+}
+
 // w x, plus s_row * B_row (A_row x) for every row when w has a stack and
 // the step has adapters. x is contiguous [n_in, rows].
 ggml_tensor * mm(const llmrt_dec * d, ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, const lora_rows * lr) {
@@ -185,8 +264,16 @@ ggml_tensor * mm(const llmrt_dec * d, ggml_context * ctx, ggml_tensor * w, ggml_
             ggml_tensor * sc = ggml_view_2d(ctx, lr->scale, 1, p.n, lr->scale->nb[1], (size_t) p.r0 * lr->scale->nb[1]);
             ggml_tensor * x3 = ggml_reshape_3d(ctx, xs, n_in, 1, p.n);
             ggml_tensor * ax = ggml_mul_mat_id(ctx, st.a, x3, ids); // [rank, 1, n]
-            ggml_tensor * bax = ggml_mul_mat_id(ctx, st.b, ax, ids); // [n_out, 1, n]
-            part = ggml_mul(ctx, ggml_reshape_2d(ctx, bax, n_out, p.n), sc);
+            ggml_tensor * bax;
+            // Ranks of 32 and more take ggml's SIMD dot product, which is
+            // not latency-bound and which lora_b does not reproduce.
+            if (st.on_cpu && st.b->ne[0] < 32 && (st.b->type == GGML_TYPE_F32 || st.b->type == GGML_TYPE_F16)) {
+                ggml_tensor * args[3] = {ggml_reshape_2d(ctx, ax, ax->ne[0], p.n), st.b, ids};
+                bax = ggml_custom_4d(ctx, GGML_TYPE_F32, n_out, p.n, 1, 1, args, 3, lora_b, GGML_N_TASKS_MAX, nullptr);
+            } else {
+                bax = ggml_reshape_2d(ctx, ggml_mul_mat_id(ctx, st.b, ax, ids), n_out, p.n); // [n_out, n]
+            }
+            part = ggml_mul(ctx, bax, sc);
         }
         delta = delta ? ggml_concat(ctx, delta, part, 1) : part;
     }
@@ -866,6 +953,7 @@ llmrt_dec * llmrt_dec_new(llama_model * m, const llmrt_dec_params * p, char * er
                 st.b = ggml_new_tensor_3d(wc, d->lora_type, d->rank, w->ne[1], d->n_adapters);
                 ggml_format_name(st.a, "%s.lora_a_stack", ggml_get_name(w));
                 ggml_format_name(st.b, "%s.lora_b_stack", ggml_get_name(w));
+                st.on_cpu = home_of(d, w) + 1 == d->backends.size();
                 d->lora_bytes += ggml_nbytes(st.a) + ggml_nbytes(st.b);
                 d->stack_of[w] = d->stacks.size();
                 d->stacks.push_back(st);
