@@ -44,7 +44,7 @@ export LLMRT_TEST_MODELS ?= $(abspath testdata/models)
 NEED_TEST_MODELS := 1
 endif
 
-.PHONY: all build default-model test fuzz test-race test-models apitest-deps bench vet fmt lint clean env demo backends cuda simgpu
+.PHONY: all build default-model test fuzz test-race test-models apitest-deps bench bench-multilora vet fmt lint clean env demo backends cuda simgpu
 # `make` builds the binary and puts the default model into the store (from
 # ../shared/models when present, else from Hugging Face), so that
 # `./bin/llmrt serve` answers right away.
@@ -111,6 +111,9 @@ fmt:
 # BENCH_ARGS, e.g. "-lib lib -gpu-layers 99" on a GPU (scripts/gpu-check.sh).
 bench:
 	$(GO) run ./scripts/bench $(BENCH_ARGS)
+
+bench-multilora:
+	$(GO) run ./scripts/bench-multilora $(BENCH_ARGS)
 
 clean:
 	rm -rf bin lib build

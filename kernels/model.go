@@ -55,6 +55,8 @@ type Model struct {
 	adapters map[*Adapter]struct{}
 	// nets built over this model's weights; Close frees them first.
 	nets map[*Net]struct{}
+	// decoders built over this model's weights; Close frees them first.
+	decoders map[*Decoder]struct{}
 }
 
 type loadState struct {
@@ -184,6 +186,10 @@ func (m *Model) Close() error {
 		n.free()
 	}
 	m.nets = nil
+	for d := range m.decoders {
+		d.free()
+	}
+	m.decoders = nil
 	C.llama_model_free(m.c)
 	m.c = nil
 	m.vocab = nil

@@ -57,6 +57,8 @@ func (a *app) serveCmd() *cobra.Command {
 		noAuth                     bool
 		maxBody                    int64
 		fb                         feedbackFlags
+		maxAdapters                int
+		groupAdapters              bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -141,7 +143,8 @@ model).`,
 				Logger:       a.log,
 				Engine: engine.Options{
 					CtxPerSeq: ctxLen, NParallel: parallel, Threads: threads, QueueLen: queue, NBatch: batch,
-					Model: kernels.ModelParams{GPULayers: gpuLayers},
+					Model:       kernels.ModelParams{GPULayers: gpuLayers},
+					MaxAdapters: maxAdapters, GroupAdapters: groupAdapters,
 				},
 			})
 			defer reg.Close()
@@ -254,6 +257,8 @@ model).`,
 	fl.BoolVar(&metricsPublic, "metrics-public", false, "serve /metrics without the API key (for scrapers)")
 	fl.Int64Var(&maxBody, "max-body", 32<<20, "largest request body in bytes")
 	fb.register(fl)
+	fl.IntVar(&maxAdapters, "max-adapters", 8, "LoRA adapters kept in memory per model (others are read from disk when requested)")
+	fl.BoolVar(&groupAdapters, "group-adapters", false, "run requests for different adapters in turn, one adapter set per decode step, instead of together")
 	return cmd
 }
 

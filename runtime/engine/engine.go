@@ -14,11 +14,21 @@
 // by the adapter set as well as the tokens.
 //
 // Adapters: llama.cpp applies LoRA adapters to the whole context, so one
-// decode step runs one adapter set. The engine groups requests by adapter
-// set: it admits only requests of the active set while any sequence of that
-// set is running, and switches sets when the running ones finish (requests
-// for another set that have waited stop further admissions of the current
-// set so they cannot starve). Switches are counted in Stats.
+// of its decode steps runs one adapter set. For llama-family models the
+// engine also has llmrt's own decoder (kernels.Decoder), whose steps give
+// each sequence its own adapter: a request with one adapter runs there, and
+// a request without one joins the decoder's steps while it has work, so
+// requests for different adapters are batched together. Adapters are
+// registered by name; their weights are read when a request needs them
+// (off the loop) into one of MaxAdapters resident slots, the least recently
+// used one without running sequences giving way. Requests the decoder
+// cannot serve (several adapters at once, adapters of other weights, other
+// architectures, or Options.GroupAdapters) run on llama.cpp's context,
+// grouped by adapter set: the loop admits only requests of the active set
+// while any sequence of that set is running, and switches sets when the
+// running ones finish (requests for another set that have waited stop
+// further admissions of the current set so they cannot starve). Switches
+// are counted in Stats.
 package engine
 
 import (
@@ -26,8 +36,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,6 +73,28 @@ type Options struct {
 	QueueLen int
 	// Logger receives engine events (default: slog.Default()).
 	Logger *slog.Logger
+	// Name names the model in logs and memory bookings (default: the
+	// file name of Path).
+	Name string
+	// MaxAdapters bounds the adapters whose weights are in memory at once
+	// (default 8); registered adapters beyond it are read again from disk
+	// when a request needs them.
+	MaxAdapters int
+	// GroupAdapters runs every request on llama.cpp's context, one adapter
+	// set per step, instead of batching requests for different adapters
+	// together in llmrt's decoder.
+	GroupAdapters bool
+	// Bookings, when set, books the memory the engine allocates after it
+	// opened (the multi-adapter decoder, adapters loaded into llama.cpp)
+	// in the memory scheduler's ledger.
+	Bookings MemoryBooker
+}
+
+// MemoryBooker books memory in a ledger under a name (sched.Bookings
+// satisfies it).
+type MemoryBooker interface {
+	SetMemory(name string, bytes int64)
+	Forget(name string)
 }
 
 // WithDefaults fills the sizes that decide an engine's memory (sequences
@@ -75,6 +107,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.NBatch <= 0 {
 		o.NBatch = 512
+	}
+	if o.MaxAdapters <= 0 {
+		o.MaxAdapters = 8
 	}
 	return o
 }
@@ -106,8 +141,21 @@ type Engine struct {
 	done   chan struct{}
 	closed atomic.Bool
 
-	adaptersMu sync.RWMutex
-	adapters   map[string]*loadedAdapter
+	adaptersMu  sync.Mutex
+	adapters    map[string]*adapterEntry // registered, by name
+	entries     map[*adapterEntry]struct{}
+	adapterSeq  uint64
+	llamaLoadMu sync.Mutex // serialises loads into llama.cpp
+	// decErr says why the model has no multi-adapter decoder (nil: it has).
+	decErr error
+	ds     decoderSide // the loop's
+	loaded chan loadResult
+	loads  sync.WaitGroup
+	kick   chan struct{}
+	// Memory bookings (see bookMemory).
+	booked   int64
+	bookCh   chan int64
+	bookDone chan struct{}
 
 	tmplOnce sync.Once
 	tmpl     *chat.Template
@@ -124,12 +172,6 @@ type Engine struct {
 	rankB   *kernels.Batch
 
 	stats statsCounters
-}
-
-type loadedAdapter struct {
-	name string
-	a    *kernels.Adapter
-	refs int // streams queued or running with it
 }
 
 // Open loads the model and starts the engine loop.
@@ -176,12 +218,31 @@ func Open(ctx context.Context, opt Options) (*Engine, error) {
 		m.Close()
 		return nil, err
 	}
+	if opt.Name == "" {
+		opt.Name = strings.TrimSuffix(filepath.Base(opt.Path), ".gguf")
+	}
 	e := &Engine{
 		opt: opt, model: m, info: info, lctx: lctx, batch: b, log: opt.Logger,
 		submit:   make(chan *Stream, opt.QueueLen),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
-		adapters: map[string]*loadedAdapter{},
+		adapters: map[string]*adapterEntry{},
+		entries:  map[*adapterEntry]struct{}{},
+		decErr:   kernels.DecoderSupport(m),
+		loaded:   make(chan loadResult, 4),
+		kick:     make(chan struct{}, 1),
+		bookCh:   make(chan int64, 1),
+		bookDone: make(chan struct{}),
+	}
+	e.ds.hosts = map[*adapterEntry]struct{}{}
+	e.ds.slots = make([]*slot, opt.NParallel)
+	for i := range e.ds.slots {
+		e.ds.slots[i] = &slot{id: i, pending: -1, dec: true}
+	}
+	if opt.Bookings != nil {
+		go e.booker()
+	} else {
+		close(e.bookDone)
 	}
 	go e.loop()
 	return e, nil
@@ -223,6 +284,12 @@ func (e *Engine) Close() error {
 	}
 	close(e.stop)
 	<-e.done
+	<-e.bookDone
+	e.loads.Wait()
+	e.closeDecoder()
+	for ent := range e.ds.hosts {
+		e.dropHost(ent)
+	}
 	e.embedMu.Lock()
 	if e.embedNet != nil {
 		e.embedNet.Close()
@@ -244,72 +311,10 @@ func (e *Engine) Close() error {
 	return e.model.Close()
 }
 
-// LoadAdapter loads a LoRA adapter under name; requests refer to it by
-// name. Loading the same name twice replaces nothing and returns an error.
-func (e *Engine) LoadAdapter(name, path string) error {
-	if e.closed.Load() {
-		return ErrClosed
-	}
-	e.adaptersMu.Lock()
-	defer e.adaptersMu.Unlock()
-	if _, ok := e.adapters[name]; ok {
-		return fmt.Errorf("adapter %q is already loaded", name)
-	}
-	a, err := e.model.LoadAdapter(path)
-	if err != nil {
-		return err
-	}
-	e.adapters[name] = &loadedAdapter{name: name, a: a}
-	return nil
-}
-
-// UnloadAdapter frees an adapter. It fails while requests use it.
-func (e *Engine) UnloadAdapter(name string) error {
-	e.adaptersMu.Lock()
-	defer e.adaptersMu.Unlock()
-	la, ok := e.adapters[name]
-	if !ok {
-		return fmt.Errorf("adapter %q is not loaded", name)
-	}
-	if la.refs > 0 {
-		return fmt.Errorf("adapter %q is in use by %d requests", name, la.refs)
-	}
-	delete(e.adapters, name)
-	return la.a.Close()
-}
-
-// Adapters lists the loaded adapter names.
-func (e *Engine) Adapters() []string {
-	e.adaptersMu.RLock()
-	defer e.adaptersMu.RUnlock()
-	out := make([]string, 0, len(e.adapters))
-	for n := range e.adapters {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // AdapterRef names a loaded adapter and its scale (0 means 1).
 type AdapterRef struct {
 	Name  string
 	Scale float32
-}
-
-func adapterKey(refs []AdapterRef) string {
-	if len(refs) == 0 {
-		return ""
-	}
-	parts := make([]string, len(refs))
-	for i, r := range refs {
-		s := r.Scale
-		if s == 0 {
-			s = 1
-		}
-		parts[i] = fmt.Sprintf("%s@%g", r.Name, s)
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, ",")
 }
 
 // Request is one generation.
@@ -367,28 +372,17 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	var set []kernels.AdapterScale
-	if len(req.Adapters) > 0 {
-		e.adaptersMu.Lock()
-		for _, r := range req.Adapters {
-			la, ok := e.adapters[r.Name]
-			if !ok {
-				e.adaptersMu.Unlock()
-				smp.Close()
-				e.releaseAdapters(set)
-				return nil, fmt.Errorf("engine: adapter %q is not loaded", r.Name)
-			}
-			la.refs++
-			sc := r.Scale
-			if sc == 0 {
-				sc = 1
-			}
-			set = append(set, kernels.AdapterScale{Adapter: la.a, Scale: sc})
-		}
-		e.adaptersMu.Unlock()
+	ents, set, key, path, err := e.acquireAdapters(req.Adapters)
+	if err != nil {
+		smp.Close()
+		return nil, err
 	}
-	s := newStream(ctx, req, smp, set, adapterKey(req.Adapters))
-	s.onClose = func() { e.releaseAdapters(set) }
+	s := newStream(ctx, req, smp, set, key)
+	s.path = path
+	if path == pathDecoder {
+		s.ad, s.scale = ents[0], scaleOf(req.Adapters[0])
+	}
+	s.onClose = func() { e.releaseEntries(ents) }
 	select {
 	case e.submit <- s:
 		e.stats.queued.Add(1)
@@ -396,21 +390,6 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Stream, error) {
 	default:
 		s.finishEarly()
 		return nil, ErrQueueFull
-	}
-}
-
-func (e *Engine) releaseAdapters(set []kernels.AdapterScale) {
-	if len(set) == 0 {
-		return
-	}
-	e.adaptersMu.Lock()
-	defer e.adaptersMu.Unlock()
-	for _, as := range set {
-		for _, la := range e.adapters {
-			if la.a == as.Adapter && la.refs > 0 {
-				la.refs--
-			}
-		}
 	}
 }
 
@@ -437,6 +416,18 @@ type Stats struct {
 	SequenceMoves   int64   `json:"sequence_moves_total"`
 	DecodeSteps     int64   `json:"decode_steps_total"`
 	DecodeSeconds   float64 `json:"decode_seconds_total"`
+	// ResidentAdapters have their weights in memory; AdapterLoads counts
+	// reads of adapter weights into memory.
+	ResidentAdapters int   `json:"resident_adapters"`
+	AdapterLoads     int64 `json:"adapter_loads_total"`
+	// StepAdapters[k] counts decode steps that ran k distinct adapters
+	// (an adapter set counts as one on llama.cpp's context).
+	StepAdapters []int64 `json:"step_adapters"`
+	// The multi-adapter decoder's memory: its KV cache, its resident
+	// adapter slots and its compute buffers (0 until it is first needed).
+	DecoderKVBytes      int64 `json:"decoder_kv_bytes"`
+	DecoderAdapterBytes int64 `json:"decoder_adapter_bytes"`
+	DecoderComputeBytes int64 `json:"decoder_compute_bytes"`
 }
 
 type statsCounters struct {
@@ -444,18 +435,42 @@ type statsCounters struct {
 	prompt, cached, generated, requests, switches atomic.Int64
 	steps, moves                                  atomic.Int64
 	decodeNanos                                   atomic.Int64
+	adapterLoads, decResident, hostCopies         atomic.Int64
+	decKV, decLoRA, decCompute                    atomic.Int64
+	stepAdapters                                  [maxStepAdapters + 1]atomic.Int64
+}
+
+// maxStepAdapters is the largest distinct-adapter count Stats tells apart
+// (larger counts are counted as it).
+const maxStepAdapters = 64
+
+func (c *statsCounters) countStep(adapters int) {
+	c.stepAdapters[min(adapters, maxStepAdapters)].Add(1)
 }
 
 // Stats returns the engine's counters.
 func (e *Engine) Stats() Stats {
 	c := &e.stats
-	return Stats{
+	st := Stats{
 		Active: int(c.active.Load()), Queued: int(c.queued.Load()),
 		KVCellsUsed: int(c.kvUsed.Load()), KVCells: e.opt.CtxPerSeq * e.opt.NParallel,
 		PromptTokens: c.prompt.Load(), CachedTokens: c.cached.Load(), GeneratedTokens: c.generated.Load(),
 		Requests: c.requests.Load(), AdapterSwitches: c.switches.Load(), SequenceMoves: c.moves.Load(),
 		DecodeSteps: c.steps.Load(), DecodeSeconds: time.Duration(c.decodeNanos.Load()).Seconds(),
+		ResidentAdapters: e.residentAdapters(), AdapterLoads: c.adapterLoads.Load(),
+		DecoderKVBytes: c.decKV.Load(), DecoderAdapterBytes: c.decLoRA.Load(), DecoderComputeBytes: c.decCompute.Load(),
 	}
+	last := 0
+	for k := range c.stepAdapters {
+		if c.stepAdapters[k].Load() > 0 {
+			last = k
+		}
+	}
+	st.StepAdapters = make([]int64, last+1)
+	for k := range st.StepAdapters {
+		st.StepAdapters[k] = c.stepAdapters[k].Load()
+	}
+	return st
 }
 
 // Memory is what llama.cpp allocated for the serving context (weights, KV

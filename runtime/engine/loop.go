@@ -11,9 +11,10 @@ import (
 	"github.com/llmrt/llmrt/kernels"
 )
 
-// slot is one llama.cpp sequence.
+// slot is one sequence: of llama.cpp's context, or of the decoder (dec).
 type slot struct {
 	id     int
+	dec    bool
 	s      *Stream // nil when idle
 	cached []int32 // tokens whose KV cells the sequence holds
 	key    string  // adapter set the cells were computed under
@@ -22,7 +23,7 @@ type slot struct {
 	prompt  []int32 // full prompt
 	nPast   int     // tokens of prompt+generation in the KV cache
 	pending int32   // last sampled token, not yet in the cache (-1: none)
-	outIdx  int     // batch index of this slot's output in the current step
+	outIdx  int     // this slot's output in the current step (batch index, or decoder output)
 	reused  int     // prompt tokens taken from the cache
 	nGen    int
 	prefill bool
@@ -38,58 +39,86 @@ func (e *Engine) loop() {
 	for i := range slots {
 		slots[i] = &slot{id: i, pending: -1}
 	}
+	dslots := e.ds.slots
 	var waiting []*Stream
 	curKey := ""
-	lctx := context.Background()
 
 	failAll := func(err error) {
 		for _, s := range waiting {
 			s.finish(Result{}, err)
 		}
 		waiting = nil
-		for _, sl := range slots {
-			if sl.s != nil {
-				sl.s.finish(Result{}, err)
-				sl.s = nil
+		for _, pool := range [][]*slot{slots, dslots} {
+			for _, sl := range pool {
+				if sl.s != nil {
+					e.endSlot(sl, Result{}, err, true)
+				}
+			}
+		}
+	}
+	// take handles one event; it reports false when the engine stops.
+	take := func(block bool, timeout time.Duration) bool {
+		var timer <-chan time.Time
+		if block && timeout > 0 {
+			t := time.NewTimer(timeout)
+			defer t.Stop()
+			timer = t.C
+		}
+		if !block {
+			select {
+			case s := <-e.submit:
+				waiting = append(waiting, s)
+			case r := <-e.loaded:
+				waiting = e.onLoaded(r, waiting)
+			case <-e.stop:
+				return false
+			default:
+			}
+			return true
+		}
+		select {
+		case s := <-e.submit:
+			waiting = append(waiting, s)
+		case r := <-e.loaded:
+			waiting = e.onLoaded(r, waiting)
+		case <-e.kick:
+		case <-timer:
+		case <-e.stop:
+			return false
+		}
+		return true
+	}
+	stop := func() {
+		failAll(ErrClosed)
+		for {
+			select {
+			case s := <-e.submit:
+				s.finish(Result{}, ErrClosed)
+			default:
+				return
 			}
 		}
 	}
 
 	for {
-		active := 0
-		for _, sl := range slots {
-			if sl.s != nil {
-				active++
-			}
-		}
 		// Wait for work when idle; otherwise take what has arrived.
-		if active == 0 && len(waiting) == 0 {
-			select {
-			case s := <-e.submit:
-				waiting = append(waiting, s)
-			case <-e.stop:
-				failAll(ErrClosed)
+		if countStarted(slots)+countStarted(dslots) == 0 && len(waiting) == 0 {
+			if !take(true, 0) {
+				stop()
 				return
 			}
 		}
-	drain:
-		for {
-			select {
-			case s := <-e.submit:
-				waiting = append(waiting, s)
-			case <-e.stop:
-				failAll(ErrClosed)
-				for {
-					select {
-					case s := <-e.submit:
-						s.finish(Result{}, ErrClosed)
-					default:
-						return
-					}
-				}
-			default:
-				break drain
+		for n := len(e.submit) + len(e.loaded); n > 0; n-- {
+			if !take(false, 0) {
+				stop()
+				return
 			}
+		}
+		select {
+		case <-e.stop:
+			stop()
+			return
+		default:
 		}
 
 		// Drop requests whose clients went away while waiting.
@@ -105,144 +134,217 @@ func (e *Engine) loop() {
 		waiting = kept
 
 		// Free sequences whose clients went away.
-		for _, sl := range slots {
-			if sl.s != nil && sl.s.ctx.Err() != nil {
-				e.endSlot(sl, Result{}, sl.s.ctx.Err(), true)
-			}
-		}
-
-		// Adapter grouping: pick the set to run.
-		running := 0
-		for _, sl := range slots {
-			if sl.s != nil {
-				running++
-			}
-		}
-		if running == 0 && len(waiting) > 0 && waiting[0].key != curKey {
-			if err := e.lctx.SetAdapters(waiting[0].set); err != nil {
-				s := waiting[0]
-				waiting = waiting[1:]
-				e.stats.queued.Add(-1)
-				s.finish(Result{}, fmt.Errorf("apply adapters: %w", err))
-				continue
-			}
-			curKey = waiting[0].key
-			e.stats.switches.Add(1)
-		}
-		starving := false
-		for _, s := range waiting {
-			if s.key != curKey {
-				s.waited++
-				if s.waited > admitPatience {
-					starving = true
+		for _, pool := range [][]*slot{slots, dslots} {
+			for _, sl := range pool {
+				if sl.s != nil && sl.s.ctx.Err() != nil {
+					e.endSlot(sl, Result{}, sl.s.ctx.Err(), true)
 				}
 			}
 		}
-		// Admit requests of the current set into free sequences (FIFO).
-		if !starving {
-			kept = waiting[:0]
-			for _, s := range waiting {
-				if s.key == curKey {
-					if sl := e.pickSlot(slots, s); sl != nil {
-						e.stats.queued.Add(-1)
-						e.startSlot(sl, s)
-						continue
-					}
-				}
-				kept = append(kept, s)
-			}
-			waiting = kept
-		}
+		e.reapAdapterSlots()
 
-		e.pack(slots)
+		waiting = e.admit(slots, waiting, &curKey)
+		e.stats.active.Store(int64(countStarted(slots) + countStarted(dslots)))
 
-		// Build the step's batch: one token per generating sequence, and
-		// prompt chunks in the room left (at most PrefillChunk tokens while
-		// others generate, so they do not stall). Tokens go in sequence-id
-		// order: with one KV stream per sequence, llama.cpp puts a run of
-		// consecutive ids in one ubatch and starts a new ubatch (another
-		// pass over the weights) at every break in the order.
-		e.batch.Clear()
-		budget := e.batch.Cap()
-		generating := 0
-		for _, sl := range slots {
-			if sl.s != nil && !sl.prefill {
-				generating++
-			}
-		}
-		budget -= generating
-		if generating > 0 {
-			budget = min(budget, e.opt.PrefillChunk)
-		}
-		var stepSlots []*slot
-		for _, sl := range slots {
-			switch {
-			case sl.s == nil:
-				continue
-			case !sl.prefill:
-				idx, _ := e.batch.Add(sl.pending, sl.nPast, sl.id, true)
-				sl.outIdx = idx
-			case budget > 0:
-				rest := sl.prompt[sl.nPast:]
-				n := min(len(rest), budget)
-				last := n == len(rest)
-				idx, _ := e.batch.AddTokens(rest[:n], sl.nPast, sl.id, last)
-				sl.outIdx = -1
-				if last {
-					sl.outIdx = idx
-				}
-				sl.nPast += n
-				budget -= n
-			default:
-				continue
-			}
-			stepSlots = append(stepSlots, sl)
-		}
-		e.stats.active.Store(int64(countStarted(slots)))
-		if e.batch.Len() == 0 {
-			if len(waiting) > 0 {
-				// Every sequence is busy with another adapter set or none is
-				// free: nothing to run this round. Avoid spinning.
-				time.Sleep(time.Millisecond)
-			}
-			continue
-		}
-
-		t0 := time.Now()
-		err := e.lctx.Decode(lctx, e.batch)
-		e.stats.decodeNanos.Add(int64(time.Since(t0)))
-		e.stats.steps.Add(1)
-		if errors.Is(err, kernels.ErrKVFull) {
-			// Idle sequences' cached cells are the first to go.
-			if e.evictIdle(slots) {
-				e.rollback(stepSlots)
-				continue
-			}
-		}
-		if err != nil {
-			e.log.Error("decode failed", "err", err, "tokens", e.batch.Len())
-			for _, sl := range stepSlots {
-				e.endSlot(sl, Result{}, fmt.Errorf("decode: %w", err), true)
-			}
-			continue
-		}
-
-		// Sample every sequence that produced an output.
-		for _, sl := range stepSlots {
-			if sl.outIdx < 0 {
-				continue // more prompt to prefill
-			}
-			if sl.prefill {
-				sl.prefill = false
-				e.stats.prompt.Add(int64(len(sl.prompt)))
-				e.stats.cached.Add(int64(sl.reused))
-			} else {
-				sl.nPast++ // the pending token is now in the cache
-			}
-			e.sampleSlot(sl)
+		ran := e.stepLlama(slots)
+		if e.stepDecoder() {
+			ran = true
 		}
 		e.updateKV(slots)
+		e.bookMemory()
+		if !ran && len(waiting) > 0 {
+			// Every request waits (for another adapter set's sequences to
+			// end, an adapter's weights or a free sequence): sleep until
+			// something happens, without spinning.
+			if !take(true, 5*time.Millisecond) {
+				stop()
+				return
+			}
+		}
 	}
+}
+
+// admit starts waiting requests in free sequences, first come first
+// served. The decoder takes requests with one adapter it can serve, and
+// requests without adapters while it runs or has requests waiting;
+// llama.cpp's context takes the others, grouped by adapter set.
+func (e *Engine) admit(slots []*slot, waiting []*Stream, curKey *string) []*Stream {
+	dslots := e.ds.slots
+	free := e.opt.NParallel - countStarted(slots) - countStarted(dslots)
+	decBusy := countStarted(dslots) > 0
+	for _, s := range waiting {
+		decBusy = decBusy || s.path == pathDecoder
+	}
+	route := func(s *Stream) streamPath {
+		if s.path == pathEither {
+			if decBusy {
+				return pathDecoder
+			}
+			return pathLlama
+		}
+		return s.path
+	}
+	e.ds.refit = false
+
+	// llama.cpp's adapter set: switch to the first waiting request's when
+	// none of the current set runs.
+	var first *Stream
+	for _, s := range waiting {
+		if route(s) == pathLlama {
+			first = s
+			break
+		}
+	}
+	if countStarted(slots) == 0 && first != nil && first.key != *curKey {
+		if err := e.lctx.SetAdapters(first.set); err != nil {
+			e.stats.queued.Add(-1)
+			first.finish(Result{}, fmt.Errorf("apply adapters: %w", err))
+			kept := waiting[:0]
+			for _, s := range waiting {
+				if s != first {
+					kept = append(kept, s)
+				}
+			}
+			return kept
+		}
+		*curKey = first.key
+		e.stats.switches.Add(1)
+	}
+	starving := false
+	for _, s := range waiting {
+		if route(s) == pathLlama && s.key != *curKey {
+			s.waited++
+			if s.waited > admitPatience {
+				starving = true
+			}
+		}
+	}
+	// Starving requests stop admissions to the current set so that it
+	// drains; once none of it runs, the set just switched to (the longest
+	// waiting request's) is admitted, or nothing would ever run again.
+	starving = starving && countStarted(slots) > 0
+
+	kept := waiting[:0]
+	for _, s := range waiting {
+		started := false
+		if free > 0 {
+			if route(s) == pathLlama {
+				if !starving && s.key == *curKey {
+					if sl := e.pickSlot(slots, s); sl != nil {
+						e.startSlot(sl, s)
+						started = true
+					}
+				}
+			} else {
+				ok, err := e.admitDecoder(s)
+				if err != nil {
+					e.stats.queued.Add(-1)
+					s.finish(Result{}, err)
+					continue
+				}
+				started = ok
+			}
+		}
+		if started {
+			e.stats.queued.Add(-1)
+			free--
+			continue
+		}
+		kept = append(kept, s)
+	}
+	return kept
+}
+
+// stepLlama runs one llama.cpp decode over its sequences. It reports
+// whether a decode ran.
+func (e *Engine) stepLlama(slots []*slot) bool {
+	e.pack(slots)
+
+	// Build the step's batch: one token per generating sequence, and
+	// prompt chunks in the room left (at most PrefillChunk tokens while
+	// others generate, so they do not stall). Tokens go in sequence-id
+	// order: with one KV stream per sequence, llama.cpp puts a run of
+	// consecutive ids in one ubatch and starts a new ubatch (another
+	// pass over the weights) at every break in the order.
+	e.batch.Clear()
+	budget := e.batch.Cap()
+	generating := 0
+	for _, sl := range slots {
+		if sl.s != nil && !sl.prefill {
+			generating++
+		}
+	}
+	budget -= generating
+	if generating > 0 {
+		budget = min(budget, e.opt.PrefillChunk)
+	}
+	var stepSlots []*slot
+	for _, sl := range slots {
+		switch {
+		case sl.s == nil:
+			continue
+		case !sl.prefill:
+			idx, _ := e.batch.Add(sl.pending, sl.nPast, sl.id, true)
+			sl.outIdx = idx
+		case budget > 0:
+			rest := sl.prompt[sl.nPast:]
+			n := min(len(rest), budget)
+			last := n == len(rest)
+			idx, _ := e.batch.AddTokens(rest[:n], sl.nPast, sl.id, last)
+			sl.outIdx = -1
+			if last {
+				sl.outIdx = idx
+			}
+			sl.nPast += n
+			budget -= n
+		default:
+			continue
+		}
+		stepSlots = append(stepSlots, sl)
+	}
+	if e.batch.Len() == 0 {
+		return false
+	}
+
+	adapters := 0
+	if len(e.lctx.Adapters()) > 0 {
+		adapters = 1
+	}
+	e.stats.countStep(adapters)
+	t0 := time.Now()
+	err := e.lctx.Decode(context.Background(), e.batch)
+	e.stats.decodeNanos.Add(int64(time.Since(t0)))
+	e.stats.steps.Add(1)
+	if errors.Is(err, kernels.ErrKVFull) {
+		// Idle sequences' cached cells are the first to go.
+		if e.evictIdle(slots) {
+			e.rollback(stepSlots)
+			return true
+		}
+	}
+	if err != nil {
+		e.log.Error("decode failed", "err", err, "tokens", e.batch.Len())
+		for _, sl := range stepSlots {
+			e.endSlot(sl, Result{}, fmt.Errorf("decode: %w", err), true)
+		}
+		return true
+	}
+
+	// Sample every sequence that produced an output.
+	for _, sl := range stepSlots {
+		if sl.outIdx < 0 {
+			continue // more prompt to prefill
+		}
+		if sl.prefill {
+			sl.prefill = false
+			e.stats.prompt.Add(int64(len(sl.prompt)))
+			e.stats.cached.Add(int64(sl.reused))
+		} else {
+			sl.nPast++ // the pending token is now in the cache
+		}
+		e.sampleSlot(sl)
+	}
+	return true
 }
 
 // pack keeps the running sequences on the lowest sequence ids. With one KV
@@ -331,7 +433,13 @@ func (e *Engine) startSlot(sl *slot, s *Stream) {
 	if reuse == len(s.req.Prompt) {
 		reuse-- // the last prompt token must be decoded to get its logits
 	}
-	if !e.lctx.SeqRemove(sl.id, reuse, -1) {
+	if sl.dec {
+		// The decoder's cells are positions: those from reuse on are
+		// overwritten as the prompt is decoded.
+		if s.ad != nil {
+			s.ad.running++
+		}
+	} else if !e.lctx.SeqRemove(sl.id, reuse, -1) {
 		e.lctx.SeqRemove(sl.id, -1, -1)
 		reuse = 0
 	}
@@ -385,27 +493,41 @@ func (e *Engine) evictIdle(slots []*slot) bool {
 
 func (e *Engine) updateKV(slots []*slot) {
 	used := 0
-	for _, sl := range slots {
-		if sl.s != nil {
-			used += sl.nPast
-		} else {
-			used += len(sl.cached)
+	for _, pool := range [][]*slot{slots, e.ds.slots} {
+		for _, sl := range pool {
+			if sl.s != nil {
+				used += sl.nPast
+			} else {
+				used += len(sl.cached)
+			}
 		}
 	}
 	e.stats.kvUsed.Store(int64(used))
-	e.stats.active.Store(int64(countStarted(slots)))
+	e.stats.active.Store(int64(countStarted(slots) + countStarted(e.ds.slots)))
 }
 
 func (e *Engine) sampleSlot(sl *slot) {
 	s := sl.s
 	var logits []float32
-	if s.req.Logprobs || s.req.TopLogprobs > 0 {
-		l, err := e.lctx.Logits(sl.outIdx)
-		if err == nil {
-			logits = append([]float32(nil), l...)
+	var tok int32
+	var err error
+	if sl.dec {
+		var l []float32
+		if l, err = e.ds.d.Logits(sl.outIdx); err == nil {
+			if s.req.Logprobs || s.req.TopLogprobs > 0 {
+				logits = append([]float32(nil), l...)
+			}
+			tok, err = s.smp.SampleLogits(l)
 		}
+	} else {
+		if s.req.Logprobs || s.req.TopLogprobs > 0 {
+			l, err := e.lctx.Logits(sl.outIdx)
+			if err == nil {
+				logits = append([]float32(nil), l...)
+			}
+		}
+		tok, err = s.smp.Sample(e.lctx, sl.outIdx)
 	}
-	tok, err := s.smp.Sample(e.lctx, sl.outIdx)
 	if err != nil {
 		e.endSlot(sl, Result{}, err, true)
 		return
@@ -470,8 +592,13 @@ func (e *Engine) result(sl *slot, reason string) Result {
 // endSlot finishes the slot's stream. A dropped sequence (client gone or
 // error) loses its cells; a finished one keeps them for prefix reuse.
 func (e *Engine) endSlot(sl *slot, res Result, err error, drop bool) {
+	if sl.dec && sl.s.ad != nil {
+		sl.s.ad.running--
+	}
 	if drop {
-		e.lctx.SeqRemove(sl.id, -1, -1)
+		if !sl.dec {
+			e.lctx.SeqRemove(sl.id, -1, -1)
+		}
 		sl.cached = sl.cached[:0]
 	} else {
 		// Keep exactly the cells that were decoded.

@@ -58,8 +58,11 @@ type Stream struct {
 	cancel context.CancelFunc
 	req    Request
 	smp    *kernels.Sampler
-	set    []kernels.AdapterScale
-	key    string
+	set    []kernels.AdapterScale // llama.cpp's adapter set (pathLlama)
+	key    string                 // adapter key: prefix-cache and grouping key
+	path   streamPath
+	ad     *adapterEntry // the adapter of a decoder request (nil: none)
+	scale  float32       // its user scale
 
 	onClose   func()
 	closeOnce sync.Once

@@ -356,6 +356,7 @@ func (r *Registry) waitLocked(ctx context.Context) error {
 func (r *Registry) load(ctx context.Context, base, path string) (*engine.Engine, *sched.Reservation, error) {
 	opt := r.cfg.Engine
 	opt.Path = path
+	opt.Name = base
 	opt.Logger = r.cfg.Logger
 	var res *sched.Reservation
 	if r.cfg.Sched != nil {
@@ -364,6 +365,10 @@ func (r *Registry) load(ctx context.Context, base, path string) (*engine.Engine,
 		if err != nil {
 			return nil, nil, err
 		}
+		// The adapter memory the engine allocates later (the multi-adapter
+		// decoder, adapters loaded into llama.cpp) is booked beside the
+		// model's reservation, on the device that holds most of its layers.
+		opt.Bookings = r.cfg.Sched.NewBookings(sched.KindAdapters, "model", mainDevice(res), "adapter serving of ", r.cfg.Logger)
 	}
 	start := time.Now()
 	r.cfg.Logger.Info("loading model", "model", base, "path", path, "gpu_layers", opt.Model.GPULayers)
@@ -420,6 +425,20 @@ func (r *Registry) reserve(ctx context.Context, base, path string, opt *engine.O
 		opt.Model.MainGPU = p.MainGPU
 	}
 	return res, nil
+}
+
+// mainDevice is the device holding most of a model's layers ("cpu" when
+// it is not placed on a GPU).
+func mainDevice(res *sched.Reservation) string {
+	dev, most := "cpu", 0
+	if p, ok := res.Placement(); ok {
+		for _, d := range p.PerDevice {
+			if d.Layers > most {
+				dev, most = d.Device, d.Layers
+			}
+		}
+	}
+	return dev
 }
 
 // Facts reads what the scheduler's estimates need from the GGUF file at
@@ -566,8 +585,8 @@ func checkAdapterFile(path, basePath string) error {
 	return nil
 }
 
-// RemoveAdapter unregisters an adapter and frees it in its engine. It fails
-// while requests use it.
+// RemoveAdapter unregisters an adapter. New requests cannot use it at
+// once; its engine frees its memory when the requests that use it end.
 func (r *Registry) RemoveAdapter(name string) error {
 	r.mu.Lock()
 	a, ok := r.adapters[name]
@@ -664,6 +683,9 @@ type LoadedModel struct {
 	MemoryByDevice map[string]int64 `json:"memory_by_device,omitempty"`
 	Parallel       int              `json:"parallel"`
 	CtxPerSeq      int              `json:"ctx_per_seq"`
+	// AdapterBatching says whether requests for different adapters share
+	// decode steps ("mixed") or wait for each other ("grouped", and why).
+	AdapterBatching string `json:"adapter_batching"`
 }
 
 // Loaded lists the loaded models.
@@ -677,7 +699,7 @@ func (r *Registry) Loaded() []LoadedModel {
 		}
 		lm := LoadedModel{Name: me.name, Path: me.path, Busy: me.refs, Pinned: me.pinned,
 			LoadedAt: me.loadedAt, LastUsed: me.lastUsed, Stats: me.e.Stats(), Adapters: me.e.Adapters(), KeepAliveSeconds: -1,
-			Parallel: me.e.Options().NParallel, CtxPerSeq: me.e.CtxPerSeq()}
+			Parallel: me.e.Options().NParallel, CtxPerSeq: me.e.CtxPerSeq(), AdapterBatching: me.e.AdapterBatching()}
 		if len(me.memory) > 0 {
 			lm.MemoryByDevice = map[string]int64{}
 			for buf, m := range me.memory {

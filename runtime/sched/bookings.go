@@ -7,13 +7,15 @@ import (
 	"time"
 )
 
-// Bookings keeps one pinned index reservation (KindIndex) per named owner
-// on one device, for memory that lives as long as its owner is open (a
-// collection's HNSW index). A booking is replaced when its size changes by more
-// than a MiB, so small growth does not churn the ledger. Its methods match
-// what runtime/rag reports collections' memory through.
+// Bookings keeps one pinned reservation of one kind per named owner on one
+// device, for memory that lives as long as its owner is open (a
+// collection's HNSW index, a served model's adapter memory). A booking is
+// replaced when its size changes by more than a MiB, so small growth does
+// not churn the ledger. Its methods match what runtime/rag reports
+// collections' memory and runtime/engine its adapter memory through.
 type Bookings struct {
 	s         *Scheduler
+	kind      Kind
 	ownerKind string // Owner.Kind of every booking, e.g. "collection"
 	device    string
 	reason    string // prefix of each booking's reason, before the name
@@ -22,13 +24,20 @@ type Bookings struct {
 	res       map[string]*Reservation
 }
 
-// NewIndexBookings makes Bookings on s for owners of ownerKind on device
-// ("cpu" or a GPU id); each booking's reason is reason + name.
+// NewIndexBookings makes index (KindIndex) Bookings on s for owners of
+// ownerKind on device ("cpu" or a GPU id); each booking's reason is
+// reason + name.
 func (s *Scheduler) NewIndexBookings(ownerKind, device, reason string, log *slog.Logger) *Bookings {
+	return s.NewBookings(KindIndex, ownerKind, device, reason, log)
+}
+
+// NewBookings makes Bookings of kind (KindIndex or KindAdapters) on s for
+// owners of ownerKind on device; each booking's reason is reason + name.
+func (s *Scheduler) NewBookings(kind Kind, ownerKind, device, reason string, log *slog.Logger) *Bookings {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Bookings{s: s, ownerKind: ownerKind, device: device, reason: reason, log: log, res: map[string]*Reservation{}}
+	return &Bookings{s: s, kind: kind, ownerKind: ownerKind, device: device, reason: reason, log: log, res: map[string]*Reservation{}}
 }
 
 // SetMemory books bytes for name, replacing its booking if the size moved
@@ -43,9 +52,13 @@ func (b *Bookings) SetMemory(name string, bytes int64) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	bd := Breakdown{Index: max(bytes, 1)}
+	if b.kind == KindAdapters {
+		bd = Breakdown{Adapter: max(bytes, 1)}
+	}
 	r, err := b.s.Acquire(ctx, Request{
-		Owner: Owner{Kind: b.ownerKind, ID: name}, Kind: KindIndex, Reason: b.reason + name,
-		Bytes:  []DeviceBytes{{Device: b.device, Breakdown: Breakdown{Index: max(bytes, 1)}}},
+		Owner: Owner{Kind: b.ownerKind, ID: name}, Kind: b.kind, Reason: b.reason + name,
+		Bytes:  []DeviceBytes{{Device: b.device, Breakdown: bd}},
 		Pinned: true,
 	})
 	if err != nil {

@@ -38,3 +38,28 @@ func TestIndexBookings(t *testing.T) {
 		t.Fatalf("after Forget: %d bookings, %d bytes", n, bytes)
 	}
 }
+
+// A served model's adapter memory is booked as such, in the adapter column.
+func TestAdapterBookings(t *testing.T) {
+	s := newSched(t, Config{NoNVML: true, CPULimit: 8 * GiB})
+	b := s.NewBookings(KindAdapters, "model", "cpu", "multi-adapter decoder of ", nil)
+	b.SetMemory("qwen", 300<<20)
+	var found bool
+	for _, r := range s.Snapshot().Reservations {
+		if r.Owner.Kind == "model" && r.Owner.ID == "qwen" {
+			found = true
+			if r.Kind != KindAdapters || r.Bytes != 300<<20 || !r.Pinned || r.Reason != "multi-adapter decoder of qwen" {
+				t.Fatalf("booking %+v", r)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no booking")
+	}
+	b.Forget("qwen")
+	for _, r := range s.Snapshot().Reservations {
+		if r.Owner.ID == "qwen" {
+			t.Fatalf("booking %+v left after Forget", r)
+		}
+	}
+}

@@ -42,6 +42,10 @@ const (
 	KindCompute  Kind = "compute"
 	KindTraining Kind = "lora_training" // adapter, gradients, AdamW moments, activations
 	KindIndex    Kind = "index_vectors"
+	// KindAdapters is memory a served model allocates for adapters beside
+	// its own reservation: the multi-adapter decoder (KV cache, resident
+	// adapter slots, compute buffers) and adapters loaded into llama.cpp.
+	KindAdapters Kind = "lora_serving"
 	KindOther    Kind = "other"
 )
 

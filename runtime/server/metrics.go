@@ -64,12 +64,16 @@ var (
 	descSteps    = prometheus.NewDesc("llmrt_decode_steps_total", "llama_decode calls of the generation loop.", []string{"model"}, nil)
 	descDecodeS  = prometheus.NewDesc("llmrt_decode_seconds_total", "Time spent in llama_decode.", []string{"model"}, nil)
 	descGen      = prometheus.NewDesc("llmrt_engine_generated_tokens_total", "Tokens sampled by the engine.", []string{"model"}, nil)
+	descResident = prometheus.NewDesc("llmrt_resident_adapters", "LoRA adapters whose weights are in memory.", []string{"model"}, nil)
+	descALoads   = prometheus.NewDesc("llmrt_adapter_loads_total", "Reads of LoRA adapter weights into memory.", []string{"model"}, nil)
+	descStepAd   = prometheus.NewDesc("llmrt_step_adapters", "Distinct LoRA adapters per decode step.", []string{"model"}, nil)
 )
 
 type engineCollector struct{ r *registry.Registry }
 
 func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLoaded, descActive, descQueue, descKVUsed, descKVTotal, descSwitches, descMoves, descSteps, descDecodeS, descGen} {
+	for _, d := range []*prometheus.Desc{descLoaded, descActive, descQueue, descKVUsed, descKVTotal, descSwitches, descMoves, descSteps, descDecodeS, descGen,
+		descResident, descALoads, descStepAd} {
 		ch <- d
 	}
 }
@@ -88,5 +92,24 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSteps, prometheus.CounterValue, float64(s.DecodeSteps), m.Name)
 		ch <- prometheus.MustNewConstMetric(descDecodeS, prometheus.CounterValue, s.DecodeSeconds, m.Name)
 		ch <- prometheus.MustNewConstMetric(descGen, prometheus.CounterValue, float64(s.GeneratedTokens), m.Name)
+		ch <- prometheus.MustNewConstMetric(descResident, prometheus.GaugeValue, float64(s.ResidentAdapters), m.Name)
+		ch <- prometheus.MustNewConstMetric(descALoads, prometheus.CounterValue, float64(s.AdapterLoads), m.Name)
+		ch <- stepAdapters(s.StepAdapters, m.Name)
 	}
+}
+
+// stepAdapters is the histogram of distinct adapters per decode step, from
+// the engine's count of steps by number of adapters.
+func stepAdapters(counts []int64, model string) prometheus.Metric {
+	buckets := map[float64]uint64{}
+	var n uint64
+	var sum float64
+	for k := 0; k < max(len(counts), 9); k++ { // buckets 0..8 at least, for a stable series
+		if k < len(counts) {
+			n += uint64(counts[k])
+			sum += float64(k) * float64(counts[k])
+		}
+		buckets[float64(k)] = n
+	}
+	return prometheus.MustNewConstHistogram(descStepAd, n, sum, buckets, model)
 }

@@ -495,8 +495,13 @@ func TestAdapterIDsAndBase(t *testing.T) {
 	if !found {
 		t.Fatalf("adapter not listed with its parent: %+v", ml.Data)
 	}
-	if v := scrape(t, ts, "llmrt_adapter_switches_total"); v < 2 {
-		t.Fatalf("adapter switches %v", v)
+	// Both names were read into the decoder's resident slots (the base
+	// requests ran on llama.cpp's context, no adapter set to switch).
+	if v := scrape(t, ts, "llmrt_adapter_loads_total"); v < 2 {
+		t.Fatalf("adapter loads %v", v)
+	}
+	if v := scrape(t, ts, "llmrt_resident_adapters"); v != 2 {
+		t.Fatalf("resident adapters %v", v)
 	}
 	req, _ := http.NewRequest("DELETE", ts.url+"/v1/adapters/my-adapter", nil)
 	if r, err := http.DefaultClient.Do(req); err != nil || r.StatusCode != 200 {
