@@ -183,36 +183,47 @@ void lora_b(ggml_tensor * dst, int ith, int nth, void * /*userdata*/) {
     const int64_t per = (blocks + nth - 1) / nth;
     const int64_t b0 = per * ith, b1 = std::min(blocks, b0 + per);
     const bool f16 = b->type == GGML_TYPE_F16;
-    float arow[max_r];
+    if (b0 >= b1) {
+        return;
+    }
+    // The rows' activations (rounded to F16 first for F16 weights, as
+    // ggml converts them for an F16 dot product).
+    std::vector<float> acts((size_t) rows * R);
     ggml_fp16_t a16[max_r];
-    float bf[W * max_r];
-    for (int64_t t = 0; t < rows && b0 < b1; ++t) {
-        const int32_t slot = *(const int32_t *) ((const char *) ids->data + t * ids->nb[1]);
+    for (int64_t t = 0; t < rows; ++t) {
         const float * a = (const float *) ((const char *) ax->data + t * ax->nb[1]);
-        if (f16) { // ggml converts the activations to F16 for an F16 dot product
+        if (f16) {
             ggml_fp32_to_fp16_row(a, a16, R);
-            ggml_fp16_to_fp32_row(a16, arow, R);
+            ggml_fp16_to_fp32_row(a16, &acts[(size_t) t * R], R);
         } else {
-            std::copy(a, a + R, arow);
+            std::copy(a, a + R, &acts[(size_t) t * R]);
         }
-        float * out = (float *) ((char *) dst->data + t * dst->nb[1]);
-        const char * bs = (const char *) b->data + (size_t) slot * b->nb[2];
-        for (int64_t blk = b0; blk < b1; ++blk) {
-            const int64_t o0 = blk * W, n = std::min<int64_t>(W, n_out - o0);
-            const float * bw; // W outputs' R weights, output after output
-            if (f16) {
-                ggml_fp16_to_fp32_row((const ggml_fp16_t *) (bs + o0 * b->nb[1]), bf, n * R);
-                bw = bf;
-            } else {
-                bw = (const float *) (bs + o0 * b->nb[1]);
-            }
-            if (n < W) { // the last block: pad with zero weights
-                if (bw != bf) {
-                    std::copy(bw, bw + n * R, bf);
-                    bw = bf;
+    }
+    float bf[W * max_r];
+    int32_t have = -1; // the slot whose block is in bf (F16)
+    // Blocks outside, rows inside: a block's weights stay in cache for
+    // every row that reads the same adapter.
+    for (int64_t blk = b0; blk < b1; ++blk) {
+        const int64_t o0 = blk * W, n = std::min<int64_t>(W, n_out - o0);
+        have = -1;
+        for (int64_t t = 0; t < rows; ++t) {
+            const int32_t slot = *(const int32_t *) ((const char *) ids->data + t * ids->nb[1]);
+            const float * arow = &acts[(size_t) t * R];
+            const char * col = (const char *) b->data + (size_t) slot * b->nb[2] + o0 * b->nb[1];
+            const float * bw = (const float *) col; // W outputs' R weights, output after output
+            if (f16 || n < W) {
+                if (slot != have || n < W) {
+                    if (f16) {
+                        ggml_fp16_to_fp32_row((const ggml_fp16_t *) col, bf, n * R);
+                    } else {
+                        std::copy(bw, bw + n * R, bf);
+                    }
+                    std::fill(bf + n * R, bf + W * R, 0.0f); // the last block: zero weights past the end
+                    have = slot;
                 }
-                std::fill(bf + n * R, bf + W * R, 0.0f);
+                bw = bf;
             }
+            float * out = (float *) ((char *) dst->data + t * dst->nb[1]);
             if (f16) {
                 double acc[W] = {};
                 for (int64_t r = 0; r < R; ++r) {
