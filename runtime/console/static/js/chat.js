@@ -57,20 +57,22 @@ export async function render(root, ctx) {
   });
 
   clear(root, h('h1', 'Chat'),
-    h('div.chat-layout', h('div.chat-main', log, form), h('aside.chat-side', settings, h('section.card.cites-card', h('h2', 'Cited passages'), citations))));
+    h('div.chat-layout', h('div.chat-main', log, form), h('aside.chat-side', settings, h('section.card.cites-card', h('h2', 'Passages'), citations))));
 
   let history = [];
   let controller = null;
   reset.addEventListener('click', () => { history = []; clear(log); clear(citations, h('p.muted', 'New chat.')); input.focus(); });
   stop.addEventListener('click', () => controller && controller.abort());
 
-  function showCitations(cits) {
+  // The retrieved passages, those the answer cites as [n] marked "cited".
+  function showCitations(cits, cited = []) {
     if (!cits || !cits.length) {
       clear(citations, h('p.muted', coll.value ? 'No passages were retrieved.' : 'No collection was used.'));
       return;
     }
-    clear(citations, h('ol.cites', cits.map((c) => h('li.cite', { dataset: { source: c.source } },
-      h('div', h('b', `[${c.index}] `), h('span.source', c.source), c.title ? h('span.muted', ` · ${c.title}`) : null),
+    clear(citations, h('ol.cites', cits.map((c) => h('li.cite', { dataset: { source: c.source, cited: String(cited.includes(c.index)) } },
+      h('div', h('b', `[${c.index}] `), h('span.source', c.source), c.title ? h('span.muted', ` · ${c.title}`) : null,
+        cited.includes(c.index) ? h('b', ' · cited') : null),
       h('div.muted', `score ${Number(c.score).toFixed(3)} · bytes ${c.start}–${c.end}`),
       h('blockquote.excerpt', c.excerpt)))));
   }
@@ -104,10 +106,12 @@ export async function render(root, ctx) {
     let usage = null;
     let answer = '';
     let finish = '';
+    let retrieved = null;
     try {
       await stream('/v1/chat/completions', body, (ev) => {
         if (ev.id) item.dataset.completion = ev.id;
-        if (ev.citations) showCitations(ev.citations);
+        if (ev.retrieved) { retrieved = ev.retrieved; showCitations(retrieved); }
+        if (ev.citations) showCitations(retrieved, ev.citations.map((c) => c.index));
         if (ev.usage) usage = ev.usage;
         for (const c of ev.choices || []) {
           if (c.delta && c.delta.content) {
