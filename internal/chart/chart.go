@@ -43,11 +43,13 @@ func Ticks(lo, hi float64, n int) ([]float64, float64) {
 }
 
 // FormatTick writes v with as many decimals as step needs (0.05 -> "0.15",
-// 20 -> "40").
+// 0.25 -> "0.75", 20 -> "40").
 func FormatTick(v, step float64) string {
 	dec := 0
-	if step < 1 {
-		dec = int(math.Ceil(-math.Log10(step) - 1e-9))
+	for ; dec < 12; dec++ {
+		if f := step * math.Pow(10, float64(dec)); math.Abs(f-math.Round(f)) < 1e-6*f {
+			break
+		}
 	}
 	if math.Abs(v) < step*1e-6 {
 		v = 0

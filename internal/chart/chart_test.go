@@ -51,6 +51,14 @@ func TestTicksAreRoundAndCoverTheRange(t *testing.T) {
 			}
 		}
 	}
+	for _, c := range []struct {
+		v, step float64
+		want    string
+	}{{0.75, 0.25, "0.75"}, {0.5, 0.25, "0.50"}, {40, 20, "40"}, {0.3, 0.1, "0.3"}, {1e-5, 2e-6, "0.000010"}, {-0, 0.5, "0.0"}} {
+		if got := FormatTick(c.v, c.step); got != c.want {
+			t.Errorf("FormatTick(%v, %v) = %q, want %q", c.v, c.step, got, c.want)
+		}
+	}
 	ticks, step := Ticks(0, 0.238, 5)
 	var labels []string
 	for _, v := range ticks {
