@@ -122,9 +122,10 @@ func TestTuneCleansUpUnlessInterrupted(t *testing.T) {
 		lines = append(lines, `{"prompt": "Tim asked what the secret word was. Mom said:", "completion": " The secret word is purple zebra."}`)
 	}
 	os.WriteFile(data, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	// A file path, not a NAME: no versions, so the files are z.*.
 	adapters := filepath.Join(home, "adapters")
 	ckpt, conv := filepath.Join(adapters, "z.ckpt.gguf"), filepath.Join(adapters, "z.base-f32.gguf")
-	args := []string{"tune", "-m", base, "--data", data, "--out", "z", "--eval-split", "0", "--ctx", "32", "-t", "1", "--lr", "1e-2"}
+	args := []string{"tune", "-m", base, "--data", data, "--out", filepath.Join(adapters, "z.gguf"), "--eval-split", "0", "--ctx", "32", "-t", "1", "--lr", "1e-2"}
 
 	// Interrupted as soon as it has trained a step: far from its 100000 epochs.
 	ctx, cancel := context.WithCancel(context.Background())
