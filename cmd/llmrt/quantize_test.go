@@ -40,7 +40,7 @@ func TestQuantizeExplainsAndResultTunes(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "use it as -m q4+q4t") {
 		t.Fatalf("tune on the Q4_K_M result: exit %d\n%s\n%s", code, out, errOut)
 	}
-	if !strings.Contains(errOut, `conversion="F16 -> F32"`) {
+	if !strings.Contains(errOut, "for training (F16 -> F32") {
 		t.Errorf("the conversion of the F16 fallbacks is not reported:\n%s", errOut)
 	}
 	if _, err := os.Stat(filepath.Join(home, "adapters", "q4t.gguf")); err != nil {
