@@ -93,7 +93,7 @@ func TestDocumentsToModelLoop(t *testing.T) {
 		t.Fatalf("%d arms, %d ablation rows", len(rep.Arms), len(rep.Ablation))
 	}
 	for _, row := range rep.Ablation {
-		if !strings.Contains(out, "| "+row.Stages+" | ") {
+		if !strings.Contains(out, "\n"+row.Stages+"  ") {
 			t.Fatalf("the printed report lacks the ablation row %q:\n%s", row.Stages, out)
 		}
 	}

@@ -130,7 +130,8 @@ func (r *Report) Markdown(w io.Writer) {
 }
 
 // Summary writes what a terminal shows after a run: one line per arm with
-// accuracy, the gain over base and its interval, latency and cost.
+// accuracy, the gain over base and its interval, latency and cost, then
+// the retrieval-stage ablation when there is one.
 func (r *Report) Summary(w io.Writer) error {
 	fmt.Fprintf(w, "%s: %d questions per arm in %.1f s\n", r.Model, r.questions(), r.DurationS)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -146,8 +147,19 @@ func (r *Report) Summary(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "n.s.: the 95%% interval includes 0 (no gain shown on %d questions)\n", r.questions())
-	return err
+	if _, err := fmt.Fprintf(w, "n.s.: the 95%% interval includes 0 (no gain shown on %d questions)\n", r.questions()); err != nil {
+		return err
+	}
+	if len(r.Ablation) == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "\nretrieval stages (ablation, base model, top %d):\n", r.TopK)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STAGES\tHIT@K\tF1\tEXACT\tCONTAINS\tP50 S\tPROMPT TOK/Q")
+	for _, a := range r.Ablation {
+		fmt.Fprintf(tw, "%s\t%.2f\t%.3f\t%.3f\t%.3f\t%.3f\t%.0f\n", a.Stages, a.HitAtK, a.F1, a.ExactMatch, a.Contains, a.LatencyP50S, a.PromptTokens)
+	}
+	return tw.Flush()
 }
 
 // Significant reports whether the arm's F1 gain over base is told apart

@@ -160,6 +160,18 @@ func TestSummaryIsTheTable(t *testing.T) {
 	if !strings.Contains(lines[4], "n.s.") || strings.Contains(out, "Answers") {
 		t.Errorf("summary:\n%s", out)
 	}
+	// An ablation adds its table, a row per set of stages.
+	r.TopK = 4
+	r.Ablation = []AblationRow{{Stages: "none", HitAtK: 0.5}, {Stages: "rerank", HitAtK: 0.75}}
+	sb.Reset()
+	if err := r.Summary(&sb); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"retrieval stages (ablation, base model, top 4):", "\nnone    ", "\nrerank  "} {
+		if !strings.Contains(sb.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, sb.String())
+		}
+	}
 	var md strings.Builder
 	r.Markdown(&md)
 	if !strings.Contains(md.String(), "bootstrap") || !strings.Contains(md.String(), "## Answers") {
