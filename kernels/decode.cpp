@@ -75,11 +75,13 @@ struct lora_stack {
     bool on_cpu = false;       // in a CPU buffer: the B product can run as lora_b below
 };
 
-// An adapted weight read from a file, in F32.
+// An adapted weight read from a file: its A and B in the adapter's type
+// (F16 or BF16 when all its tensors are, else F32).
 struct host_pair {
     const ggml_tensor * w = nullptr;
     int64_t n_in = 0, n_out = 0, rank = 0;
-    std::vector<float> a, b;
+    const ggml_tensor * fa = nullptr, * fb = nullptr; // in the file
+    std::vector<uint8_t> a, b;
 };
 
 } // namespace
@@ -124,7 +126,7 @@ struct llmrt_dec {
 
     std::vector<float> logits; // n_out * n_vocab of the last step
     int n_out = 0;
-    std::vector<float> staging;
+    std::vector<uint8_t> staging;
 };
 
 namespace {
@@ -319,8 +321,9 @@ bool find_proj(const llama_model * m, const ggml_tensor * w, int * layer, int * 
     return false;
 }
 
-// Reads a tensor of an adapter file as F32.
-void read_f32(FILE * f, const gguf_context * g, const ggml_tensor * t, std::vector<float> & out) {
+// Reads a tensor of an adapter file, converted to type (the tensor's own,
+// or F32).
+void read_tensor(FILE * f, const gguf_context * g, const ggml_tensor * t, ggml_type type, std::vector<uint8_t> & out) {
     const int64_t id = gguf_find_tensor(g, t->name);
     if (id < 0) {
         throw std::runtime_error(std::string("tensor ") + t->name + " is missing");
@@ -331,17 +334,26 @@ void read_f32(FILE * f, const gguf_context * g, const ggml_tensor * t, std::vect
     if (fseeko(f, (off_t) off, SEEK_SET) != 0 || fread(raw.data(), 1, size, f) != size) {
         throw std::runtime_error(std::string("cannot read tensor ") + t->name + " (file truncated?)");
     }
-    const int64_t n = ggml_nelements(t);
-    out.resize(n);
-    if (t->type == GGML_TYPE_F32) {
-        memcpy(out.data(), raw.data(), size);
+    if (t->type == type) {
+        out = std::move(raw);
         return;
     }
+    const int64_t n = ggml_nelements(t);
     const ggml_type_traits * tr = ggml_get_type_traits(t->type);
-    if (!tr || !tr->to_float || (ggml_is_quantized(t->type) && n % ggml_blck_size(t->type) != 0)) {
+    if (type != GGML_TYPE_F32 || !tr || !tr->to_float || (ggml_is_quantized(t->type) && n % ggml_blck_size(t->type) != 0)) {
         throw std::runtime_error(std::string("tensor ") + t->name + " has type " + ggml_type_name(t->type) + ", which cannot be read as F32");
     }
-    tr->to_float(raw.data(), out.data(), n);
+    out.resize(sizeof(float) * n);
+    tr->to_float(raw.data(), (float *) out.data(), n);
+}
+
+// Converts n values of type (F32, F16 or BF16) to F32.
+void to_f32(const uint8_t * src, ggml_type type, float * dst, int64_t n) {
+    switch (type) {
+        case GGML_TYPE_F16: ggml_fp16_to_fp32_row((const ggml_fp16_t *) src, dst, n); break;
+        case GGML_TYPE_BF16: ggml_bf16_to_fp32_row((const ggml_bf16_t *) src, dst, n); break;
+        default: memcpy(dst, src, sizeof(float) * n);
+    }
 }
 
 void read_lora(llama_model * m, const char * path, bool with_data, llmrt_lora & l) {
@@ -451,14 +463,19 @@ void read_lora(llama_model * m, const char * path, bool with_data, llmrt_lora & 
         hp.n_in = w->ne[0];
         hp.n_out = w->ne[1];
         hp.rank = p.b->ne[0];
-        if (with_data) {
-            read_f32(f.get(), g, p.a, hp.a);
-            read_f32(f.get(), g, p.b, hp.b);
-        }
+        hp.fa = p.a;
+        hp.fb = p.b;
         l.pairs.push_back(std::move(hp));
     }
     if (l.type == GGML_TYPE_COUNT) {
         l.type = GGML_TYPE_F32;
+    }
+    for (host_pair & hp : l.pairs) {
+        if (with_data) {
+            read_tensor(f.get(), g, hp.fa, l.type, hp.a);
+            read_tensor(f.get(), g, hp.fb, l.type, hp.b);
+        }
+        hp.fa = hp.fb = nullptr; // the file's headers go with this function
     }
     l.with_data = with_data;
 }
@@ -1141,43 +1158,60 @@ int llmrt_dec_set_adapter(llmrt_dec * d, int32_t slot, const llmrt_lora * l, cha
         const float base = l->alpha != 0.0f ? l->alpha / (float) l->rank : 1.0f;
         d->slot_loaded[slot] = false;
         const int R = d->rank;
-        // Writes one slot of a stack from F32 values, in the stack's type.
-        std::vector<uint16_t> half;
-        auto put = [&](ggml_tensor * t, const std::vector<float> & v) {
-            const size_t off = (size_t) slot * t->nb[2];
-            if (t->type == GGML_TYPE_F32) {
-                ggml_backend_tensor_set(t, v.data(), off, sizeof(float) * v.size());
+        const ggml_type st_type = d->lora_type;
+        const size_t es = ggml_type_size(st_type), hs = ggml_type_size(l->type);
+        // Values in the adapter's type go into a stack of that type as
+        // they are; others through F32.
+        std::vector<float> f32;
+        auto convert = [&](const uint8_t * src, int64_t n, uint8_t * dst) {
+            if (l->type == st_type) {
+                memcpy(dst, src, es * n);
                 return;
             }
-            half.resize(v.size());
-            if (t->type == GGML_TYPE_F16) {
-                ggml_fp32_to_fp16_row(v.data(), (ggml_fp16_t *) half.data(), (int64_t) v.size());
-            } else {
-                ggml_fp32_to_bf16_row(v.data(), (ggml_bf16_t *) half.data(), (int64_t) v.size());
+            f32.resize(n);
+            to_f32(src, l->type, f32.data(), n);
+            switch (st_type) {
+                case GGML_TYPE_F16: ggml_fp32_to_fp16_row(f32.data(), (ggml_fp16_t *) dst, n); break;
+                case GGML_TYPE_BF16: ggml_fp32_to_bf16_row(f32.data(), (ggml_bf16_t *) dst, n); break;
+                default: memcpy(dst, f32.data(), sizeof(float) * n);
             }
-            ggml_backend_tensor_set(t, half.data(), off, sizeof(uint16_t) * half.size());
         };
+        std::vector<uint8_t> & buf = d->staging;
+        std::vector<float> row;
         for (const lora_stack & st : d->stacks) {
             const int64_t n_in = st.a->ne[0], n_out = st.b->ne[1];
             auto it = by_w.find(st.w);
             const host_pair * hp = it == by_w.end() ? nullptr : it->second;
-            std::vector<float> & buf = d->staging;
-            buf.assign((size_t) n_in * R, 0.0f);
+            // A [n_in, r], then zero rows up to R.
+            buf.assign(es * n_in * R, 0);
             if (hp) {
-                std::copy(hp->a.begin(), hp->a.end(), buf.begin()); // [n_in, r] then zero rows up to R
+                convert(hp->a.data(), n_in * hp->rank, buf.data());
             }
-            put(st.a, buf);
-            buf.assign((size_t) R * n_out, 0.0f);
+            ggml_backend_tensor_set(st.a, buf.data(), (size_t) slot * st.a->nb[2], buf.size());
+            // B [r, n_out]: each output's r values, zero-padded to R.
+            buf.assign(es * R * n_out, 0);
             if (hp) {
                 const float fold = l->alpha != 0.0f ? (l->alpha / (float) hp->rank) / base : 1.0f;
                 for (int64_t o = 0; o < n_out; ++o) {
-                    for (int64_t r = 0; r < hp->rank; ++r) {
-                        const float x = hp->b[(size_t) o * hp->rank + r];
-                        buf[(size_t) o * R + r] = fold == 1.0f ? x : x * fold;
+                    const uint8_t * src = hp->b.data() + hs * o * hp->rank;
+                    uint8_t * dst = buf.data() + es * o * R;
+                    if (fold == 1.0f) {
+                        convert(src, hp->rank, dst);
+                        continue;
+                    }
+                    row.resize(hp->rank);
+                    to_f32(src, l->type, row.data(), hp->rank);
+                    for (float & x : row) {
+                        x *= fold;
+                    }
+                    switch (st_type) {
+                        case GGML_TYPE_F16: ggml_fp32_to_fp16_row(row.data(), (ggml_fp16_t *) dst, hp->rank); break;
+                        case GGML_TYPE_BF16: ggml_fp32_to_bf16_row(row.data(), (ggml_bf16_t *) dst, hp->rank); break;
+                        default: memcpy(dst, row.data(), sizeof(float) * hp->rank);
                     }
                 }
             }
-            put(st.b, buf);
+            ggml_backend_tensor_set(st.b, buf.data(), (size_t) slot * st.b->nb[2], buf.size());
         }
         d->slot_alpha[slot] = l->alpha;
         d->slot_rank[slot] = l->rank;
@@ -1228,7 +1262,7 @@ uint32_t llmrt_lora_targets(const llmrt_lora * l) {
 size_t llmrt_lora_bytes(const llmrt_lora * l) {
     size_t n = 0;
     for (const host_pair & hp : l->pairs) {
-        n += sizeof(float) * (hp.a.size() + hp.b.size());
+        n += hp.a.size() + hp.b.size();
     }
     return n;
 }

@@ -408,6 +408,25 @@ func TestDecoderAloneIsLlamaCpp(t *testing.T) {
 			}
 			d.Close()
 		}
+		// In stacks of the other type the adapter is converted: close to
+		// llama.cpp's logits, not equal.
+		other := map[string]string{"f32": "f16", "f16": "f32"}[l.Type()]
+		d, err := kernels.NewDecoder(m, kernels.DecoderParams{Threads: 1, Seqs: 1, CtxPerSeq: 256, Adapters: 1, Rank: 4, Targets: targets, Type: other})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.SetAdapter(0, l); err != nil {
+			t.Fatal(err)
+		}
+		_, wantLogits := llamaGreedyLogits(t, m, a, toks, 1)
+		if err := d.Step([]kernels.DecodeSeq{{Seq: 0, Tokens: toks, Adapter: 0, Scale: 1, Logits: true}}); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := d.Logits(0)
+		if diff := maxAbsDiff(got, wantLogits[0]); diff > 5e-2 {
+			t.Fatalf("%s adapter in %s stacks: logits differ from llama.cpp's by %g", typ, other, diff)
+		}
+		d.Close()
 		l.Close()
 		a.Close()
 	}

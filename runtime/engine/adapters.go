@@ -15,8 +15,9 @@ import (
 // llama.cpp for the grouped path) while requests use it and as long as the
 // bounded resident set keeps it, least recently used first out.
 //
-// Locking: refs, removed, llama, llamaGen and lastUsed are guarded by
-// Engine.adaptersMu; slot, running, loading and host belong to the loop.
+// Locking: refs, removed, llama, llamaGen, lastUsed, resident, loading and
+// host are guarded by Engine.adaptersMu; slot and running belong to the
+// loop.
 // An entry lives in Engine.entries until it is unregistered and unused.
 type adapterEntry struct {
 	name string
@@ -35,10 +36,11 @@ type adapterEntry struct {
 	llamaGen int // llama.cpp loads so far: part of the grouped path's key
 	lastUsed time.Time
 
-	slot    int           // decoder slot holding it, -1: none
-	running int           // decoder sequences running with it
-	loading bool          // its weights are being read for a slot
-	host    *kernels.LoRA // weights read, waiting for a slot
+	slot     int           // decoder slot holding it, -1: none
+	running  int           // decoder sequences running with it
+	resident bool          // slot >= 0
+	loading  bool          // its weights are being read for a slot
+	host     *kernels.LoRA // weights read, waiting for a slot
 }
 
 // loadResult is an adapter's weights read off the loop.
@@ -158,6 +160,10 @@ func (e *Engine) acquireAdapters(refs []AdapterRef) (ents []*adapterEntry, set [
 	case len(refs) == 0:
 		return nil, nil, "", pathLlama, nil
 	case len(refs) == 1 && multi && ents[0].decodable:
+		// Its weights are read now, while the request waits for the loop.
+		e.adaptersMu.Lock()
+		e.startLoadLocked(ents[0])
+		e.adaptersMu.Unlock()
 		return ents, nil, fmt.Sprintf("%s#%d@%g", refs[0].Name, ents[0].id, scaleOf(refs[0])), pathDecoder, nil
 	}
 	set, key, err = e.llamaSet(refs, ents)

@@ -151,7 +151,9 @@ type Engine struct {
 	ds     decoderSide // the loop's
 	loaded chan loadResult
 	loads  sync.WaitGroup
-	kick   chan struct{}
+	// noLoads: Close is waiting for the reads; none may start.
+	noLoads bool
+	kick    chan struct{}
 	// Memory bookings (see bookMemory).
 	booked   int64
 	bookCh   chan int64
@@ -285,11 +287,16 @@ func (e *Engine) Close() error {
 	close(e.stop)
 	<-e.done
 	<-e.bookDone
+	e.adaptersMu.Lock()
+	e.noLoads = true // no read may start now that it is waited for
+	e.adaptersMu.Unlock()
 	e.loads.Wait()
 	e.closeDecoder()
+	e.adaptersMu.Lock()
 	for ent := range e.ds.hosts {
-		e.dropHost(ent)
+		e.dropHostLocked(ent)
 	}
+	e.adaptersMu.Unlock()
 	e.embedMu.Lock()
 	if e.embedNet != nil {
 		e.embedNet.Close()

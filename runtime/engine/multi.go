@@ -127,11 +127,13 @@ func (e *Engine) closeDecoder() {
 	if ds.d == nil {
 		return
 	}
+	e.adaptersMu.Lock()
 	for _, o := range ds.owners {
 		if o != nil {
-			o.slot = -1
+			o.slot, o.resident = -1, false
 		}
 	}
+	e.adaptersMu.Unlock()
 	for _, sl := range ds.slots {
 		sl.cached = sl.cached[:0]
 	}
@@ -181,35 +183,51 @@ func (e *Engine) admitDecoder(s *Stream) (bool, error) {
 // into the slot is a memory copy between steps.
 func (e *Engine) makeResident(ent *adapterEntry) (bool, error) {
 	ds := &e.ds
-	if ent.host == nil {
-		if !ent.loading {
-			ent.loading = true
-			e.loads.Add(1)
-			go func() {
-				defer e.loads.Done()
-				l, err := kernels.ReadLoRA(e.model, ent.path, true)
-				select {
-				case e.loaded <- loadResult{ent: ent, l: l, err: err}:
-				case <-e.stop:
-					l.Close()
-				}
-			}()
-		}
+	e.adaptersMu.Lock()
+	h := ent.host
+	if h == nil {
+		e.startLoadLocked(ent)
+	}
+	e.adaptersMu.Unlock()
+	if h == nil {
 		return false, nil
 	}
 	slot := e.freeAdapterSlot()
 	if slot < 0 {
 		return false, nil // every slot holds an adapter with running sequences
 	}
-	if err := ds.d.SetAdapter(slot, ent.host); err != nil {
+	if err := ds.d.SetAdapter(slot, h); err != nil {
 		return false, err
 	}
-	e.dropHost(ent)
+	e.adaptersMu.Lock()
+	e.dropHostLocked(ent)
+	ent.resident = true
+	e.adaptersMu.Unlock()
 	ds.owners[slot] = ent
 	ent.slot = slot
 	e.stats.adapterLoads.Add(1)
 	e.stats.decResident.Add(1)
 	return true, nil
+}
+
+// startLoadLocked reads ent's weights in the background unless they are
+// resident, being read or read; the loop takes them in onLoaded. The
+// caller holds adaptersMu.
+func (e *Engine) startLoadLocked(ent *adapterEntry) {
+	if ent.resident || ent.loading || ent.host != nil || e.noLoads {
+		return
+	}
+	ent.loading = true
+	e.loads.Add(1)
+	go func() {
+		defer e.loads.Done()
+		l, err := kernels.ReadLoRA(e.model, ent.path, true)
+		select {
+		case e.loaded <- loadResult{ent: ent, l: l, err: err}:
+		case <-e.stop:
+			l.Close()
+		}
+	}()
 }
 
 // freeAdapterSlot empties a resident slot: a free one, else the least
@@ -233,7 +251,7 @@ func (e *Engine) freeAdapterSlot() int {
 		}
 	}
 	if best >= 0 {
-		ds.owners[best].slot = -1
+		ds.owners[best].slot, ds.owners[best].resident = -1, false
 		ds.owners[best] = nil
 		e.stats.decResident.Add(-1)
 	}
@@ -243,55 +261,56 @@ func (e *Engine) freeAdapterSlot() int {
 // onLoaded takes an adapter's weights read in the background. A failed
 // read ends the requests waiting for that adapter.
 func (e *Engine) onLoaded(r loadResult, waiting []*Stream) []*Stream {
-	r.ent.loading = false
-	if r.err != nil {
-		e.log.Error("adapter load failed", "adapter", r.ent.name, "err", r.err)
-		kept := waiting[:0]
-		for _, s := range waiting {
-			if s.ad == r.ent {
-				e.stats.queued.Add(-1)
-				s.finish(Result{}, fmt.Errorf("load adapter %s: %w", r.ent.name, r.err))
-				continue
-			}
-			kept = append(kept, s)
-		}
-		return kept
-	}
 	e.adaptersMu.Lock()
-	unused := r.ent.removed && r.ent.refs == 0
+	r.ent.loading = false
+	if r.err == nil && r.ent.refs > 0 && !r.ent.resident { // else nobody waits for it any more
+		r.ent.host = r.l
+		e.ds.hosts[r.ent] = struct{}{}
+		r.l = nil
+	}
 	e.adaptersMu.Unlock()
-	if unused || r.ent.slot >= 0 {
-		r.l.Close()
+	r.l.Close() // weights nobody needs any more
+	if r.err == nil {
 		return waiting
 	}
-	r.ent.host = r.l
-	e.ds.hosts[r.ent] = struct{}{}
-	return waiting
+	e.log.Error("adapter load failed", "adapter", r.ent.name, "err", r.err)
+	kept := waiting[:0]
+	for _, s := range waiting {
+		if s.ad == r.ent {
+			e.stats.queued.Add(-1)
+			s.finish(Result{}, fmt.Errorf("load adapter %s: %w", r.ent.name, r.err))
+			continue
+		}
+		kept = append(kept, s)
+	}
+	return kept
 }
 
-// dropHost frees the weights read for ent.
-func (e *Engine) dropHost(ent *adapterEntry) {
+// dropHostLocked frees the weights read for ent; the caller holds
+// adaptersMu.
+func (e *Engine) dropHostLocked(ent *adapterEntry) {
 	ent.host.Close()
 	ent.host = nil
 	delete(e.ds.hosts, ent)
 }
 
 // reapAdapterSlots frees the resident slots of unregistered adapters that
-// no request uses any more.
+// no request uses any more, and weights read for adapters no request
+// waits for any more (their requests went away before they ran).
 func (e *Engine) reapAdapterSlots() {
 	ds := &e.ds
 	e.adaptersMu.Lock()
 	defer e.adaptersMu.Unlock()
 	for i, o := range ds.owners {
 		if o != nil && o.removed && o.refs == 0 {
-			o.slot = -1
+			o.slot, o.resident = -1, false
 			ds.owners[i] = nil
 			e.stats.decResident.Add(-1)
 		}
 	}
 	for ent := range ds.hosts {
-		if ent.removed && ent.refs == 0 {
-			e.dropHost(ent)
+		if ent.refs == 0 {
+			e.dropHostLocked(ent)
 		}
 	}
 }

@@ -338,3 +338,44 @@ func TestGroupedRotatesAdapterSets(t *testing.T) {
 		t.Fatalf("%d adapter set switches for three sets", n)
 	}
 }
+
+// TestAbandonedLoadIsDropped submits requests for adapters that are not
+// in memory and abandons them at once: the weights read for them in the
+// background are freed once the loop sees nobody waits for them.
+func TestAbandonedLoadIsDropped(t *testing.T) {
+	paths := storyAdapters(t, 4, 90)
+	e := openStories(t, Options{NParallel: 1, Threads: 1, MaxAdapters: 2})
+	names := register(t, e, paths)
+	// One request holds the only sequence, so the others wait.
+	long, err := e.Submit(context.Background(), greedyReq(t, e, "Once upon a time", names[0], 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names[1:] {
+		ctx, cancel := context.WithCancel(context.Background())
+		s, err := e.Submit(ctx, greedyReq(t, e, "Once upon a time", n, 4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if _, err := s.Collect(context.Background()); err == nil {
+			t.Fatal("an abandoned request finished")
+		}
+	}
+	if _, err := long.Collect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Let the loop run a few times after the reads have come in.
+	for range 3 {
+		if _, err := e.Generate(context.Background(), greedyReq(t, e, "Once", "", 1)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := e.stats.hostCopies.Load(); n != 0 {
+		t.Fatalf("%d abandoned adapters' weights still held", n)
+	}
+	if st := e.Stats(); st.ResidentAdapters > 2 {
+		t.Fatalf("%d adapters resident, bound 2", st.ResidentAdapters)
+	}
+}
