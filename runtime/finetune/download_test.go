@@ -91,7 +91,7 @@ func TestUploadListsBadLinesAndAdapterDownloads(t *testing.T) {
 	}
 
 	code, ggufBytes := get("/v1/fine_tuning/jobs/" + id + "/adapter")
-	onDisk, _ := os.ReadFile(filepath.Join(home, "adapters", id+".gguf"))
+	onDisk, _ := os.ReadFile(filepath.Join(home, "adapters", "dl.gguf"))
 	if code != http.StatusOK || len(onDisk) == 0 || !bytes.Equal(ggufBytes, onDisk) {
 		t.Fatalf("gguf download: %d, %d bytes (file %d)", code, len(ggufBytes), len(onDisk))
 	}
@@ -110,7 +110,7 @@ func TestUploadListsBadLinesAndAdapterDownloads(t *testing.T) {
 		rc.Close()
 		os.WriteFile(filepath.Join(dir, filepath.Base(zf.Name)), data, 0o644)
 	}
-	want, err := lora.ReadAdapter(filepath.Join(home, "adapters", id+".gguf"))
+	want, err := lora.ReadAdapter(filepath.Join(home, "adapters", "dl.gguf"))
 	if err != nil {
 		t.Fatal(err)
 	}
