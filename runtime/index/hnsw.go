@@ -410,7 +410,8 @@ type searcher struct {
 	sorted  []cand
 	sel     []cand
 	tmp     []cand
-	nbuf    []uint32
+	nbuf    []uint32 // an insert's chosen neighbours, layer after layer
+	noff    []int    // where each layer starts in nbuf
 	ids     []uint32
 	dbuf    []float32
 }
@@ -659,29 +660,35 @@ func (h *HNSW) insert(s *searcher, node uint32, level int) {
 	for l := maxL; l > level; l-- {
 		cur, curD = h.greedy(s, cur, curD, l)
 	}
+	// The node's own lists are set on every layer before any neighbour
+	// links back to it: until then no other insert can reach it, so none
+	// can start a search from a node whose lower lists are still empty
+	// (and link only to it), or add itself to a list that is then
+	// overwritten. Either left a concurrently inserted node unreachable.
+	s.nbuf, s.noff = s.nbuf[:0], s.noff[:0]
 	for l := min(level, maxL); l >= 0; l-- {
 		h.searchLayer(s, cur, curD, h.opt.EfConstruction, l, 0)
 		s.sorted = s.res.sortedAsc(s.sorted)
-		// The node itself can be reached through a concurrent insert that
-		// already linked to it; never link a node to itself.
 		w := s.sorted[:0]
 		for _, c := range s.sorted {
-			if c.id != node {
+			if c.id != node { // never link a node to itself
 				w = append(w, c)
 			}
 		}
+		s.noff = append(s.noff, len(s.nbuf))
 		if len(w) == 0 {
 			continue
 		}
 		s.sel = h.heuristic(w, h.m, s.sel[:0])
 		h.setLinks(node, l, s.sel)
-		// setLinks' input is reused by addLink's scratch; copy the ids out.
-		s.nbuf = s.nbuf[:0]
 		for _, c := range s.sel {
 			s.nbuf = append(s.nbuf, c.id)
 		}
 		cur, curD = s.sel[0].id, s.sel[0].d
-		for _, nb := range s.nbuf {
+	}
+	s.noff = append(s.noff, len(s.nbuf))
+	for i, l := 0, min(level, maxL); l >= 0; i, l = i+1, l-1 {
+		for _, nb := range s.nbuf[s.noff[i]:s.noff[i+1]] {
 			h.addLink(s, nb, node, l)
 		}
 	}

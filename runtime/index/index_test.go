@@ -745,3 +745,59 @@ func TestMemoryBytes(t *testing.T) {
 		t.Fatalf("MemoryBytes = %d, implausibly large", m)
 	}
 }
+
+// Concurrent inserts into a small graph: an insert that reaches a node
+// before that node has its lists on the lower layers links only to it, or
+// adds itself to a list the node then overwrites, and is left with no
+// link pointing at it. Every node must be reachable on the bottom layer
+// from the entry point, and (nearly) every item must find itself.
+func TestConcurrentInsertKeepsEveryNodeReachable(t *testing.T) {
+	const n, d = 300, 16
+	for round := range 20 {
+		h, err := New(Options{Dim: d, Metric: L2, ExactBelow: -1, Seed: int64(round + 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := make([]uint64, n)
+		vecs := make([][]float32, n)
+		r := rand.New(rand.NewPCG(uint64(round), 7))
+		for i := range vecs {
+			ids[i] = uint64(i)
+			vecs[i] = make([]float32, d)
+			for j := range vecs[i] {
+				vecs[i][j] = float32(r.NormFloat64())
+			}
+		}
+		if err := h.AddBatch(ids, vecs, nil, 4); err != nil {
+			t.Fatal(err)
+		}
+		seen := make([]bool, n)
+		seen[h.ep] = true
+		for stack := []uint32{h.ep}; len(stack) > 0; {
+			x := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			lst := h.linkList(x, 0)
+			for _, y := range lst[1 : 1+lst[0]] {
+				if !seen[y] {
+					seen[y] = true
+					stack = append(stack, y)
+				}
+			}
+		}
+		for node, ok := range seen {
+			if !ok {
+				t.Fatalf("round %d: node %d (id %d) is unreachable on the bottom layer", round, node, h.ext[node])
+			}
+		}
+		found := 0
+		for i, v := range vecs {
+			if res, err := h.Search(v, 1, SearchOptions{}); err == nil && len(res) == 1 && res[0].ID == uint64(i) {
+				found++
+			}
+		}
+		if found < n-1 {
+			t.Fatalf("round %d: %d of %d items find themselves", round, found, n)
+		}
+		h.Close()
+	}
+}
