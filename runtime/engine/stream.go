@@ -78,11 +78,14 @@ type Stream struct {
 	// ready: the pending chunks may be handed out. Every push sets it,
 	// except those a WakeInterval holds back: those chunks wait for the
 	// next wake-up even if the reader comes back for them sooner.
-	ready  bool
-	done   bool
-	err    error
-	result Result
-	notify chan struct{}
+	ready bool
+	// solo: the last pending chunk is the stream's first with text, which
+	// nothing is merged into; textSeen: that chunk exists.
+	solo, textSeen bool
+	done           bool
+	err            error
+	result         Result
+	notify         chan struct{}
 
 	// Loop-owned state.
 	lastWake  time.Time // when push last woke the consumer
@@ -186,13 +189,20 @@ func (s *Stream) push(c Chunk) {
 		s.mu.Unlock()
 		return
 	}
-	if n := len(s.pending); n > 0 {
+	if n := len(s.pending); n > 0 && !s.solo {
 		// Coalesce with an unread chunk: the reader is behind.
 		last := &s.pending[n-1]
 		last.Text += c.Text
 		last.Tokens = append(last.Tokens, c.Tokens...)
 	} else {
 		s.pending = append(s.pending, c)
+		s.solo = false
+	}
+	// The first chunk with text goes out alone, however far behind the
+	// reader is: a client sees the first token as its own event (its time
+	// to first token), and the rest of the answer after it.
+	if !s.textSeen && c.Text != "" {
+		s.textSeen, s.solo = true, true
 	}
 	if wake {
 		s.ready = true
