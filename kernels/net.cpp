@@ -11,6 +11,7 @@
 #include "ggml.h"
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
+#include "ggml-opt.h"
 #include "llama-model.h"
 #include "llama-impl.h"
 
@@ -19,6 +20,7 @@
 #include <cstdio>
 #include <cstring>
 #include <algorithm>
+#include <chrono>
 #include <exception>
 #include <stdexcept>
 #include <thread>
@@ -1277,6 +1279,111 @@ size_t llmrt_net_param_bytes(const llmrt_net * n) {
         total += ggml_backend_buffer_get_size(b);
     }
     return total;
+}
+
+int llmrt_net_reference_finetune(llmrt_net * n, const int32_t * tokens, const int32_t * labels, int32_t n_rows, int32_t n_ctx,
+                                 double * seconds, float * first_loss, float * last_loss, char * err, size_t errlen) {
+    if (n_rows < 2 || n_ctx < 1 || !n->pairs.empty()) {
+        set_err(err, errlen, "reference fine-tuning needs 2 or more rows and a net without LoRA");
+        return -1;
+    }
+    for (int32_t i = 0; i < n_rows * n_ctx; ++i) {
+        if (labels[i] < 0 || labels[i] >= n->n_vocab) {
+            set_err(err, errlen, "label %d at %d is outside the vocabulary", labels[i], i);
+            return -1;
+        }
+    }
+    if (!check_tokens(n, tokens, n_rows * n_ctx, err, errlen)) {
+        return -1;
+    }
+    // What llama_opt_init marks trainable: every weight of every layer and
+    // the output norm and head, not the token embedding.
+    llama_model * m = n->model;
+    for (ggml_tensor * t : {m->output_norm, m->output_norm_b, m->output, m->output_b}) {
+        if (t) {
+            ggml_set_param(t);
+        }
+    }
+    for (llama_layer & ly : m->layers) {
+        for (size_t i = 0; i < sizeof(ly) / sizeof(ggml_tensor *); ++i) {
+            ggml_tensor * t = reinterpret_cast<ggml_tensor **>(&ly)[i];
+            if (t && t->type == GGML_TYPE_F32) {
+                ggml_set_param(t);
+            }
+        }
+    }
+    ggml_opt_params op = ggml_opt_default_params(n->sched, GGML_OPT_LOSS_TYPE_CROSS_ENTROPY);
+    op.opt_period = 1;
+    op.optimizer = GGML_OPT_OPTIMIZER_TYPE_ADAMW;
+    ggml_opt_optimizer_params adam = ggml_opt_get_default_optimizer_params(nullptr);
+    adam.adamw.alpha = 1e-4f;
+    op.get_opt_pars = ggml_opt_get_constant_optimizer_params;
+    op.get_opt_pars_ud = &adam;
+    ggml_opt_context_t oc = ggml_opt_init(op);
+    ggml_opt_result_t res = ggml_opt_result_init();
+    if (!oc || !res) {
+        if (oc) ggml_opt_free(oc);
+        if (res) ggml_opt_result_free(res);
+        set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    // The compute context holds the forward graph and, once ggml-opt has
+    // built them there, the gradient and optimizer graphs.
+    const size_t meta = 4 * n->graph_size * ggml_tensor_overhead() + 2 * ggml_graph_overhead_custom(n->graph_size, true);
+    std::vector<int32_t> pos(n_ctx), seg(n_ctx, 0);
+    for (int i = 0; i < n_ctx; ++i) {
+        pos[i] = i;
+    }
+    std::vector<float> onehot((size_t) n->n_vocab * n_ctx);
+    std::chrono::steady_clock::time_point t0, t1;
+    int rc = 0;
+    // Rows 0..n_rows-1 train; then row 0 again, forward only, for the loss
+    // after training.
+    for (int32_t i = 0; i <= n_rows && rc == 0; ++i) {
+        const int32_t r = i % n_rows;
+        const bool train = i < n_rows;
+        if (i == 1) {
+            t0 = std::chrono::steady_clock::now();
+        }
+        if (i == n_rows) {
+            t1 = std::chrono::steady_clock::now();
+        }
+        call c;
+        ggml_init_params ip = {meta, nullptr, true};
+        c.ctx = ggml_init(ip);
+        c.gf = c.ctx ? ggml_new_graph_custom(c.ctx, n->graph_size, false) : nullptr;
+        if (!c.gf) {
+            set_err(err, errlen, "out of memory");
+            rc = -1;
+            break;
+        }
+        ggml_tensor * logits = row_logits(n, c, n_ctx);
+        ggml_build_forward_expand(c.gf, logits);
+        ggml_opt_prepare_alloc(oc, c.ctx, c.gf, c.tok, logits);
+        ggml_opt_alloc(oc, train);
+        set_row_inputs(n, c, tokens + (size_t) r * n_ctx, pos.data(), seg.data(), n_ctx);
+        std::fill(onehot.begin(), onehot.end(), 0.0f);
+        for (int i = 0; i < n_ctx; ++i) {
+            onehot[(size_t) i * n->n_vocab + labels[(size_t) r * n_ctx + i]] = 1.0f;
+        }
+        ggml_backend_tensor_set(ggml_opt_labels(oc), onehot.data(), 0, sizeof(float) * onehot.size());
+        ggml_opt_result_reset(res);
+        ggml_opt_eval(oc, res);
+        double loss = 0;
+        ggml_opt_result_loss(res, &loss, nullptr);
+        if (!std::isfinite(loss)) {
+            set_err(err, errlen, "row %d: loss %f", r, loss);
+            rc = -1;
+        }
+        if (i == 0) {
+            *first_loss = (float) loss;
+        }
+        *last_loss = (float) loss;
+    }
+    *seconds = std::chrono::duration<double>(t1 - t0).count();
+    ggml_opt_result_free(res);
+    ggml_opt_free(oc);
+    return rc;
 }
 
 } // extern "C"

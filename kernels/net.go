@@ -426,3 +426,32 @@ func (n *Net) Set(i, kind int, data []float32) error {
 		return C.llmrt_net_param_set(c, C.int32_t(i), C.int32_t(kind), (*C.float)(unsafe.Pointer(&data[0])), eb, errLen)
 	})
 }
+
+// ReferenceResult is the timing of ReferenceFinetune.
+type ReferenceResult struct {
+	Seconds   float64 // the rows after the first (warm-up) one
+	FirstLoss float32 // the first row's loss before training
+	LastLoss  float32 // the same row's loss after training
+}
+
+// ReferenceFinetune fully fine-tunes the model with ggml-opt, the
+// optimizer and backward pass that llama.cpp's llama_opt_epoch (and its
+// llama-finetune example) run, over this net's graph: every weight but
+// the token embedding, AdamW, one step per row of nCtx tokens. It is the
+// benchmarks' reference for the LoRA trainer. The net must have no LoRA
+// (rank 0) and its model must be loaded with NoMmap: the weights are
+// trained in place, so the model and the net are spent afterwards.
+func (n *Net) ReferenceFinetune(tokens, labels []int32, nCtx int) (ReferenceResult, error) {
+	if nCtx < 1 || len(tokens) != len(labels) || len(tokens)%nCtx != 0 || len(tokens)/nCtx < 2 {
+		return ReferenceResult{}, fmt.Errorf("reference fine-tuning: %d tokens and %d labels are not 2 or more rows of %d", len(tokens), len(labels), nCtx)
+	}
+	var secs C.double
+	var first, last C.float
+	err := n.call(func(c *C.llmrt_net, eb *C.char) C.int {
+		return C.llmrt_net_reference_finetune(c, i32p(tokens), i32p(labels), C.int32_t(len(tokens)/nCtx), C.int32_t(nCtx), &secs, &first, &last, eb, errLen)
+	})
+	if err != nil {
+		return ReferenceResult{}, fmt.Errorf("reference fine-tuning: %w", err)
+	}
+	return ReferenceResult{Seconds: float64(secs), FirstLoss: float32(first), LastLoss: float32(last)}, nil
+}

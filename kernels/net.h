@@ -102,6 +102,19 @@ int llmrt_net_param_set(llmrt_net * n, int32_t i, int32_t kind, const float * in
 // Bytes held by the net's own buffers (LoRA tensors, gradients, moments).
 size_t llmrt_net_param_bytes(const llmrt_net * n);
 
+// The reference trainer of the benchmarks: full fine-tuning with ggml-opt,
+// the optimizer and backward pass behind llama.cpp's llama_opt_epoch and its
+// llama-finetune example, over this net's graph of the model (llama.cpp's
+// own graph writes the KV cache in place, which ggml's backward pass
+// rejects). Every weight but the token embedding trains with AdamW, one
+// step per row of n_ctx tokens (tokens and labels hold n_rows rows).
+// seconds is the time of the rows after the first; first_loss is the
+// first row's loss before training, last_loss the same row's after it. The model's weights must be writable (loaded
+// without mmap); they are trained in place, so the model and net are spent
+// afterwards.
+int llmrt_net_reference_finetune(llmrt_net * n, const int32_t * tokens, const int32_t * labels, int32_t n_rows, int32_t n_ctx,
+                                 double * seconds, float * first_loss, float * last_loss, char * err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -107,12 +107,16 @@ func TestTrainedAdapterLoadsAndAnswers(t *testing.T) {
 	V := m.Info().Vocab
 	for i := range full {
 		theirs, _ := lc.Logits(i)
-		var d float64
+		var d, top float64
 		for k := 0; k < V; k++ {
 			d = math.Max(d, math.Abs(float64(ours[i*V+k]-theirs[k])))
+			top = math.Max(top, math.Abs(float64(theirs[k])))
 		}
-		if d > 5e-2 {
-			t.Fatalf("position %d: logits with the adapter differ from llama.cpp's by %g", i, d)
+		// llama.cpp keeps K and V in F16: its logits carry a relative
+		// error of about 1e-3 of their scale, which grows as the adapter
+		// sharpens them.
+		if d > 4e-3*max(top, 10) {
+			t.Fatalf("position %d: logits with the adapter differ from llama.cpp's by %g (largest logit %g)", i, d, top)
 		}
 	}
 

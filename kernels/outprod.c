@@ -1,0 +1,254 @@
+// outprod.c: llmrt's kernel for the input gradient of a matmul.
+//
+// Training backpropagates through every frozen weight: for y = W x, ggml's
+// backward pass computes dL/dx as OUT_PROD(W, transpose(dL/dy)), and its CPU
+// backend runs OUT_PROD as rank-1 updates (one ggml_vec_mad per weight row
+// and token), which streams the output through memory once per row of W.
+// In LoRA training that one op took more time than every forward matmul
+// together.
+//
+// That shape is a plain matrix product of row-major operands,
+//
+//	dst[t][i] = sum over o of g[t][o] * W[o][i]
+//
+// (t a token, o an output and i an input feature of the layer; g is the
+// gradient, contiguous per token because the transposed view's inner
+// stride is one float), so this file computes it as one: a register tile of
+// 6 tokens by two vectors of features accumulates over a block of KC rows of
+// W, which is first copied (or, for Q8_0 weights, dequantized) into a
+// small contiguous panel on the stack. Each thread owns a range of feature
+// columns, so no two threads write the same output.
+//
+// The hook is the linker's symbol wrapping, as in q8gemm.c:
+// -Wl,--wrap=ggml_compute_forward_out_prod (outprod.go) sends ggml-cpu's
+// call here; any other OUT_PROD (a weight gradient, F16 weights, broadcast
+// batches) goes on to ggml's own, __real_ggml_compute_forward_out_prod.
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "ggml.h"
+#include "ggml-cpu.h"
+#include "ggml-cpu/ggml-cpu-impl.h"
+#define GGML_COMMON_DECL_C
+#include "ggml-common.h"
+
+#include "outprod.h"
+
+#if defined(__AVX512F__)
+#define OP_VW 16 // floats per vector
+#else
+#define OP_VW 8
+#endif
+// The register tile: OP_MR tokens by OP_NR features (two vectors), 12
+// accumulators; and the rows of W per panel (32 KiB of floats at 512-bit).
+#define OP_MR 6
+#define OP_NR (2 * OP_VW)
+#define OP_KC 256
+
+// Unaligned vector loads and stores: the typedef lowers the alignment.
+typedef float op_vec __attribute__((vector_size(OP_VW * sizeof(float)), aligned(sizeof(float))));
+
+static atomic_int op_enabled = 1;
+static atomic_llong op_calls;
+
+void llmrt_outprod_enable(int on) { atomic_store(&op_enabled, on != 0); }
+
+int llmrt_outprod_enabled(void) { return atomic_load(&op_enabled); }
+
+long long llmrt_outprod_calls(void) { return atomic_load(&op_calls); }
+
+void __real_ggml_compute_forward_out_prod(const struct ggml_compute_params * params, struct ggml_tensor * dst);
+
+// op_fits reports whether dst is an OUT_PROD of 2-D operands the kernel
+// takes: src0 W (F32 rows, or Q8_0 rows of whole blocks), src1 F32 with
+// any strides (the transposed gradient of an input gradient, or the
+// gradient itself for a LoRA factor's weight gradient), dst F32 rows.
+static int op_fits(const struct ggml_tensor * dst) {
+    const struct ggml_tensor * w = dst->src[0];
+    const struct ggml_tensor * g = dst->src[1];
+    if (!atomic_load_explicit(&op_enabled, memory_order_relaxed) || dst->type != GGML_TYPE_F32 || g->type != GGML_TYPE_F32) {
+        return 0;
+    }
+    if (w->type == GGML_TYPE_F32) {
+        if (w->nb[0] != sizeof(float)) return 0;
+    } else if (w->type == GGML_TYPE_Q8_0) {
+        if (w->ne[0] % QK8_0 != 0 || w->nb[0] != sizeof(block_q8_0)) return 0;
+    } else {
+        return 0;
+    }
+    if (g->nb[0] % sizeof(float) != 0 || g->nb[1] % sizeof(float) != 0 || dst->nb[0] != sizeof(float)) return 0;
+    if (w->ne[2] != 1 || w->ne[3] != 1 || g->ne[2] != 1 || g->ne[3] != 1 || dst->ne[2] != 1 || dst->ne[3] != 1) return 0;
+    if (dst->ne[0] != w->ne[0] || dst->ne[1] != g->ne[0] || g->ne[1] != w->ne[1] || w->ne[1] == 0) return 0;
+    return 1;
+}
+
+// op_pack copies rows [k0, k0+kc) of W, columns [c0, c0+nc) (nc <= OP_NR),
+// into p as kc rows of OP_NR floats, zero beyond nc.
+static void op_pack(const struct ggml_tensor * w, int64_t k0, int kc, int64_t c0, int nc, float * p) {
+    const char * base = (const char *) w->data;
+    for (int k = 0; k < kc; k++) {
+        float * row = p + (size_t) k * OP_NR;
+        const char * src = base + (k0 + k) * w->nb[1];
+        if (w->type == GGML_TYPE_F32) {
+            memcpy(row, (const float *) src + c0, sizeof(float) * nc);
+        } else {
+            const block_q8_0 * b = (const block_q8_0 *) src;
+            for (int j = 0; j < nc;) {
+                const int64_t c = c0 + j;
+                const block_q8_0 * blk = b + c / QK8_0;
+                const float d = ggml_fp16_to_fp32(blk->d);
+                const int off = (int) (c % QK8_0);
+                const int n = (QK8_0 - off < nc - j) ? QK8_0 - off : nc - j;
+                for (int e = 0; e < n; e++) {
+                    row[j + e] = d * (float) blk->qs[off + e];
+                }
+                j += n;
+            }
+        }
+        for (int j = nc; j < OP_NR; j++) {
+            row[j] = 0.0f;
+        }
+    }
+}
+
+// op_store writes (or, with add, adds) one tile row of OP_NR accumulators
+// into c, of which the first nc are real columns.
+static inline void op_store(float * c, op_vec a0, op_vec a1, int nc, int add) {
+    if (nc == OP_NR) {
+        if (add) {
+            a0 += *(const op_vec *) c;
+            a1 += *(const op_vec *) (c + OP_VW);
+        }
+        *(op_vec *) c = a0;
+        *(op_vec *) (c + OP_VW) = a1;
+        return;
+    }
+    float t[OP_NR];
+    *(op_vec *) t = a0;
+    *(op_vec *) (t + OP_VW) = a1;
+    for (int j = 0; j < nc; j++) {
+        c[j] = add ? c[j] + t[j] : t[j];
+    }
+}
+
+// op_tile computes OP_MR tokens: c[r][0..nc) (+)= sum over k of
+// a[r*lda + k*ldk] * p[k][..].
+static void op_tile(const float * a, size_t lda, size_t ldk, const float * p, int kc, float * c, size_t ldc, int nc, int add) {
+    op_vec acc[OP_MR][2] = {{{0}}};
+    for (int k = 0; k < kc; k++) {
+        const op_vec b0 = *(const op_vec *) (p + (size_t) k * OP_NR);
+        const op_vec b1 = *(const op_vec *) (p + (size_t) k * OP_NR + OP_VW);
+        for (int r = 0; r < OP_MR; r++) {
+            const float ar = a[r * lda + k * ldk];
+            acc[r][0] += ar * b0;
+            acc[r][1] += ar * b1;
+        }
+    }
+    for (int r = 0; r < OP_MR; r++) {
+        op_store(c + r * ldc, acc[r][0], acc[r][1], nc, add);
+    }
+}
+
+// op_tail is op_tile for the last mr < OP_MR tokens.
+static void op_tail(const float * a, size_t lda, size_t ldk, int mr, const float * p, int kc, float * c, size_t ldc, int nc,
+                    int add) {
+    for (int r = 0; r < mr; r++) {
+        op_vec a0 = {0}, a1 = {0};
+        for (int k = 0; k < kc; k++) {
+            const float ar = a[r * lda + k * ldk];
+            a0 += ar * *(const op_vec *) (p + (size_t) k * OP_NR);
+            a1 += ar * *(const op_vec *) (p + (size_t) k * OP_NR + OP_VW);
+        }
+        op_store(c + r * ldc, a0, a1, nc, add);
+    }
+}
+
+static void op_run(const struct ggml_compute_params * params, struct ggml_tensor * dst) {
+    const struct ggml_tensor * w = dst->src[0];
+    const struct ggml_tensor * g = dst->src[1];
+    const int64_t n = w->ne[0];  // features: dst's row length
+    const int64_t k = w->ne[1];  // rows of W, the summed dimension
+    const int64_t m = g->ne[0];  // tokens: dst's rows
+    const size_t lda = g->nb[0] / sizeof(float), ldk = g->nb[1] / sizeof(float);
+    const size_t ldc = dst->nb[1] / sizeof(float);
+    const float * a = (const float *) g->data;
+    float * c = (float *) dst->data;
+
+    // This thread's share: strips of OP_NR columns when there are enough
+    // for every thread, else (a LoRA factor's narrow gradient) a range of
+    // rows across all strips.
+    const int64_t strips = (n + OP_NR - 1) / OP_NR;
+    int64_t s0 = 0, s1 = strips, t0 = 0, t1 = m;
+    if (strips >= params->nth) {
+        s0 = strips * params->ith / params->nth;
+        s1 = strips * (params->ith + 1) / params->nth;
+    } else {
+        const int64_t tiles = (m + OP_MR - 1) / OP_MR;
+        t0 = tiles * params->ith / params->nth * OP_MR;
+        t1 = tiles * (params->ith + 1) / params->nth * OP_MR;
+        t1 = t1 < m ? t1 : m;
+    }
+    float panel[OP_KC * OP_NR] __attribute__((aligned(64)));
+    for (int64_t s = s0; s < s1 && t0 < t1; s++) {
+        const int64_t c0 = s * OP_NR;
+        const int nc = (int) (n - c0 < OP_NR ? n - c0 : OP_NR);
+        for (int64_t k0 = 0; k0 < k; k0 += OP_KC) {
+            const int kc = (int) (k - k0 < OP_KC ? k - k0 : OP_KC);
+            op_pack(w, k0, kc, c0, nc, panel);
+            const int add = k0 > 0;
+            int64_t t = t0;
+            for (; t + OP_MR <= t1; t += OP_MR) {
+                op_tile(a + t * lda + k0 * ldk, lda, ldk, panel, kc, c + t * ldc + c0, ldc, nc, add);
+            }
+            if (t < t1) {
+                op_tail(a + t * lda + k0 * ldk, lda, ldk, (int) (t1 - t), panel, kc, c + t * ldc + c0, ldc, nc, add);
+            }
+        }
+    }
+}
+
+void __wrap_ggml_compute_forward_out_prod(const struct ggml_compute_params * params, struct ggml_tensor * dst) {
+    if (!op_fits(dst)) {
+        __real_ggml_compute_forward_out_prod(params, dst);
+        return;
+    }
+    if (params->ith == 0) {
+        atomic_fetch_add_explicit(&op_calls, 1, memory_order_relaxed);
+    }
+    op_run(params, dst);
+}
+
+// --- for tests: one OUT_PROD through ggml's CPU backend ---
+
+int llmrt_outprod_graph(int n, int m, int k, int wtype, const float * w, const float * g, int transposed, float * dst, int threads) {
+    if (n < 1 || m < 1 || k < 1 || threads < 1 || !w || !g || !dst) return -1;
+    if (wtype != GGML_TYPE_F32 && !(wtype == GGML_TYPE_Q8_0 && n % QK8_0 == 0)) return -1;
+    const size_t wbytes = ggml_row_size((enum ggml_type) wtype, n) * (size_t) k;
+    const size_t need = wbytes + sizeof(float) * ((size_t) m * k + (size_t) n * m) + 8 * ggml_tensor_overhead() +
+                        ggml_graph_overhead() + sizeof(float) * (size_t) n * threads + 64 * 1024;
+    struct ggml_init_params ip = {need, NULL, false};
+    struct ggml_context * ctx = ggml_init(ip);
+    if (!ctx) return -1;
+    struct ggml_tensor * tw = ggml_new_tensor_2d(ctx, (enum ggml_type) wtype, n, k);
+    struct ggml_tensor * tg = transposed ? ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m) : ggml_new_tensor_2d(ctx, GGML_TYPE_F32, m, k);
+    if (!tw || !tg) { ggml_free(ctx); return -1; }
+    if (wtype == GGML_TYPE_F32) {
+        memcpy(tw->data, w, sizeof(float) * (size_t) n * k);
+    } else if (ggml_quantize_chunk(GGML_TYPE_Q8_0, w, tw->data, 0, k, n, NULL) != wbytes) {
+        ggml_free(ctx);
+        return -1;
+    }
+    memcpy(tg->data, g, sizeof(float) * (size_t) m * k);
+    struct ggml_tensor * out = ggml_out_prod(ctx, tw, transposed ? ggml_transpose(ctx, tg) : tg);
+    struct ggml_cgraph * gf = ggml_new_graph(ctx);
+    if (!out || !gf) { ggml_free(ctx); return -1; }
+    ggml_build_forward_expand(gf, out);
+    int rc = ggml_graph_compute_with_ctx(ctx, gf, threads) == GGML_STATUS_SUCCESS ? 0 : -1;
+    if (rc == 0) {
+        memcpy(dst, out->data, sizeof(float) * (size_t) n * m);
+    }
+    ggml_free(ctx);
+    return rc;
+}

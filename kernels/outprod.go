@@ -1,0 +1,58 @@
+package kernels
+
+/*
+#cgo linux LDFLAGS: -Wl,--wrap=ggml_compute_forward_out_prod
+#include "outprod.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"unsafe"
+)
+
+// EnableOutProd routes the matmul input gradients of training (ggml's
+// OUT_PROD of a weight and a transposed gradient) to llmrt's blocked
+// kernel (outprod.c, the default) or leaves them to ggml's rank-1 loop.
+// It is process-wide and exists for benchmarks and tests that compare the
+// two paths.
+func EnableOutProd(on bool) {
+	v := C.int(0)
+	if on {
+		v = 1
+	}
+	C.llmrt_outprod_enable(v)
+}
+
+// OutProdEnabled reports whether EnableOutProd last turned the kernel on.
+func OutProdEnabled() bool { return C.llmrt_outprod_enabled() != 0 }
+
+// OutProdCalls is how many OUT_PROD nodes llmrt's kernel has computed in
+// this process.
+func OutProdCalls() int64 { return int64(C.llmrt_outprod_calls()) }
+
+// outProd computes dst (m rows of n) = OUT_PROD(w, transpose(g)) with
+// transposed set (g is m rows of k floats), else OUT_PROD(w, g) (g is k
+// rows of m floats), through ggml's CPU backend: w is k rows of n floats,
+// stored as F32 or, with q8, as Q8_0 the way a model stores it. Tests use
+// it to run the routed and unrouted paths on the same product.
+func outProd(w, g []float32, n, m, k int, q8, transposed bool, threads int) ([]float32, error) {
+	if len(w) != n*k || len(g) != m*k {
+		return nil, fmt.Errorf("out_prod: %d and %d values for %dx%d and %dx%d", len(w), len(g), k, n, m, k)
+	}
+	Init()
+	typ := C.int(C.GGML_TYPE_F32)
+	if q8 {
+		typ = C.GGML_TYPE_Q8_0
+	}
+	tr := C.int(0)
+	if transposed {
+		tr = 1
+	}
+	dst := make([]float32, n*m)
+	if C.llmrt_outprod_graph(C.int(n), C.int(m), C.int(k), typ, (*C.float)(unsafe.Pointer(&w[0])), (*C.float)(unsafe.Pointer(&g[0])), tr,
+		(*C.float)(unsafe.Pointer(&dst[0])), C.int(threads)) != 0 {
+		return nil, fmt.Errorf("out_prod: ggml failed on %dx%d and %dx%d", k, n, m, k)
+	}
+	return dst, nil
+}
