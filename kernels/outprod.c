@@ -36,6 +36,10 @@
 
 #include "outprod.h"
 
+#if defined(__F16C__) || defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #if defined(__AVX512F__)
 #define OP_VW 16 // floats per vector
 #else
@@ -47,8 +51,32 @@
 #define OP_NR (2 * OP_VW)
 #define OP_KC 256
 
-// Unaligned vector loads and stores: the typedef lowers the alignment.
+// Unaligned vector loads and stores: the typedefs lower the alignment.
 typedef float op_vec __attribute__((vector_size(OP_VW * sizeof(float)), aligned(sizeof(float))));
+
+// OP_VW int8 quants as floats.
+static inline op_vec op_i8_to_f32(const int8_t * q) {
+#if defined(__AVX512F__)
+    return (op_vec) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *) q)));
+#elif defined(__AVX2__)
+    return (op_vec) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *) q)));
+#else
+    op_vec v;
+    for (int i = 0; i < OP_VW; i++) {
+        v[i] = (float) q[i];
+    }
+    return v;
+#endif
+}
+
+// A Q8_0 block's scale, without a call per block where F16C converts it.
+static inline float op_half(ggml_fp16_t h) {
+#if defined(__F16C__)
+    return _cvtsh_ss(h);
+#else
+    return ggml_fp16_to_fp32(h);
+#endif
+}
 
 static atomic_int op_enabled = 1;
 static atomic_llong op_calls;
@@ -94,17 +122,19 @@ static void op_pack(const struct ggml_tensor * w, int64_t k0, int kc, int64_t c0
         if (w->type == GGML_TYPE_F32) {
             memcpy(row, (const float *) src + c0, sizeof(float) * nc);
         } else {
+            // Q8_0: a vector of quants (never straddling two blocks, as
+            // OP_VW divides QK8_0 and strips start at multiples of it)
+            // converted and scaled at once; single values for a tail.
             const block_q8_0 * b = (const block_q8_0 *) src;
-            for (int j = 0; j < nc;) {
+            int j = 0;
+            for (; j + OP_VW <= nc; j += OP_VW) {
                 const int64_t c = c0 + j;
                 const block_q8_0 * blk = b + c / QK8_0;
-                const float d = ggml_fp16_to_fp32(blk->d);
-                const int off = (int) (c % QK8_0);
-                const int n = (QK8_0 - off < nc - j) ? QK8_0 - off : nc - j;
-                for (int e = 0; e < n; e++) {
-                    row[j + e] = d * (float) blk->qs[off + e];
-                }
-                j += n;
+                *(op_vec *) (row + j) = op_i8_to_f32(blk->qs + c % QK8_0) * op_half(blk->d);
+            }
+            for (; j < nc; j++) {
+                const block_q8_0 * blk = b + (c0 + j) / QK8_0;
+                row[j] = op_half(blk->d) * (float) blk->qs[(c0 + j) % QK8_0];
             }
         }
         for (int j = nc; j < OP_NR; j++) {
