@@ -75,10 +75,10 @@ type Stream struct {
 	// instead of once per token. On a machine with as many cores as
 	// decode threads, every wake-up takes a core from llama.cpp's workers.
 	quiet bool
-	// ready: the pending chunks may be handed out. Every push sets it,
-	// except those a WakeInterval holds back: those chunks wait for the
-	// next wake-up even if the reader comes back for them sooner.
-	ready bool
+	// held: the last pending chunk waits for the next wake-up (a
+	// WakeInterval held its push back), even if the reader comes back for
+	// it sooner. Chunks before it may be handed out.
+	held bool
 	// solo: the last pending chunk is the stream's first with text, which
 	// nothing is merged into; textSeen: that chunk exists.
 	solo, textSeen bool
@@ -108,10 +108,9 @@ func newStream(ctx context.Context, req Request, smp *kernels.Sampler, set []ker
 func (s *Stream) Next(ctx context.Context) (Chunk, error) {
 	for {
 		s.mu.Lock()
-		if len(s.pending) > 0 && (s.ready || s.done) {
+		if n := len(s.pending); n > 1 || (n == 1 && (!s.held || s.done)) {
 			c := s.pending[0]
 			s.pending = s.pending[1:]
-			s.ready = len(s.pending) > 0
 			s.mu.Unlock()
 			return c, nil
 		}
@@ -194,18 +193,16 @@ func (s *Stream) push(c Chunk) {
 		last := &s.pending[n-1]
 		last.Text += c.Text
 		last.Tokens = append(last.Tokens, c.Tokens...)
+		s.held = s.held && !wake
 	} else {
 		s.pending = append(s.pending, c)
-		s.solo = false
+		s.solo, s.held = false, !wake
 	}
 	// The first chunk with text goes out alone, however far behind the
 	// reader is: a client sees the first token as its own event (its time
 	// to first token), and the rest of the answer after it.
 	if !s.textSeen && c.Text != "" {
 		s.textSeen, s.solo = true, true
-	}
-	if wake {
-		s.ready = true
 	}
 	s.mu.Unlock()
 	if wake {
