@@ -10,6 +10,7 @@
 // scaled per row.
 
 #include "decode.h"
+#include "llm_shape.h"
 #include "net.h"
 
 #include "ggml.h"
@@ -29,7 +30,6 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -96,17 +96,14 @@ struct llmrt_lora {
     std::vector<host_pair> pairs;
 };
 
-struct llmrt_dec {
+struct llmrt_dec : llmrt::llm_shape {
     llama_model * model = nullptr;
     std::vector<ggml_backend_t> backends; // the model's devices, then the CPU
     ggml_backend_sched_t sched = nullptr;
     size_t graph_size = 0;
     std::vector<uint8_t> meta;
 
-    int n_embd = 0, n_layer = 0, n_vocab = 0, n_head = 0, n_head_kv = 0, n_embd_head = 0, n_rot = 0, n_embd_kv = 0;
-    float eps = 0, kq_scale = 0;
-    int rope_type = 0, n_ctx_orig = 0;
-    float freq_base = 0, freq_scale = 0, ext_factor = 0, attn_factor = 0, beta_fast = 0, beta_slow = 0;
+    int n_embd_kv = 0;
 
     int n_seq = 0, n_ctx = 0;
     std::vector<ggml_tensor *> k, v; // per layer: K [n_embd_kv, n_ctx*n_seq], V^T [n_ctx, n_embd_kv*n_seq]
@@ -873,7 +870,6 @@ llmrt_dec * llmrt_dec_new(llama_model * m, const llmrt_dec_params * p, char * er
     if (!p || llmrt_dec_check(m, err, errlen) != 0) {
         return nullptr;
     }
-    const llama_hparams & hp = m->hparams;
     if (p->lora_type != GGML_TYPE_F32 && p->lora_type != GGML_TYPE_F16 && p->lora_type != GGML_TYPE_BF16) {
         dset_err(err, errlen, "adapter stacks of type %d: F32, F16 or BF16 only", p->lora_type);
         return nullptr;
@@ -891,26 +887,8 @@ llmrt_dec * llmrt_dec_new(llama_model * m, const llmrt_dec_params * p, char * er
     }
     try {
         d->model = m;
-        d->n_embd = hp.n_embd;
-        d->n_layer = hp.n_layer;
-        d->n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(m));
-        d->n_head = hp.n_head(0);
-        d->n_head_kv = hp.n_head_kv(0);
-        d->n_embd_head = hp.n_embd_head_k;
+        static_cast<llmrt::llm_shape &>(*d) = llmrt::shape_of(m);
         d->n_embd_kv = d->n_embd_head * d->n_head_kv;
-        d->n_rot = hp.n_rot;
-        d->eps = hp.f_norm_rms_eps;
-        // llama.cpp's qwen2/qwen3 graphs use 1/sqrt(head size); llama's
-        // honours the model's attention scale.
-        d->kq_scale = m->arch == LLM_ARCH_LLAMA && hp.f_attention_scale != 0.0f ? hp.f_attention_scale : 1.0f / sqrtf((float) d->n_embd_head);
-        d->rope_type = llama_model_rope_type(m);
-        d->n_ctx_orig = hp.n_ctx_orig_yarn ? hp.n_ctx_orig_yarn : hp.n_ctx_train;
-        d->freq_base = hp.rope_freq_base_train;
-        d->freq_scale = hp.rope_scaling_type_train == LLAMA_ROPE_SCALING_TYPE_NONE ? 1.0f : hp.rope_freq_scale_train;
-        d->ext_factor = 0.0f;
-        d->attn_factor = hp.yarn_attn_factor * hp.rope_attn_factor;
-        d->beta_fast = hp.yarn_beta_fast;
-        d->beta_slow = hp.yarn_beta_slow;
         d->n_seq = p->n_seq;
         d->n_ctx = p->n_ctx;
         d->n_adapters = p->n_adapters;
@@ -921,28 +899,7 @@ llmrt_dec * llmrt_dec_new(llama_model * m, const llmrt_dec_params * p, char * er
         d->slot_rank.assign(std::max(d->n_adapters, 0), 0);
         d->slot_loaded.assign(std::max(d->n_adapters, 0), false);
 
-        for (ggml_backend_dev_t dev : m->devices) {
-            ggml_backend_t be = ggml_backend_dev_init(dev, nullptr);
-            if (!be) {
-                throw std::runtime_error(std::string("cannot initialise backend ") + ggml_backend_dev_name(dev));
-            }
-            d->backends.push_back(be);
-        }
-        ggml_backend_dev_t cpu_dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
-        ggml_backend_t cpu = cpu_dev ? ggml_backend_dev_init(cpu_dev, nullptr) : nullptr;
-        if (!cpu) {
-            throw std::runtime_error("cannot initialise the CPU backend");
-        }
-        d->backends.push_back(cpu);
-        const int n_threads = p->n_threads > 0 ? p->n_threads : (int) std::thread::hardware_concurrency();
-        for (ggml_backend_t be : d->backends) {
-            ggml_backend_dev_t dev = ggml_backend_get_device(be);
-            ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : nullptr;
-            auto set_threads = reg ? (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads") : nullptr;
-            if (set_threads) {
-                set_threads(be, n_threads);
-            }
-        }
+        llmrt::init_backends(m, p->n_threads, d->backends);
 
         // Sized for steps of one-token sequences; grown for larger ones.
         size_graph(d, graph_nodes(d, d->n_seq, 1));
@@ -1016,20 +973,7 @@ void llmrt_dec_free(llmrt_dec * d) {
     if (!d) {
         return;
     }
-    if (d->sched) {
-        ggml_backend_sched_free(d->sched);
-    }
-    for (ggml_backend_buffer_t b : d->bufs) {
-        ggml_backend_buffer_free(b);
-    }
-    for (ggml_context * c : d->ctxs) {
-        if (c) {
-            ggml_free(c);
-        }
-    }
-    for (ggml_backend_t be : d->backends) {
-        ggml_backend_free(be);
-    }
+    llmrt::free_graph_resources(d->sched, d->bufs, d->ctxs, d->backends);
     delete d;
 }
 

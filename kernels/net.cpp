@@ -7,6 +7,7 @@
 // that is causal inside each segment and closed across segments.
 
 #include "net.h"
+#include "llm_shape.h"
 
 #include "ggml.h"
 #include "ggml-alloc.h"
@@ -23,7 +24,6 @@
 #include <chrono>
 #include <exception>
 #include <stdexcept>
-#include <thread>
 #include <random>
 #include <string>
 #include <unordered_map>
@@ -50,7 +50,7 @@ void set_err(char * err, size_t n, const char * fmt, ...) {
 
 } // namespace
 
-struct llmrt_net {
+struct llmrt_net : llmrt::llm_shape {
     llama_model * model = nullptr;
     std::vector<ggml_backend_t> backends;
     ggml_backend_sched_t sched = nullptr;
@@ -68,12 +68,6 @@ struct llmrt_net {
     ggml_tensor * loss_grad = nullptr;  // constant 1: d loss / d loss
     float lora_scale = 0.0f;
     bool lora_off = false;              // graphs built now leave the LoRA terms out
-
-    // Shape and RoPE settings, from the model's hyper-parameters.
-    int n_embd = 0, n_layer = 0, n_vocab = 0, n_head = 0, n_head_kv = 0, n_embd_head = 0, n_rot = 0;
-    float eps = 0, kq_scale = 0;
-    int rope_type = 0, n_ctx_orig = 0;
-    float freq_base = 0, freq_scale = 0, ext_factor = 0, attn_factor = 0, beta_fast = 0, beta_slow = 0;
 
     std::vector<float> host;            // staging for inputs
 };
@@ -648,51 +642,9 @@ llmrt_net * llmrt_net_new(llama_model * m, const llmrt_net_params * p, char * er
     }
     try {
         n->model = m;
-        n->n_embd = hp.n_embd;
-        n->n_layer = hp.n_layer;
-        n->n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(m));
-        n->n_head = hp.n_head(0);
-        n->n_head_kv = hp.n_head_kv(0);
-        n->n_embd_head = hp.n_embd_head_k;
-        n->n_rot = hp.n_rot;
-        n->eps = hp.f_norm_rms_eps;
-        n->kq_scale = hp.f_attention_scale == 0.0f ? 1.0f / sqrtf((float) n->n_embd_head) : hp.f_attention_scale;
-        n->rope_type = llama_model_rope_type(m);
-        n->n_ctx_orig = hp.n_ctx_orig_yarn ? hp.n_ctx_orig_yarn : hp.n_ctx_train;
-        n->freq_base = hp.rope_freq_base_train;
-        n->freq_scale = hp.rope_scaling_type_train == LLAMA_ROPE_SCALING_TYPE_NONE ? 1.0f : hp.rope_freq_scale_train;
-        n->ext_factor = 0.0f;
-        n->attn_factor = hp.yarn_attn_factor * hp.rope_attn_factor;
-        n->beta_fast = hp.yarn_beta_fast;
-        n->beta_slow = hp.yarn_beta_slow;
-
+        static_cast<llmrt::llm_shape &>(*n) = llmrt::shape_of(m);
         // Backends: the GPUs llama.cpp placed layers on, then the CPU.
-        for (ggml_backend_dev_t dev : m->devices) {
-            ggml_backend_t be = ggml_backend_dev_init(dev, nullptr);
-            if (!be) {
-                throw std::runtime_error(std::string("cannot initialise backend ") + ggml_backend_dev_name(dev));
-            }
-            n->backends.push_back(be);
-        }
-        ggml_backend_dev_t cpu_dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
-        ggml_backend_t cpu = cpu_dev ? ggml_backend_dev_init(cpu_dev, nullptr) : nullptr;
-        if (!cpu) {
-            throw std::runtime_error("cannot initialise the CPU backend");
-        }
-        n->backends.push_back(cpu);
-        // Every backend that takes a thread count gets ours (the CPU, and
-        // devices that compute on the CPU, like the simulated GPU): left at
-        // ggml's default of 4 on a 2-core machine, their spinning barriers
-        // made a training step hundreds of times slower.
-        const int n_threads = p->n_threads > 0 ? p->n_threads : (int) std::thread::hardware_concurrency();
-        for (ggml_backend_t be : n->backends) {
-            ggml_backend_dev_t dev = ggml_backend_get_device(be);
-            ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : nullptr;
-            auto set_threads = reg ? (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads") : nullptr;
-            if (set_threads) {
-                set_threads(be, n_threads);
-            }
-        }
+        llmrt::init_backends(m, p->n_threads, n->backends);
 
         n->graph_size = 4096 + (size_t) n->n_layer * 512;
         n->meta.resize(ggml_tensor_overhead() * n->graph_size * 2 + ggml_graph_overhead_custom(n->graph_size, true));
@@ -814,20 +766,7 @@ void llmrt_net_free(llmrt_net * n) {
     if (!n) {
         return;
     }
-    if (n->sched) {
-        ggml_backend_sched_free(n->sched);
-    }
-    for (ggml_backend_buffer_t b : n->pbuf) {
-        ggml_backend_buffer_free(b);
-    }
-    for (ggml_context * c : n->pctx) {
-        if (c) {
-            ggml_free(c);
-        }
-    }
-    for (ggml_backend_t be : n->backends) {
-        ggml_backend_free(be);
-    }
+    llmrt::free_graph_resources(n->sched, n->pbuf, n->pctx, n->backends);
     delete n;
 }
 
