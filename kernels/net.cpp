@@ -1302,8 +1302,8 @@ int llmrt_net_reference_finetune(llmrt_net * n, const int32_t * tokens, const in
         ggml_opt_alloc(oc, train);
         set_row_inputs(n, c, tokens + (size_t) r * n_ctx, pos.data(), seg.data(), n_ctx);
         std::fill(onehot.begin(), onehot.end(), 0.0f);
-        for (int i = 0; i < n_ctx; ++i) {
-            onehot[(size_t) i * n->n_vocab + labels[(size_t) r * n_ctx + i]] = 1.0f;
+        for (int j = 0; j < n_ctx; ++j) {
+            onehot[(size_t) j * n->n_vocab + labels[(size_t) r * n_ctx + j]] = 1.0f;
         }
         ggml_backend_tensor_set(ggml_opt_labels(oc), onehot.data(), 0, sizeof(float) * onehot.size());
         ggml_opt_result_reset(res);

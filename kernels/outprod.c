@@ -17,12 +17,16 @@
 // 6 tokens by two vectors of features accumulates over a block of KC rows of
 // W, which is first copied (or, for Q8_0 weights, dequantized) into a
 // small contiguous panel on the stack. Each thread owns a range of feature
-// columns, so no two threads write the same output.
+// columns (or, for an output narrower than the threads, of tokens), so no
+// two threads write the same output. The same code takes a LoRA factor's
+// weight gradient, an OUT_PROD whose second operand is the gradient as it
+// is: only the strides of g differ.
 //
 // The hook is the linker's symbol wrapping, as in q8gemm.c:
 // -Wl,--wrap=ggml_compute_forward_out_prod (outprod.go) sends ggml-cpu's
-// call here; any other OUT_PROD (a weight gradient, F16 weights, broadcast
-// batches) goes on to ggml's own, __real_ggml_compute_forward_out_prod.
+// call here; any other OUT_PROD (F16 or K-quant weights, the batched 3-D
+// products of attention) goes on to ggml's own,
+// __real_ggml_compute_forward_out_prod.
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
