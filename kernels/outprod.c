@@ -24,8 +24,8 @@
 //
 // The hook is the linker's symbol wrapping, as in q8gemm.c:
 // -Wl,--wrap=ggml_compute_forward_out_prod (outprod.go) sends ggml-cpu's
-// call here; any other OUT_PROD (F16 or K-quant weights, the batched 3-D
-// products of attention) goes on to ggml's own,
+// call here, for attention's batched products too; any other OUT_PROD (F16
+// or K-quant weights) goes on to ggml's own,
 // __real_ggml_compute_forward_out_prod.
 #include <stdatomic.h>
 #include <stddef.h>
@@ -93,10 +93,11 @@ long long llmrt_outprod_calls(void) { return atomic_load(&op_calls); }
 
 void __real_ggml_compute_forward_out_prod(const struct ggml_compute_params * params, struct ggml_tensor * dst);
 
-// op_fits reports whether dst is an OUT_PROD of 2-D operands the kernel
-// takes: src0 W (F32 rows, or Q8_0 rows of whole blocks), src1 F32 with
-// any strides (the transposed gradient of an input gradient, or the
-// gradient itself for a LoRA factor's weight gradient), dst F32 rows.
+// op_fits reports whether dst is an OUT_PROD the kernel takes: src0 W (F32
+// rows, or Q8_0 rows of whole blocks), src1 F32 with any strides (the
+// transposed gradient of an input gradient, or the gradient itself for a
+// LoRA factor's weight gradient), dst F32 rows; in batches over dims 2 and
+// 3 (attention's heads), W broadcast as ggml broadcasts it.
 static int op_fits(const struct ggml_tensor * dst) {
     const struct ggml_tensor * w = dst->src[0];
     const struct ggml_tensor * g = dst->src[1];
@@ -111,15 +112,16 @@ static int op_fits(const struct ggml_tensor * dst) {
         return 0;
     }
     if (g->nb[0] % sizeof(float) != 0 || g->nb[1] % sizeof(float) != 0 || dst->nb[0] != sizeof(float)) return 0;
-    if (w->ne[2] != 1 || w->ne[3] != 1 || g->ne[2] != 1 || g->ne[3] != 1 || dst->ne[2] != 1 || dst->ne[3] != 1) return 0;
     if (dst->ne[0] != w->ne[0] || dst->ne[1] != g->ne[0] || g->ne[1] != w->ne[1] || w->ne[1] == 0) return 0;
+    // Batches: one product per (i2, i3), W broadcast over its repeats.
+    if (g->ne[2] != dst->ne[2] || g->ne[3] != dst->ne[3] || dst->ne[2] % w->ne[2] != 0 || dst->ne[3] % w->ne[3] != 0) return 0;
     return 1;
 }
 
-// op_pack copies rows [k0, k0+kc) of W, columns [c0, c0+nc) (nc <= OP_NR),
-// into p as kc rows of OP_NR floats, zero beyond nc.
-static void op_pack(const struct ggml_tensor * w, int64_t k0, int kc, int64_t c0, int nc, float * p) {
-    const char * base = (const char *) w->data;
+// op_pack copies rows [k0, k0+kc) of the slice of W at base (w gives its
+// type and row stride), columns [c0, c0+nc) (nc <= OP_NR), into p as kc
+// rows of OP_NR floats, zero beyond nc.
+static void op_pack(const struct ggml_tensor * w, const char * base, int64_t k0, int kc, int64_t c0, int nc, float * p) {
     for (int k = 0; k < kc; k++) {
         float * row = p + (size_t) k * OP_NR;
         const char * src = base + (k0 + k) * w->nb[1];
@@ -199,47 +201,59 @@ static void op_tail(const float * a, size_t lda, size_t ldk, int mr, const float
     }
 }
 
+// op_strip computes columns [c0, c0+nc) of rows [t0, t1) of one batch:
+// c = a x W, W's slice at wbase.
+static void op_strip(const struct ggml_tensor * w, const char * wbase, const float * a, size_t lda, size_t ldk, float * c, size_t ldc,
+                     int64_t c0, int nc, int64_t t0, int64_t t1) {
+    const int64_t k = w->ne[1];
+    float panel[OP_KC * OP_NR] __attribute__((aligned(64)));
+    for (int64_t k0 = 0; k0 < k; k0 += OP_KC) {
+        const int kc = (int) (k - k0 < OP_KC ? k - k0 : OP_KC);
+        op_pack(w, wbase, k0, kc, c0, nc, panel);
+        const int add = k0 > 0;
+        int64_t t = t0;
+        for (; t + OP_MR <= t1; t += OP_MR) {
+            op_tile(a + t * lda + k0 * ldk, lda, ldk, panel, kc, c + t * ldc + c0, ldc, nc, add);
+        }
+        if (t < t1) {
+            op_tail(a + t * lda + k0 * ldk, lda, ldk, (int) (t1 - t), panel, kc, c + t * ldc + c0, ldc, nc, add);
+        }
+    }
+}
+
 static void op_run(const struct ggml_compute_params * params, struct ggml_tensor * dst) {
     const struct ggml_tensor * w = dst->src[0];
     const struct ggml_tensor * g = dst->src[1];
     const int64_t n = w->ne[0];  // features: dst's row length
-    const int64_t k = w->ne[1];  // rows of W, the summed dimension
     const int64_t m = g->ne[0];  // tokens: dst's rows
     const size_t lda = g->nb[0] / sizeof(float), ldk = g->nb[1] / sizeof(float);
     const size_t ldc = dst->nb[1] / sizeof(float);
-    const float * a = (const float *) g->data;
-    float * c = (float *) dst->data;
-
-    // This thread's share: strips of OP_NR columns when there are enough
-    // for every thread, else (a LoRA factor's narrow gradient) a range of
-    // rows across all strips.
+    const int64_t ne2 = dst->ne[2], batches = ne2 * dst->ne[3];
+    const int64_t rep2 = ne2 / w->ne[2], rep3 = dst->ne[3] / w->ne[3];
     const int64_t strips = (n + OP_NR - 1) / OP_NR;
-    int64_t s0 = 0, s1 = strips, t0 = 0, t1 = m;
-    if (strips >= params->nth) {
-        s0 = strips * params->ith / params->nth;
-        s1 = strips * (params->ith + 1) / params->nth;
-    } else {
+    const int ith = params->ith, nth = params->nth;
+
+    // This thread's share: (batch, strip) units when there are enough for
+    // every thread, else (a LoRA factor's narrow gradient) a range of rows
+    // of every strip.
+    const int64_t units = batches * strips;
+    const int by_rows = units < nth;
+    const int64_t u0 = by_rows ? 0 : units * ith / nth, u1 = by_rows ? units : units * (ith + 1) / nth;
+    int64_t t0 = 0, t1 = m;
+    if (by_rows) {
         const int64_t tiles = (m + OP_MR - 1) / OP_MR;
-        t0 = tiles * params->ith / params->nth * OP_MR;
-        t1 = tiles * (params->ith + 1) / params->nth * OP_MR;
+        t0 = tiles * ith / nth * OP_MR;
+        t1 = tiles * (ith + 1) / nth * OP_MR;
         t1 = t1 < m ? t1 : m;
     }
-    float panel[OP_KC * OP_NR] __attribute__((aligned(64)));
-    for (int64_t s = s0; s < s1 && t0 < t1; s++) {
+    for (int64_t u = u0; u < u1 && t0 < t1; u++) {
+        const int64_t b = u / strips, s = u % strips;
+        const int64_t i2 = b % ne2, i3 = b / ne2;
+        const char * wbase = (const char *) w->data + (i2 / rep2) * w->nb[2] + (i3 / rep3) * w->nb[3];
+        const float * a = (const float *) ((const char *) g->data + i2 * g->nb[2] + i3 * g->nb[3]);
+        float * c = (float *) ((char *) dst->data + i2 * dst->nb[2] + i3 * dst->nb[3]);
         const int64_t c0 = s * OP_NR;
-        const int nc = (int) (n - c0 < OP_NR ? n - c0 : OP_NR);
-        for (int64_t k0 = 0; k0 < k; k0 += OP_KC) {
-            const int kc = (int) (k - k0 < OP_KC ? k - k0 : OP_KC);
-            op_pack(w, k0, kc, c0, nc, panel);
-            const int add = k0 > 0;
-            int64_t t = t0;
-            for (; t + OP_MR <= t1; t += OP_MR) {
-                op_tile(a + t * lda + k0 * ldk, lda, ldk, panel, kc, c + t * ldc + c0, ldc, nc, add);
-            }
-            if (t < t1) {
-                op_tail(a + t * lda + k0 * ldk, lda, ldk, (int) (t1 - t), panel, kc, c + t * ldc + c0, ldc, nc, add);
-            }
-        }
+        op_strip(w, wbase, a, lda, ldk, c, ldc, c0, (int) (n - c0 < OP_NR ? n - c0 : OP_NR), t0, t1);
     }
 }
 
@@ -256,32 +270,33 @@ void __wrap_ggml_compute_forward_out_prod(const struct ggml_compute_params * par
 
 // --- for tests: one OUT_PROD through ggml's CPU backend ---
 
-int llmrt_outprod_graph(int n, int m, int k, int wtype, const float * w, const float * g, int transposed, float * dst, int threads) {
-    if (n < 1 || m < 1 || k < 1 || threads < 1 || !w || !g || !dst) return -1;
+int llmrt_outprod_graph(int n, int m, int k, int heads, int w_heads, int wtype, const float * w, const float * g, int transposed, float * dst,
+                        int threads) {
+    if (n < 1 || m < 1 || k < 1 || heads < 1 || w_heads < 1 || heads % w_heads != 0 || threads < 1 || !w || !g || !dst) return -1;
     if (wtype != GGML_TYPE_F32 && !(wtype == GGML_TYPE_Q8_0 && n % QK8_0 == 0)) return -1;
-    const size_t wbytes = ggml_row_size((enum ggml_type) wtype, n) * (size_t) k;
-    const size_t need = wbytes + sizeof(float) * ((size_t) m * k + (size_t) n * m) + 8 * ggml_tensor_overhead() +
+    const size_t wbytes = ggml_row_size((enum ggml_type) wtype, n) * (size_t) k * w_heads;
+    const size_t need = wbytes + sizeof(float) * ((size_t) m * k + (size_t) n * m) * heads + 8 * ggml_tensor_overhead() +
                         ggml_graph_overhead() + sizeof(float) * (size_t) n * threads + 64 * 1024;
     struct ggml_init_params ip = {need, NULL, false};
     struct ggml_context * ctx = ggml_init(ip);
     if (!ctx) return -1;
-    struct ggml_tensor * tw = ggml_new_tensor_2d(ctx, (enum ggml_type) wtype, n, k);
-    struct ggml_tensor * tg = transposed ? ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m) : ggml_new_tensor_2d(ctx, GGML_TYPE_F32, m, k);
+    struct ggml_tensor * tw = ggml_new_tensor_3d(ctx, (enum ggml_type) wtype, n, k, w_heads);
+    struct ggml_tensor * tg = transposed ? ggml_new_tensor_3d(ctx, GGML_TYPE_F32, k, m, heads) : ggml_new_tensor_3d(ctx, GGML_TYPE_F32, m, k, heads);
     if (!tw || !tg) { ggml_free(ctx); return -1; }
     if (wtype == GGML_TYPE_F32) {
-        memcpy(tw->data, w, sizeof(float) * (size_t) n * k);
-    } else if (ggml_quantize_chunk(GGML_TYPE_Q8_0, w, tw->data, 0, k, n, NULL) != wbytes) {
+        memcpy(tw->data, w, sizeof(float) * (size_t) n * k * w_heads);
+    } else if (ggml_quantize_chunk(GGML_TYPE_Q8_0, w, tw->data, 0, (int64_t) k * w_heads, n, NULL) != wbytes) {
         ggml_free(ctx);
         return -1;
     }
-    memcpy(tg->data, g, sizeof(float) * (size_t) m * k);
+    memcpy(tg->data, g, sizeof(float) * (size_t) m * k * heads);
     struct ggml_tensor * out = ggml_out_prod(ctx, tw, transposed ? ggml_transpose(ctx, tg) : tg);
     struct ggml_cgraph * gf = ggml_new_graph(ctx);
     if (!out || !gf) { ggml_free(ctx); return -1; }
     ggml_build_forward_expand(gf, out);
     int rc = ggml_graph_compute_with_ctx(ctx, gf, threads) == GGML_STATUS_SUCCESS ? 0 : -1;
     if (rc == 0) {
-        memcpy(dst, out->data, sizeof(float) * (size_t) n * m);
+        memcpy(dst, out->data, sizeof(float) * (size_t) n * m * heads);
     }
     ggml_free(ctx);
     return rc;

@@ -31,14 +31,16 @@ func OutProdEnabled() bool { return C.llmrt_outprod_enabled() != 0 }
 // this process.
 func OutProdCalls() int64 { return int64(C.llmrt_outprod_calls()) }
 
-// outProd computes dst (m rows of n) = OUT_PROD(w, transpose(g)) with
-// transposed set (g is m rows of k floats), else OUT_PROD(w, g) (g is k
-// rows of m floats), through ggml's CPU backend: w is k rows of n floats,
-// stored as F32 or, with q8, as Q8_0 the way a model stores it. Tests use
-// it to run the routed and unrouted paths on the same product.
-func outProd(w, g []float32, n, m, k int, q8, transposed bool, threads int) ([]float32, error) {
-	if len(w) != n*k || len(g) != m*k {
-		return nil, fmt.Errorf("out_prod: %d and %d values for %dx%d and %dx%d", len(w), len(g), k, n, m, k)
+// outProd computes dst (heads batches of m rows of n) =
+// OUT_PROD(w, transpose(g)) with transposed set (g is m rows of k floats
+// per head), else OUT_PROD(w, g) (g is k rows of m floats per head),
+// through ggml's CPU backend: w is wHeads slices of k rows of n floats
+// (each serving heads/wHeads batches), stored as F32 or, with q8, as Q8_0
+// the way a model stores it. Tests use it to run the routed and unrouted
+// paths on the same product.
+func outProd(w, g []float32, n, m, k, heads, wHeads int, q8, transposed bool, threads int) ([]float32, error) {
+	if len(w) != n*k*wHeads || len(g) != m*k*heads {
+		return nil, fmt.Errorf("out_prod: %d and %d values for %d x %dx%d and %d x %dx%d", len(w), len(g), wHeads, k, n, heads, m, k)
 	}
 	Init()
 	typ := C.int(C.GGML_TYPE_F32)
@@ -49,10 +51,10 @@ func outProd(w, g []float32, n, m, k int, q8, transposed bool, threads int) ([]f
 	if transposed {
 		tr = 1
 	}
-	dst := make([]float32, n*m)
-	if C.llmrt_outprod_graph(C.int(n), C.int(m), C.int(k), typ, (*C.float)(unsafe.Pointer(&w[0])), (*C.float)(unsafe.Pointer(&g[0])), tr,
-		(*C.float)(unsafe.Pointer(&dst[0])), C.int(threads)) != 0 {
-		return nil, fmt.Errorf("out_prod: ggml failed on %dx%d and %dx%d", k, n, m, k)
+	dst := make([]float32, n*m*heads)
+	if C.llmrt_outprod_graph(C.int(n), C.int(m), C.int(k), C.int(heads), C.int(wHeads), typ, (*C.float)(unsafe.Pointer(&w[0])),
+		(*C.float)(unsafe.Pointer(&g[0])), tr, (*C.float)(unsafe.Pointer(&dst[0])), C.int(threads)) != 0 {
+		return nil, fmt.Errorf("out_prod: ggml failed on %d x %dx%d and %d x %dx%d", wHeads, k, n, heads, m, k)
 	}
 	return dst, nil
 }

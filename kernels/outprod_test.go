@@ -8,21 +8,23 @@ import (
 
 // The blocked kernel gives ggml's OUT_PROD result for F32 and Q8_0
 // weights, for a transposed gradient (an input gradient) and a plain one
-// (a LoRA factor's weight gradient), on shapes with partial tiles in every
-// dimension and narrower than the threads, on one and two threads; with
-// the kernel off, ggml's own loop runs.
+// (a LoRA factor's weight gradient), batched over heads with W broadcast
+// (attention), on shapes with partial tiles in every dimension and
+// narrower than the threads, on one and two threads; with the kernel off,
+// ggml's own loop runs.
 func TestOutProdMatchesGGML(t *testing.T) {
 	defer EnableOutProd(true)
 	r := rand.New(rand.NewPCG(3, 4))
-	for _, sh := range []struct{ n, m, k int }{{32, 6, 256}, {256, 64, 700}, {96, 13, 40}, {896, 7, 16}, {64, 1, 1}, {4864, 30, 300}, {16, 896, 64}} {
+	for _, sh := range []struct{ n, m, k, heads, wHeads int }{{32, 6, 256, 1, 1}, {256, 64, 700, 1, 1}, {96, 13, 40, 1, 1}, {896, 7, 16, 1, 1},
+		{64, 1, 1, 1, 1}, {4864, 30, 300, 1, 1}, {16, 896, 64, 1, 1}, {64, 50, 50, 4, 2}, {50, 64, 64, 6, 6}} {
 		for _, c := range []struct{ q8, tr bool }{{false, true}, {true, true}, {false, false}} {
 			q8 := c.q8
-			if q8 && sh.n%32 != 0 {
-				continue
+			if q8 && (sh.n%32 != 0 || sh.wHeads != sh.heads) {
+				continue // ggml has no broadcast for quantized OUT_PROD to compare with
 			}
 			for _, threads := range []int{1, 2} {
-				w := make([]float32, sh.n*sh.k)
-				g := make([]float32, sh.m*sh.k)
+				w := make([]float32, sh.n*sh.k*sh.wHeads)
+				g := make([]float32, sh.m*sh.k*sh.heads)
 				for i := range w {
 					w[i] = float32(r.NormFloat64())
 				}
@@ -31,7 +33,7 @@ func TestOutProdMatchesGGML(t *testing.T) {
 				}
 				EnableOutProd(false)
 				before := OutProdCalls()
-				want, err := outProd(w, g, sh.n, sh.m, sh.k, q8, c.tr, threads)
+				want, err := outProd(w, g, sh.n, sh.m, sh.k, sh.heads, sh.wHeads, q8, c.tr, threads)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -39,7 +41,7 @@ func TestOutProdMatchesGGML(t *testing.T) {
 					t.Fatal("the kernel ran while disabled")
 				}
 				EnableOutProd(true)
-				got, err := outProd(w, g, sh.n, sh.m, sh.k, q8, c.tr, threads)
+				got, err := outProd(w, g, sh.n, sh.m, sh.k, sh.heads, sh.wHeads, q8, c.tr, threads)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -49,7 +51,7 @@ func TestOutProdMatchesGGML(t *testing.T) {
 				for i := range want {
 					tol := 1e-4 * math.Sqrt(float64(sh.k)) * (1 + math.Abs(float64(want[i])))
 					if d := math.Abs(float64(got[i] - want[i])); d > tol || math.IsNaN(float64(got[i])) {
-						t.Fatalf("%+v %+v threads=%d: element %d (row %d, column %d) = %v, ggml %v", sh, c, threads, i, i/sh.n, i%sh.n, got[i], want[i])
+						t.Fatalf("%+v %+v threads=%d: element %d (head %d, row %d, column %d) = %v, ggml %v", sh, c, threads, i, i/(sh.n*sh.m), i/sh.n%sh.m, i%sh.n, got[i], want[i])
 					}
 				}
 			}
