@@ -155,6 +155,9 @@ with --metric, --chunk-size and --chunk-overlap.`,
 					return fmt.Errorf("ingest %s: %w", p, err)
 				}
 				bar.Finish()
+				for _, u := range rep.Unchanged {
+					a.log.Debug("unchanged", "source", u) // already stored as it is: as durable as a "stored" line
+				}
 				total.Merge(rep)
 			}
 			fmt.Fprintf(a.stdout, "%s: %d added, %d updated, %d unchanged, %d removed, %d failed; %d chunks (%d tokens) stored\n",
