@@ -27,6 +27,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +51,7 @@ func main() {
 	ctxLen := flag.Int("ctx", 256, "tokens per training row of the qwen case (all labelled)")
 	steps := flag.Int("steps", 3, "measured optimizer steps of the qwen case (after one warm-up step)")
 	rows := flag.Int("rows", 24, "rows of 512 tokens in the tiny case (the first is a warm-up)")
+	pairs := flag.Int("pairs", 3, "alternating reference/LoRA runs in the tiny case")
 	rank := flag.Int("rank", 16, "LoRA rank")
 	child := flag.String("child", "", "internal: run one measurement (train:PATH, serve:PATH, lora:PATH or ref:PATH) and print its peak memory")
 	cache := flag.String("cache", testmodel.CacheDir(), "where generated models are kept (env LLMRT_BENCH_DIR)")
@@ -88,15 +90,26 @@ func main() {
 			}
 		}
 		args := []string{"-rows", fmt.Sprint(*rows), "-rank", fmt.Sprint(*rank)}
-		ref, refPeak := measure("ref:"+path, *threads, args...)
-		ours, oursPeak := measure("lora:"+path, *threads, args...)
-		fmt.Printf("tiny llama (%.1fM parameters, F32): %d rows of %d tokens from %s, %d threads\n", params/1e6, *rows, tinyCtx, strings.Join(licenseTexts, "+"), *threads)
+		// The two sides alternate, and the ratio is the median of each
+		// pair's own: the machine's speed drifts between runs.
+		var refs, ourss, ratios []float64
+		var refPeak, oursPeak float64
+		for range *pairs {
+			r, rp := measure("ref:"+path, *threads, args...)
+			o, op := measure("lora:"+path, *threads, args...)
+			refs, ourss, ratios = append(refs, r), append(ourss, o), append(ratios, o/r)
+			refPeak, oursPeak = max(refPeak, rp), max(oursPeak, op)
+		}
+		ref, ours := median(refs), median(ourss)
+		fmt.Printf("tiny llama (%.1fM parameters, F32): %d rows of %d tokens from %s, %d threads, median of %d alternating pairs\n",
+			params/1e6, *rows, tinyCtx, strings.Join(licenseTexts, "+"), *threads, *pairs)
 		fmt.Printf("%-44s %12s %10s %12s\n", "trainer", "train tok/s", "of limit", "peak")
 		// Full fine-tuning costs 6 FLOPs per matmul parameter per token
 		// (weight gradients too), LoRA 4 through the frozen base.
 		fmt.Printf("%-44s %12.1f %9.1f%% %8.0f MiB\n", "ggml-opt full fine-tuning (llama-finetune's)", ref, 100*ref*6*mmParams/flops, refPeak/(1<<20))
 		fmt.Printf("%-44s %12.1f %9.1f%% %8.0f MiB\n", fmt.Sprintf("llmrt LoRA rank %d, all linear projections", *rank), ours, 100*ours*4*mmParams/flops, oursPeak/(1<<20))
-		fmt.Printf("ratio: %.2fx llama.cpp's tokens/s (target 1.5x)\n\n", ours/ref)
+		sort.Float64s(ratios)
+		fmt.Printf("ratio: %.2fx llama.cpp's tokens/s (target 1.5x); per pair, sorted: %s\n\n", median(ratios), fmtRatios(ratios))
 	}
 	if *which == "qwen" || *which == "all" {
 		fmt.Printf("training: rows of %d tokens, all labelled; rank %d on q/k/v/o; %d measured steps\n", *ctxLen, *rank, *steps)
@@ -338,6 +351,24 @@ func runChild(what string, threads, ctxLen, steps, rank, rows int) error {
 	tps := float64(steps*(ctxLen-1)) / time.Since(t0).Seconds()
 	fmt.Printf("result %.3f %d\n", tps, peakRSS())
 	return nil
+}
+
+// median of xs (which it sorts).
+func median(xs []float64) float64 {
+	sort.Float64s(xs)
+	n := len(xs)
+	if n%2 == 1 {
+		return xs[n/2]
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2
+}
+
+func fmtRatios(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(parts, " ")
 }
 
 // peakRSS is the process's high-water resident set (VmHWM) in bytes.
