@@ -5,6 +5,7 @@
 package atomicfile
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -53,4 +54,13 @@ func WriteBytes(path string, data []byte) error {
 		_, err := f.Write(data)
 		return err
 	})
+}
+
+// WriteJSON replaces path with v as indented JSON and a final newline.
+func WriteJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", filepath.Base(path), err)
+	}
+	return WriteBytes(path, append(b, '\n'))
 }

@@ -38,3 +38,21 @@ func TestWriteReplacesOrLeavesUntouched(t *testing.T) {
 		t.Fatal("write into a missing directory")
 	}
 }
+
+// WriteJSON writes indented JSON with a final newline, and a value that
+// does not encode leaves the old file in place.
+func TestWriteJSON(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "m.json")
+	if err := WriteJSON(p, map[string]int{"a": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "{\n  \"a\": 1\n}\n" {
+		t.Fatalf("wrote %q", b)
+	}
+	if err := WriteJSON(p, func() {}); err == nil {
+		t.Fatal("a func encoded")
+	}
+	if b, _ := os.ReadFile(p); string(b) != "{\n  \"a\": 1\n}\n" {
+		t.Fatalf("after a failed write: %q", b)
+	}
+}

@@ -177,9 +177,8 @@ func (s *Store) Remove(name string) error {
 }
 
 func (s *Store) writeManifest(m Model) error {
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
+	if err := atomicfile.WriteJSON(s.manifestPath(m.Name), m); err != nil {
 		return fmt.Errorf("manifest of %s: %w", m.Name, err)
 	}
-	return atomicfile.WriteBytes(s.manifestPath(m.Name), b)
+	return nil
 }

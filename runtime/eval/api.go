@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/llmrt/llmrt/internal/atomicfile"
 	"github.com/llmrt/llmrt/runtime/httpapi"
 	"github.com/llmrt/llmrt/runtime/rag/grounding"
 	"github.com/llmrt/llmrt/runtime/registry"
@@ -189,17 +190,15 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 }
 
 // save keeps a finished evaluation (best effort: the report is also in
-// memory until the server stops).
+// memory until the server stops). The file is replaced atomically: a crash
+// must not leave a torn report that later lists skip as unreadable.
 func (s *Service) save(j *evalJob) {
 	if s.Dir == "" {
 		return
 	}
-	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
-		return
-	}
-	b, err := json.MarshalIndent(j, "", "  ")
+	err := os.MkdirAll(s.Dir, 0o755)
 	if err == nil {
-		err = os.WriteFile(filepath.Join(s.Dir, j.ID+".json"), b, 0o644)
+		err = atomicfile.WriteJSON(filepath.Join(s.Dir, j.ID+".json"), j)
 	}
 	if err != nil {
 		s.Logger.Warn("evaluation report not saved", "id", j.ID, "err", err)

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/llmrt/llmrt/internal/atomicfile"
 	"github.com/llmrt/llmrt/lora"
 	"github.com/llmrt/llmrt/runtime/httpapi"
 	"github.com/llmrt/llmrt/runtime/registry"
@@ -374,7 +375,7 @@ func (s *Service) uploadFile(w http.ResponseWriter, r *http.Request) error {
 	}
 	if purpose != f.Purpose {
 		f.Purpose = purpose
-		writeJSONAtomic(filepath.Join(s.st.filesDir(), f.ID+".json"), f)
+		atomicfile.WriteJSON(filepath.Join(s.st.filesDir(), f.ID+".json"), f)
 	}
 	return httpapi.WriteJSON(w, http.StatusOK, f)
 }

@@ -89,14 +89,6 @@ type store struct {
 func (s *store) filesDir() string { return filepath.Join(s.dir, "files") }
 func (s *store) jobsDir() string  { return filepath.Join(s.dir, "jobs") }
 
-func writeJSONAtomic(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return atomicfile.WriteBytes(path, append(b, '\n'))
-}
-
 func validID(id string) bool {
 	return id != "" && len(id) < 100 && !strings.ContainsAny(id, "/\\.") && strings.TrimSpace(id) == id
 }
@@ -132,7 +124,7 @@ func (s *store) saveFile(name, purpose string, r io.Reader) (File, error) {
 		return File{}, err
 	}
 	f.Bytes = n
-	if err := writeJSONAtomic(filepath.Join(s.filesDir(), f.ID+".json"), f); err != nil {
+	if err := atomicfile.WriteJSON(filepath.Join(s.filesDir(), f.ID+".json"), f); err != nil {
 		os.Remove(data)
 		return File{}, err
 	}
@@ -230,7 +222,7 @@ func (s *store) saveJob(j *Job) error {
 	if err := os.MkdirAll(s.jobsDir(), 0o755); err != nil {
 		return err
 	}
-	return writeJSONAtomic(filepath.Join(s.jobsDir(), j.ID+".json"), j)
+	return atomicfile.WriteJSON(filepath.Join(s.jobsDir(), j.ID+".json"), j)
 }
 
 func (s *store) job(id string) (*Job, error) {

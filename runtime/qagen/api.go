@@ -180,12 +180,9 @@ func (s *Service) save(j *job) {
 	if s.Dir == "" {
 		return
 	}
-	b, err := json.MarshalIndent(j, "", "  ")
+	err := os.MkdirAll(s.Dir, 0o755)
 	if err == nil {
-		err = os.MkdirAll(s.Dir, 0o755)
-	}
-	if err == nil {
-		err = atomicfile.WriteBytes(filepath.Join(s.Dir, j.ID+".json"), b)
+		err = atomicfile.WriteJSON(filepath.Join(s.Dir, j.ID+".json"), j)
 	}
 	if err != nil {
 		s.Logger.Warn("QA generation status not saved", "id", j.ID, "err", err)

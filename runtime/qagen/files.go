@@ -85,11 +85,7 @@ func (r *Result) Write(dir string) (Files, error) {
 	}
 	sum := *r
 	sum.Pairs = nil
-	b, err := json.MarshalIndent(sum, "", "  ")
-	if err != nil {
-		return f, err
-	}
-	if err := atomicfile.WriteBytes(f.Summary, append(b, '\n')); err != nil {
+	if err := atomicfile.WriteJSON(f.Summary, sum); err != nil {
 		return f, fmt.Errorf("qagen: %w", err)
 	}
 	return f, nil

@@ -2,7 +2,6 @@ package rag
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -153,13 +152,9 @@ func (s *Store) Create(ctx context.Context, name string, opt CreateOptions) (*Co
 		return nil, err
 	}
 	m := Manifest{Name: name, Model: emb.Name(), Dim: sh.Dim, Metric: opt.Metric, Chunking: ch, Index: opt.Index, Created: time.Now().UTC().Truncate(time.Second)}
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return nil, err
-	}
 	// The manifest is written last: a directory without one is not a
 	// collection (a crash during Create leaves nothing to open).
-	if err := atomicfile.WriteBytes(filepath.Join(dir, manifestFile), append(b, '\n')); err != nil {
+	if err := atomicfile.WriteJSON(filepath.Join(dir, manifestFile), m); err != nil {
 		return nil, fmt.Errorf("create %s: %w", name, err)
 	}
 	c, err := openCollection(ctx, dir, emb, false)
