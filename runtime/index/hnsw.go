@@ -88,6 +88,7 @@ type HNSW struct {
 	levels []uint8    // top layer of each node
 	dead   []uint32   // tombstone bitset, atomic
 	links0 []uint32   // capacity*stride: [count, ids...] per node on layer 0
+	indeg  []int32    // per node: layer-0 lists holding it, atomic
 	upper  [][]uint32 // per node: level*(m+1) for layers 1..level
 	metas  []Meta
 
@@ -145,6 +146,7 @@ func (h *HNSW) Close() error {
 	}
 	h.vecs, h.codes, h.scales, h.qnorms = nil, nil, nil, nil
 	h.ext, h.levels, h.dead, h.links0, h.upper, h.metas = nil, nil, nil, nil, nil, nil
+	h.indeg = nil
 	h.capacity = 0
 	h.allocMu.Lock()
 	h.idmap = map[uint64]uint32{}
@@ -161,7 +163,7 @@ func (h *HNSW) MemoryBytes() int64 {
 	defer h.mu.RUnlock()
 	b := int64(cap(h.vecs))*4 + int64(cap(h.codes)) + int64(cap(h.scales)+cap(h.qnorms))*4
 	b += int64(cap(h.ext))*8 + int64(cap(h.levels)) + int64(cap(h.dead))*4
-	b += int64(cap(h.links0)) * 4
+	b += int64(cap(h.links0))*4 + int64(cap(h.indeg))*4
 	b += int64(cap(h.upper)) * 24
 	n := int(h.count.Load())
 	for i := 0; i < n && i < len(h.upper); i++ {
@@ -187,7 +189,7 @@ func (h *HNSW) grow(n int) {
 
 // nodeBytes is the fixed storage one node takes.
 func (h *HNSW) nodeBytes() int {
-	b := 4*h.dim + 4*h.stride + 8 + 1 + 8 + 24 + 8
+	b := 4*h.dim + 4*h.stride + 4 + 8 + 1 + 8 + 24 + 8
 	if h.opt.Quantize {
 		b += h.dim + 8
 	}
@@ -206,6 +208,7 @@ func (h *HNSW) growTo(c int) {
 	h.levels = resize(h.levels, c)
 	h.dead = resize(h.dead, (c+31)/32)
 	h.links0 = resize(h.links0, c*h.stride)
+	h.indeg = resize(h.indeg, c)
 	h.upper = resize(h.upper, c)
 	h.metas = resize(h.metas, c)
 	h.capacity = c
@@ -688,8 +691,13 @@ func (h *HNSW) insert(s *searcher, node uint32, level int) {
 	}
 	s.noff = append(s.noff, len(s.nbuf))
 	for i, l := 0, min(level, maxL); l >= 0; i, l = i+1, l-1 {
-		for _, nb := range s.nbuf[s.noff[i]:s.noff[i+1]] {
-			h.addLink(s, nb, node, l)
+		nbs := s.nbuf[s.noff[i]:s.noff[i+1]]
+		for _, nb := range nbs {
+			h.addLink(s, nb, node, l, false)
+		}
+		if l == 0 && len(nbs) > 0 && atomic.LoadInt32(&h.indeg[node]) == 0 {
+			// Every neighbour pruned its link back: keep the nearest's.
+			h.addLink(s, nbs[0], node, 0, true)
 		}
 	}
 	if level > maxL {
@@ -728,21 +736,88 @@ func (h *HNSW) heuristic(cands []cand, m int, out []cand) []cand {
 	return out
 }
 
-// setLinks replaces node's list on layer l.
+// setLinks sets a new node's (empty) list on layer l.
 func (h *HNSW) setLinks(node uint32, l int, sel []cand) {
 	lk := &h.locks[node&lockMask]
 	lk.Lock()
 	lst := h.linkList(node, l)
 	for i, c := range sel {
 		atomic.StoreUint32(&lst[1+i], c.id)
+		if l == 0 {
+			atomic.AddInt32(&h.indeg[c.id], 1)
+		}
 	}
 	atomic.StoreUint32(&lst[0], uint32(len(sel)))
 	lk.Unlock()
 }
 
+// relist replaces a full list lst on layer l, whose members are old, by
+// sel. On layer 0 it keeps the in-degree counts, and a member that would
+// lose its last in-link stays in the list, as does must (unless noNode):
+// such a node takes a free slot, or the slot of a member that other lists
+// hold too. Without this a build orphans nodes. Even one at a time, a new
+// node's only neighbour may prune the back link to it; and in a
+// concurrent build two close items inserted at once do not see each
+// other, and a shared neighbour drops one of them as "covered" by the
+// other, which never linked to it. The caller holds lst's lock.
+func (h *HNSW) relist(lst, old []uint32, sel []cand, l int, must uint32) []cand {
+	if l == 0 {
+		capacity := len(lst) - 1
+		in := func(x uint32) bool { return slices.ContainsFunc(sel, func(c cand) bool { return c.id == x }) }
+		// place puts x in the list, evicting a member held elsewhere if full.
+		place := func(x uint32) bool {
+			if len(sel) < capacity {
+				sel = append(sel, cand{id: x})
+				return true
+			}
+			for i := len(sel) - 1; i >= 0; i-- {
+				y := sel[i].id
+				if y == must {
+					continue
+				}
+				if atomic.AddInt32(&h.indeg[y], -1) > 0 {
+					sel[i] = cand{id: x}
+					return true
+				}
+				atomic.AddInt32(&h.indeg[y], 1)
+			}
+			return false
+		}
+		for _, c := range sel {
+			if !slices.Contains(old, c.id) {
+				atomic.AddInt32(&h.indeg[c.id], 1)
+			}
+		}
+		var buf [64]uint32
+		dropped := buf[:0]
+		for _, x := range old {
+			if !in(x) {
+				dropped = append(dropped, x)
+			}
+		}
+		if must != noNode && !in(must) && place(must) {
+			atomic.AddInt32(&h.indeg[must], 1)
+		}
+		for _, x := range dropped {
+			if atomic.AddInt32(&h.indeg[x], -1) > 0 || h.isDead(x) {
+				continue
+			}
+			if place(x) {
+				atomic.AddInt32(&h.indeg[x], 1)
+			}
+		}
+	}
+	for i, c := range sel {
+		atomic.StoreUint32(&lst[1+i], c.id)
+	}
+	atomic.StoreUint32(&lst[0], uint32(len(sel)))
+	return sel
+}
+
 // addLink adds the back link nb -> node on layer l, re-selecting nb's
-// neighbours with the heuristic when its list is full.
-func (h *HNSW) addLink(s *searcher, nb, node uint32, l int) {
+// neighbours with the heuristic when its list is full; with force the
+// link stays even if the heuristic would drop it.
+func (h *HNSW) addLink(s *searcher, nb, node uint32, l int, force bool) {
 	lk := &h.locks[nb&lockMask]
 	lk.Lock()
 	defer lk.Unlock()
@@ -759,6 +834,9 @@ func (h *HNSW) addLink(s *searcher, nb, node uint32, l int) {
 	if n < len(lst)-1 {
 		atomic.StoreUint32(&lst[1+n], node)
 		atomic.StoreUint32(&lst[0], uint32(n+1))
+		if l == 0 {
+			atomic.AddInt32(&h.indeg[node], 1)
+		}
 		return
 	}
 	ids := append(s.ids[:0], node)
@@ -772,11 +850,11 @@ func (h *HNSW) addLink(s *searcher, nb, node uint32, l int) {
 		t = append(t, cand{s.dbuf[i], id})
 	}
 	sortCands(t)
-	sel := h.heuristic(t, len(lst)-1, s.sel[:0])
-	for i, c := range sel {
-		atomic.StoreUint32(&lst[1+i], c.id)
+	must := uint32(noNode)
+	if force {
+		must = node
 	}
-	atomic.StoreUint32(&lst[0], uint32(len(sel)))
+	sel := h.relist(lst, ids[1:], h.heuristic(t, len(lst)-1, s.sel[:0]), l, must)
 	s.tmp, s.sel = t, sel
 }
 
@@ -936,11 +1014,11 @@ func (h *HNSW) repair(s *searcher, y uint32, l int) {
 	} else {
 		sortCands(t)
 	}
-	sel := h.heuristic(t, len(lst)-1, s.sel[:0])
-	for i, c := range sel {
-		atomic.StoreUint32(&lst[1+i], c.id)
+	old := make([]uint32, n)
+	for i := range old {
+		old[i] = atomic.LoadUint32(&lst[1+i])
 	}
-	atomic.StoreUint32(&lst[0], uint32(len(sel)))
+	sel := h.relist(lst, old, h.heuristic(t, len(lst)-1, s.sel[:0]), l, noNode)
 	s.tmp, s.sel = t, sel
 }
 

@@ -517,6 +517,7 @@ func TestConcurrentAddSearchDelete(t *testing.T) {
 	if h.Len() != wantLen {
 		t.Fatalf("Len = %d, want %d", h.Len(), wantLen)
 	}
+	checkInDegrees(t, h)
 	want := truths(Cosine, d.vecs[:n], d.queries, topK, func(i int) bool { return !deleted(i) })
 	got := searchAll(t, h, d.queries, topK, SearchOptions{Ef: efCheck})
 	r := recallOf(got, want)
@@ -746,11 +747,14 @@ func TestMemoryBytes(t *testing.T) {
 	}
 }
 
-// Concurrent inserts into a small graph: an insert that reaches a node
-// before that node has its lists on the lower layers links only to it, or
-// adds itself to a list the node then overwrites, and is left with no
-// link pointing at it. Every node must be reachable on the bottom layer
-// from the entry point, and (nearly) every item must find itself.
+// Concurrent inserts into a small graph could leave a node with no link
+// pointing at it: an insert that reached a node before that node had its
+// lists on the lower layers linked only to it, or added itself to a list
+// the node then overwrote; and when two close items went in at once
+// neither saw the other, and a shared neighbour's pruning dropped one of
+// them as "covered" by the other. Every node must be reachable on the
+// bottom layer from the entry point, and (nearly) every item must find
+// itself.
 func TestConcurrentInsertKeepsEveryNodeReachable(t *testing.T) {
 	const n, d = 300, 16
 	for round := range 20 {
@@ -768,9 +772,10 @@ func TestConcurrentInsertKeepsEveryNodeReachable(t *testing.T) {
 				vecs[i][j] = float32(r.NormFloat64())
 			}
 		}
-		if err := h.AddBatch(ids, vecs, nil, 4); err != nil {
+		if err := h.AddBatch(ids, vecs, nil, 8); err != nil {
 			t.Fatal(err)
 		}
+		checkInDegrees(t, h)
 		seen := make([]bool, n)
 		seen[h.ep] = true
 		for stack := []uint32{h.ep}; len(stack) > 0; {
@@ -799,5 +804,60 @@ func TestConcurrentInsertKeepsEveryNodeReachable(t *testing.T) {
 			t.Fatalf("round %d: %d of %d items find themselves", round, found, n)
 		}
 		h.Close()
+	}
+}
+
+// With few links per node (M=4) pruning is heavy, and a node whose
+// neighbours all drop their link back to it can never be found. Each node
+// but the entry point must keep an in-link on the bottom layer, whether
+// items go in one at a time or eight at once.
+func TestPruningNeverOrphansANode(t *testing.T) {
+	const n, d = 300, 16
+	for _, workers := range []int{1, 8} {
+		for round := range 20 {
+			h, err := New(Options{Dim: d, Metric: L2, M: 4, ExactBelow: -1, Seed: int64(round + 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids := make([]uint64, n)
+			vecs := make([][]float32, n)
+			r := rand.New(rand.NewPCG(uint64(round), 11))
+			for i := range vecs {
+				ids[i] = uint64(i)
+				vecs[i] = make([]float32, d)
+				for j := range vecs[i] {
+					vecs[i][j] = float32(r.NormFloat64())
+				}
+			}
+			if err := h.AddBatch(ids, vecs, nil, workers); err != nil {
+				t.Fatal(err)
+			}
+			checkInDegrees(t, h)
+			for x := range n {
+				if uint32(x) != h.ep && h.indeg[x] == 0 {
+					t.Fatalf("%d workers, round %d: node %d (id %d) has no in-link on the bottom layer", workers, round, x, h.ext[x])
+				}
+			}
+			h.Close()
+		}
+	}
+}
+
+// checkInDegrees fails unless each node's in-degree count equals the
+// number of bottom-layer lists that hold it.
+func checkInDegrees(t *testing.T, h *HNSW) {
+	t.Helper()
+	n := int(h.count.Load())
+	indeg := make([]int32, n)
+	for x := range n {
+		lst := h.linkList(uint32(x), 0)
+		for _, y := range lst[1 : 1+lst[0]] {
+			indeg[y]++
+		}
+	}
+	for x := range n {
+		if indeg[x] != h.indeg[x] {
+			t.Fatalf("node %d: in-degree count %d, %d lists hold it", x, h.indeg[x], indeg[x])
+		}
 	}
 }

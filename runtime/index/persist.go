@@ -375,6 +375,10 @@ func readSnapshot(d *decoder) (*HNSW, error) {
 			return nil, corrupt("entry point %d has level %d, header says %d", ep, h.levels[ep], maxL)
 		}
 		for id := uint32(0); id < n; id++ {
+			lst := h.linkList(id, 0)
+			for _, nb := range lst[1 : 1+lst[0]] {
+				h.indeg[nb]++
+			}
 			for l := 1; l <= int(h.levels[id]); l++ {
 				lst := h.linkList(id, l)
 				for _, nb := range lst[1 : 1+lst[0]] {

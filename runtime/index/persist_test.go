@@ -55,6 +55,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		if h2.Len() != h.Len() || h2.Options() != h.Options() {
 			t.Fatalf("quant=%v: loaded Len %d opts %+v, want %d %+v", quant, h2.Len(), h2.Options(), h.Len(), h.Options())
 		}
+		checkInDegrees(t, h2)
 		filter := func(_ uint64, m Meta) bool { return m["parity"] == "1" }
 		for _, opt := range []SearchOptions{{}, {Ef: 10}, {Filter: filter}} {
 			for qi, q := range d.queries {
