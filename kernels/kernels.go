@@ -282,3 +282,11 @@ func MaxParallelSequences() int { Init(); return int(C.llama_max_parallel_sequen
 
 // SupportsGPUOffload reports whether any loaded backend can hold layers.
 func SupportsGPUOffload() bool { Init(); return bool(C.llama_supports_gpu_offload()) }
+
+// cBool is a Go flag as C's int.
+func cBool(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -8,10 +8,13 @@
 
 #include "net.h"
 #include "llm_shape.h"
+#include "q8amx.h"
+#include "q8gemm.h"
 
 #include "ggml.h"
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
+#include "ggml-cpu.h"
 #include "ggml-opt.h"
 #include "llama-model.h"
 #include "llama-impl.h"
@@ -54,6 +57,7 @@ struct llmrt_net : llmrt::llm_shape {
     llama_model * model = nullptr;
     std::vector<ggml_backend_t> backends;
     ggml_backend_sched_t sched = nullptr;
+    ggml_threadpool * pool = nullptr;   // the CPU backend's own, when tiles were asked for
     size_t graph_size = 0;
     std::vector<uint8_t> meta;          // tensor and graph headers of one call
     std::vector<std::vector<bool>> op_checked; // [backend][op x weight type]: fallback looked at
@@ -645,6 +649,19 @@ llmrt_net * llmrt_net_new(llama_model * m, const llmrt_net_params * p, char * er
         static_cast<llmrt::llm_shape &>(*n) = llmrt::shape_of(m);
         // Backends: the GPUs llama.cpp placed layers on, then the CPU.
         llmrt::init_backends(m, p->n_threads, n->backends);
+        if (p->tiles && llmrt_q8_amx_available()) {
+            // A thread pool of the net's own, which q8gemm.c recognises in
+            // its matmuls' parameters and lets use the tiles.
+            ggml_threadpool_params tpp = ggml_threadpool_params_default(p->n_threads > 0 ? p->n_threads : (int) std::thread::hardware_concurrency());
+            n->pool = ggml_threadpool_new(&tpp);
+            if (!n->pool) {
+                throw std::runtime_error("cannot create the CPU thread pool");
+            }
+            if (llmrt_q8_tiles_allow(n->pool) != 0) {
+                throw std::runtime_error("too many nets with AMX tiles at once");
+            }
+            ggml_backend_cpu_set_threadpool(n->backends.back(), n->pool);
+        }
 
         n->graph_size = 4096 + (size_t) n->n_layer * 512;
         n->meta.resize(ggml_tensor_overhead() * n->graph_size * 2 + ggml_graph_overhead_custom(n->graph_size, true));
@@ -767,6 +784,10 @@ void llmrt_net_free(llmrt_net * n) {
         return;
     }
     llmrt::free_graph_resources(n->sched, n->pbuf, n->pctx, n->backends);
+    if (n->pool) {
+        llmrt_q8_tiles_revoke(n->pool);
+        ggml_threadpool_free(n->pool);
+    }
     delete n;
 }
 

@@ -52,6 +52,12 @@ type NetParams struct {
 	Targets []string
 	// Seed initialises the A matrices.
 	Seed uint64
+	// Tiles lets the net's Q8_0 matmuls run whole 16x16 tiles on AMX
+	// where the CPU has it (Q8AMXAvailable): about three times the VNNI
+	// kernel's rate, but a token's result then depends on how many tokens
+	// share its call (the tiles round block sums differently). Training
+	// sets it; embeddings, which must not depend on their batch, do not.
+	Tiles bool
 }
 
 // Net is llmrt's own ggml graph over a loaded llama-family model: the
@@ -118,6 +124,7 @@ func NewNet(m *Model, p NetParams) (*Net, error) {
 		lora_alpha:   C.float(p.Alpha),
 		lora_targets: C.uint32_t(bits),
 		seed:         C.uint64_t(p.Seed),
+		tiles:        C.int32_t(cBool(p.Tiles)),
 	}
 	var eb [errLen]C.char
 	c := C.llmrt_net_new(m.c, &cp, &eb[0], errLen)

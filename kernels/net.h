@@ -41,6 +41,7 @@ struct llmrt_net_params {
     float    lora_alpha;  // scale = alpha / rank
     uint32_t lora_targets;
     uint64_t seed;        // initialisation of the A matrices
+    int32_t  tiles;       // != 0: Q8_0 matmuls may use AMX tiles (q8gemm.h), on the net's own thread pool
 };
 
 // Creates a net over model m. The model must outlive the net.

@@ -497,3 +497,56 @@ func TestNetDPOGradientCheck(t *testing.T) {
 		t.Fatal("three reference values for four segments accepted")
 	}
 }
+
+// A net with Tiles runs its Q8_0 matmuls of 16 or more tokens on AMX where
+// the CPU has it, and gets the logits of the net without, up to rounding;
+// a net without Tiles (embeddings, and serving's decoder, which never has
+// them) leaves the tiles alone.
+func TestNetTiles(t *testing.T) {
+	path := decoderModels(t)[2] // llama-tiny, Q8_0
+	m, err := kernels.LoadModel(context.Background(), path, kernels.ModelParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	plain, err := kernels.NewNet(m, kernels.NetParams{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	tiled, err := kernels.NewNet(m, kernels.NetParams{Threads: 2, Tiles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tiled.Close()
+	toks, err := m.Tokenize(strings.Repeat("The quick brown fox jumps over the lazy dog. ", 4), true, false)
+	if err != nil || len(toks) < 32 {
+		t.Fatalf("%d tokens, %v", len(toks), err)
+	}
+	pos, seg := iota32(len(toks), 0), make([]int32, len(toks))
+	before := kernels.Q8AMXCalls()
+	want, err := plain.Logits(toks, pos, seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Embed(context.Background(), [][]int32{toks}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n := kernels.Q8AMXCalls() - before; n != 0 {
+		t.Fatalf("a net without Tiles ran %d matmul shares on AMX", n)
+	}
+	got, err := tiled.Logits(toks, pos, seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := kernels.Q8AMXCalls() - before
+	if kernels.Q8AMXAvailable() != (ran > 0) {
+		t.Fatalf("AMX available %v, tiles ran %d matmul shares", kernels.Q8AMXAvailable(), ran)
+	}
+	// Both sum the same int8 products exactly per block; only the float
+	// rounding of the scaled sums differs.
+	if d := maxAbsDiff(got, want); d > 1e-3 {
+		t.Fatalf("logits with tiles differ from those without by %g", d)
+	}
+	t.Logf("AMX available %v: %d matmul shares on tiles, logits within %g", kernels.Q8AMXAvailable(), ran, maxAbsDiff(got, want))
+}

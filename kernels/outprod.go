@@ -16,13 +16,7 @@ import (
 // kernel (outprod.c, the default) or leaves them to ggml's rank-1 loop.
 // It is process-wide and exists for benchmarks and tests that compare the
 // two paths.
-func EnableOutProd(on bool) {
-	v := C.int(0)
-	if on {
-		v = 1
-	}
-	C.llmrt_outprod_enable(v)
-}
+func EnableOutProd(on bool) { C.llmrt_outprod_enable(cBool(on)) }
 
 // OutProdEnabled reports whether EnableOutProd last turned the kernel on.
 func OutProdEnabled() bool { return C.llmrt_outprod_enabled() != 0 }

@@ -37,6 +37,7 @@
 #define GGML_COMMON_DECL_C
 #include "ggml-common.h"
 
+#include "q8amx.h"
 #include "q8gemm.h"
 
 // The hook needs GNU ld's --wrap (linux builds); the kernel needs AVX-512.
@@ -58,12 +59,43 @@
 
 static atomic_int qg_enabled = 1;
 static atomic_llong qg_calls;
+static atomic_llong qg_amx_calls; // thread shares of a matmul run on AMX tiles
 
 int llmrt_q8_gemm_available(void) { return QG_HAVE; }
 
 long long llmrt_q8_gemm_calls(void) { return atomic_load(&qg_calls); }
 
+long long llmrt_q8_amx_calls(void) { return atomic_load(&qg_amx_calls); }
+
 void llmrt_q8_gemm_enable(int on) { atomic_store(&qg_enabled, on != 0); }
+
+// The thread pools whose matmuls may use AMX tiles (see q8gemm.h).
+#define QG_TILE_POOLS 64
+static _Atomic(const void *) qg_tile_pools[QG_TILE_POOLS];
+
+int llmrt_q8_tiles_allow(const void * pool) {
+    if (pool == NULL) return -1;
+    for (int i = 0; i < QG_TILE_POOLS; i++) {
+        const void * empty = NULL;
+        if (atomic_compare_exchange_strong(&qg_tile_pools[i], &empty, pool)) return 0;
+    }
+    return -1;
+}
+
+void llmrt_q8_tiles_revoke(const void * pool) {
+    for (int i = 0; i < QG_TILE_POOLS; i++) {
+        const void * want = pool;
+        atomic_compare_exchange_strong(&qg_tile_pools[i], &want, NULL);
+    }
+}
+
+static __attribute__((unused)) int qg_tiles_allowed(const void * pool) {
+    if (pool == NULL) return 0;
+    for (int i = 0; i < QG_TILE_POOLS; i++) {
+        if (atomic_load_explicit(&qg_tile_pools[i], memory_order_acquire) == pool) return 1;
+    }
+    return 0;
+}
 
 #if QG_HAVE
 
@@ -223,26 +255,43 @@ static void qg_rows_plain(const block_q8_0 * a, int64_t lda, int n, int64_t k, c
     }
 }
 
-// Runs this thread's share: rows split evenly over nth threads.
+// Runs this thread's share: rows split evenly over nth threads; whole
+// tiles on AMX when tiles is set and the CPU has it.
 static void qg_run(int ith, int nth, int64_t m, int64_t n, int64_t k, const void * a, int64_t lda, const void * b,
-                   int64_t ldb, float * c, int64_t ldc) {
+                   int64_t ldb, float * c, int64_t ldc, int tiles) {
     const int64_t i0 = m * ith / nth;
     const int64_t i1 = m * (ith + 1) / nth;
     const int64_t pairs = (k + 1) / 2;
     const int64_t width = n < QG_BLOCK_N ? n : QG_BLOCK_N;
+    // Whole 16x16 tiles go to AMX where the CPU has it; the VNNI kernel
+    // takes the rest: the last rows (fewer than 16) of the tiled columns,
+    // and the last columns (fewer than 16) of every row.
+    int64_t tiled_rows = 0, tiled_cols = 0;
+#if !QA_HAVE
+    (void) tiles;
+#else
+    if (tiles && n >= 16 && i1 - i0 >= 16 && qa_usable() &&
+        qa_run(a, lda, b, ldb, k, n, c, ldc, i0, (i1 - i0) / 16, n / 16) == 0) {
+        tiled_rows = (i1 - i0) / 16 * 16;
+        tiled_cols = n / 16 * 16;
+        atomic_fetch_add_explicit(&qg_amx_calls, 1, memory_order_relaxed);
+    }
+#endif
     qg_scratch * s = qg_get_scratch((size_t) (pairs * width));
     // Columns in blocks of up to QG_BLOCK_N: each block is packed once and
     // the thread's rows stream past it.
     for (int64_t j0 = 0; j0 < n; j0 += QG_BLOCK_N) {
         const int nb = (int) (n - j0 < QG_BLOCK_N ? n - j0 : QG_BLOCK_N);
+        const int64_t r0 = j0 < tiled_cols ? i0 + tiled_rows : i0;
+        if (r0 >= i1) continue;
         const block_q8_0 * bj = (const block_q8_0 *) b + j0 * ldb;
         float * cj = c + j0 * ldc;
         if (s == NULL) {
-            qg_rows_plain((const block_q8_0 *) a, lda, nb, k, bj, ldb, cj, ldc, i0, i1);
+            qg_rows_plain((const block_q8_0 *) a, lda, nb, k, bj, ldb, cj, ldc, r0, i1);
             continue;
         }
         qg_pack(bj, ldb, nb, k, s->xu, s->dx);
-        qg_rows[nb]((const block_q8_0 *) a, lda, k, s->xu, s->dx, cj, ldc, i0, i1);
+        qg_rows[nb]((const block_q8_0 *) a, lda, k, s->xu, s->dx, cj, ldc, r0, i1);
     }
 }
 
@@ -268,7 +317,7 @@ bool __wrap_llamafile_sgemm(const struct ggml_compute_params * params, int64_t m
     if (Atype == GGML_TYPE_Q8_0 && Btype == GGML_TYPE_Q8_0 && Ctype == GGML_TYPE_F32 && n >= 1 &&
         n <= LLMRT_Q8_GEMM_MAX_N && k >= 1 && k <= QG_MAX_K && atomic_load_explicit(&qg_enabled, memory_order_relaxed)) {
         if (params->ith == 0) atomic_fetch_add_explicit(&qg_calls, 1, memory_order_relaxed);
-        qg_run(params->ith, params->nth, m, n, k, A, lda, B, ldb, (float *) C, ldc);
+        qg_run(params->ith, params->nth, m, n, k, A, lda, B, ldb, (float *) C, ldc, qg_tiles_allowed(params->threadpool));
         return true;
     }
 #endif
@@ -280,7 +329,7 @@ int llmrt_q8_gemm(int64_t m, int64_t n, int64_t k, const void * a, int64_t lda, 
                         float * c, int64_t ldc) {
 #if QG_HAVE
     if (m < 0 || n < 1 || n > LLMRT_Q8_GEMM_MAX_N || k < 1 || k > QG_MAX_K || lda < k || ldb < k || ldc < m) return -1;
-    qg_run(0, 1, m, n, k, a, lda, b, ldb, c, ldc);
+    qg_run(0, 1, m, n, k, a, lda, b, ldb, c, ldc, 1);
     return 0;
 #else
     (void) m; (void) n; (void) k; (void) a; (void) lda; (void) b; (void) ldb; (void) c; (void) ldc;

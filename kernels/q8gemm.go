@@ -3,6 +3,7 @@ package kernels
 /*
 #cgo linux LDFLAGS: -Wl,--wrap=llamafile_sgemm
 #include "q8gemm.h"
+#include "q8amx.h"
 */
 import "C"
 
@@ -25,17 +26,29 @@ const Q8GEMMMaxColumns = C.LLMRT_Q8_GEMM_MAX_N
 // EnableQ8GEMM routes Q8_0 matmuls of up to Q8GEMMMaxColumns columns
 // to llmrt's kernel (the default where available) or leaves them to ggml. It is process-wide, like ggml's own CPU feature choice, and
 // exists for benchmarks and tests that compare the two paths.
-func EnableQ8GEMM(on bool) {
-	v := C.int(0)
-	if on {
-		v = 1
-	}
-	C.llmrt_q8_gemm_enable(v)
-}
+func EnableQ8GEMM(on bool) { C.llmrt_q8_gemm_enable(cBool(on)) }
 
 // Q8GEMMCalls is how many matmuls llmrt's kernel has run in this
 // process.
 func Q8GEMMCalls() int64 { return int64(C.llmrt_q8_gemm_calls()) }
+
+// Q8AMXAvailable reports whether the Q8_0 kernel can run whole 16x16
+// tiles of a product (16 or more columns) on Intel AMX-INT8: the build
+// has the code, the CPU has the unit and the OS lets this process use it.
+// Only nets created with NetParams.Tiles use them.
+func Q8AMXAvailable() bool { return C.llmrt_q8_amx_available() != 0 }
+
+// EnableQ8AMX lets the Q8_0 kernel use AMX tiles where available (the
+// default) or keeps it on AVX-512 VNNI. Process-wide; for benchmarks and
+// tests that compare the two.
+func EnableQ8AMX(on bool) { C.llmrt_q8_amx_enable(cBool(on)) }
+
+// Q8AMXEnabled reports the last EnableQ8AMX setting (true by default).
+func Q8AMXEnabled() bool { return C.llmrt_q8_amx_enabled() != 0 }
+
+// Q8AMXCalls is how many threads' shares of Q8_0 matmuls ran on AMX tiles
+// in this process.
+func Q8AMXCalls() int64 { return int64(C.llmrt_q8_amx_calls()) }
 
 // mulMatQ8 computes a (m×k, quantized to Q8_0 as a model stores it) times
 // b (n columns of k floats) through ggml's CPU matmul on threads threads,

@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -154,6 +155,53 @@ func TestQ8GEMMRouting(t *testing.T) {
 					if ran != want {
 						t.Fatalf("%dx%d by %d columns, kernel on=%v, %d threads: kernel ran %d times, want %d", sh.m, sh.k, n, on, threads, ran, want)
 					}
+				}
+			}
+		}
+	}
+}
+
+// TestQ8AMXTilesMatchTheReference runs products that fill whole 16x16
+// tiles and leave edges (rows and columns short of 16, odd block counts,
+// strided views) with AMX on and off: both match the exact product, and
+// the tiles ran only when on.
+func TestQ8AMXTilesMatchTheReference(t *testing.T) {
+	needQ8Kernel(t)
+	if !Q8AMXAvailable() {
+		t.Skip("no AMX-INT8 on this CPU (or the OS does not allow it): the VNNI kernel takes every tile")
+	}
+	defer EnableQ8AMX(true)
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, sh := range []struct{ m, k, kA, kB int }{{16, 32, 32, 32}, {37, 96, 96, 96}, {130, 896, 896, 896}, {45, 96, 160, 128}} {
+		for _, n := range []int{16, 17, 33, 48} {
+			a, b := randMat(r, sh.m*sh.kA), randMat(r, n*sh.kB)
+			aq, err := QuantizeRows(typeQ8_0, a, sh.m, sh.kA)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bq, err := QuantizeRows(typeQ8_0, b, n, sh.kB)
+			if err != nil {
+				t.Fatal(err)
+			}
+			slice := func(x []float32, rows, width int) []float32 {
+				out := make([]float32, 0, rows*sh.k)
+				for i := 0; i < rows; i++ {
+					out = append(out, x[i*width:i*width+sh.k]...)
+				}
+				return out
+			}
+			ref, mag := refQ8(t, slice(a, sh.m, sh.kA), slice(b, n, sh.kB), sh.m, n, sh.k)
+			for _, on := range []bool{true, false} {
+				EnableQ8AMX(on)
+				before := Q8AMXCalls()
+				got, err := q8GEMM(aq, bq, sh.m, n, sh.k/32, sh.kA/32, sh.kB/32)
+				if err != nil {
+					t.Fatal(err)
+				}
+				what := fmt.Sprintf("%dx%d (stride %d/%d) by %d columns, AMX %v", sh.m, sh.k, sh.kA, sh.kB, n, on)
+				checkClose(t, what, got, ref, mag)
+				if ran := Q8AMXCalls() - before; (ran > 0) != on {
+					t.Fatalf("%s: tiles ran %d times", what, ran)
 				}
 			}
 		}

@@ -358,7 +358,7 @@ func Train(ctx context.Context, spec Spec, h Hooks) (Result, error) {
 	if h.Loaded != nil {
 		h.Loaded(st, evSt.Examples)
 	}
-	net, err := kernels.NewNet(e.Model(), kernels.NetParams{Threads: spec.Threads, Rank: spec.Rank, Alpha: float32(spec.Alpha), Targets: spec.Targets, Seed: spec.Seed})
+	net, err := kernels.NewNet(e.Model(), kernels.NetParams{Threads: spec.Threads, Rank: spec.Rank, Alpha: float32(spec.Alpha), Targets: spec.Targets, Seed: spec.Seed, Tiles: true})
 	if err != nil {
 		return Result{}, err
 	}

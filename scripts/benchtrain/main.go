@@ -60,8 +60,10 @@ func main() {
 	child := flag.String("child", "", "internal: run one measurement (train:PATH, serve:PATH, lora:PATH or ref:PATH) and print its peak memory")
 	cache := flag.String("cache", testmodel.CacheDir(), "where generated models are kept (env LLMRT_BENCH_DIR)")
 	ggmlOutProd := flag.Bool("ggml-outprod", false, "leave the matmul input gradients to ggml's OUT_PROD loop (to measure llmrt's kernel)")
+	noAMX := flag.Bool("no-amx", false, "keep the Q8_0 matmuls on AVX-512 VNNI where the CPU has AMX (to measure the tiles)")
 	flag.Parse()
 	kernels.EnableOutProd(!*ggmlOutProd)
+	kernels.EnableQ8AMX(!*noAMX)
 	kernels.SetLogger(nil)
 	os.Setenv("LLMRT_LLAMA_LOG", "error")
 	if *child != "" {
@@ -78,7 +80,8 @@ func main() {
 		check(err)
 		flops = max(flops, f)
 	}
-	fmt.Printf("machine: fp32 GEMM %.1f GFLOP/s (OpenBLAS cblas_sgemm, %d threads)\n\n", flops/1e9, *threads)
+	fmt.Printf("machine: fp32 GEMM %.1f GFLOP/s (OpenBLAS cblas_sgemm, %d threads)\n", flops/1e9, *threads)
+	fmt.Printf("llmrt's Q8_0 matmul: %s\n\n", q8Path())
 	if *which == "tiny" || *which == "all" {
 		path, err := testmodel.CachedPath(ctx, *cache, testmodel.TinyLlama(testmodel.SharedDir()))
 		check(err)
@@ -191,7 +194,7 @@ func tinyLoRA(ctx context.Context, path string, threads, rank, rows int) (float6
 		return 0, err
 	}
 	defer m.Close()
-	net, err := kernels.NewNet(m, kernels.NetParams{Threads: threads, Rank: rank, Alpha: float32(2 * rank), Targets: finetune.AllLinearTargets})
+	net, err := kernels.NewNet(m, kernels.NetParams{Threads: threads, Rank: rank, Alpha: float32(2 * rank), Targets: finetune.AllLinearTargets, Tiles: true})
 	if err != nil {
 		return 0, err
 	}
@@ -253,7 +256,8 @@ func tinyReference(ctx context.Context, path string, threads, rows int) (float64
 func measure(what string, threads int, args ...string) (float64, float64) {
 	exe, err := os.Executable()
 	check(err)
-	args = append([]string{"-child", what, "-threads", fmt.Sprint(threads), "-ggml-outprod=" + fmt.Sprint(!kernels.OutProdEnabled())}, args...)
+	args = append([]string{"-child", what, "-threads", fmt.Sprint(threads), "-ggml-outprod=" + fmt.Sprint(!kernels.OutProdEnabled()),
+		"-no-amx=" + fmt.Sprint(!kernels.Q8AMXEnabled())}, args...)
 	out, err := exec.Command(exe, args...).CombinedOutput()
 	if err != nil {
 		check(fmt.Errorf("%s: %v\n%s", what, err, out))
@@ -317,7 +321,7 @@ func runChild(what string, threads, ctxLen, steps, rank, rows int) error {
 		return err
 	}
 	defer m.Close()
-	net, err := kernels.NewNet(m, kernels.NetParams{Threads: threads, Rank: rank, Alpha: float32(2 * rank), Targets: finetune.AttentionTargets})
+	net, err := kernels.NewNet(m, kernels.NetParams{Threads: threads, Rank: rank, Alpha: float32(2 * rank), Targets: finetune.AttentionTargets, Tiles: true})
 	if err != nil {
 		return err
 	}
@@ -395,4 +399,17 @@ func check(err error) {
 		fmt.Fprintln(os.Stderr, "benchtrain:", err)
 		os.Exit(1)
 	}
+}
+
+// q8Path says which kernel runs the Q8_0 matmuls of the forward passes.
+func q8Path() string {
+	switch {
+	case !kernels.Q8GEMMAvailable():
+		return "not in this build (ggml's tinyBLAS)"
+	case kernels.Q8AMXAvailable() && kernels.Q8AMXEnabled():
+		return "AMX-INT8 tiles, AVX-512 VNNI at the edges"
+	case kernels.Q8AMXAvailable():
+		return "AVX-512 VNNI (AMX off: -no-amx)"
+	}
+	return "AVX-512 VNNI (no AMX on this CPU)"
 }

@@ -1,0 +1,254 @@
+// q8amx.c: the Q8_0 x Q8_0 matmul on Intel AMX tiles, for q8gemm.c.
+//
+// On CPUs with AMX-INT8 one TDPBSSD instruction multiplies a 16x32 tile of
+// int8 by a 32x16 one into 16x16 int32 sums: 8,192 multiply-adds, against
+// 64 for a 512-bit VNNI dot product. Q8_0 gives every 32 values their own
+// scale, so each product covers exactly one block; its 16x16 sums go
+// through memory to be scaled (token scale times weight scale) and added to
+// float accumulators held in registers.
+//
+// Orientation: a tile row is one token (column of the matmul), so the
+// activations load straight from ggml's Q8_0 buffer with the row stride of
+// a column, and a token's 16 outputs are one vector stored contiguously.
+// The weights are the instruction's second operand, which wants groups of
+// 4 consecutive int8 of each output row side by side ("VNNI" order); a
+// thread repacks each 16-row panel of weights once and reuses it for every
+// 16 tokens.
+//
+// ggml-cpu is built without AMX (the Makefile says why), so these functions
+// carry their own target attribute and run only after a CPUID check and the
+// kernel's permission for tile data (arch_prctl ARCH_REQ_XCOMP_PERM).
+#include "q8amx.h"
+
+#if QA_HAVE
+
+#include "ggml.h"
+#define GGML_COMMON_DECL_C
+#include "ggml-common.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cpuid.h>
+#include <immintrin.h>
+
+#define QA_ARCH_GET_XCOMP_PERM 0x1022
+#define QA_ARCH_REQ_XCOMP_PERM 0x1023
+#define QA_XFEATURE_XTILEDATA 18
+
+// Tile numbers (the intrinsics take literals): two accumulators, two
+// token tiles, two weight tiles, so that two blocks are in flight per loop
+// step: sums 0 and 1, tokens 2 and 3, weights 4 and 5.
+
+static pthread_once_t qa_once = PTHREAD_ONCE_INIT;
+static int qa_ok;
+static atomic_int qa_enabled = 1;
+
+// The CPU has AMX-TILE and AMX-INT8, the OS saves tile state (XCR0 bits 17
+// and 18), and this process may use it.
+static void qa_probe(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
+    const unsigned amx_tile = 1u << 24, amx_int8 = 1u << 25;
+    if ((d & amx_tile) == 0 || (d & amx_int8) == 0) return;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || (c & (1u << 27)) == 0) return; // OSXSAVE
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17)) return;
+    if (syscall(SYS_arch_prctl, QA_ARCH_REQ_XCOMP_PERM, QA_XFEATURE_XTILEDATA) != 0) return;
+    unsigned long perm = 0;
+    if (syscall(SYS_arch_prctl, QA_ARCH_GET_XCOMP_PERM, &perm) != 0) return;
+    qa_ok = (perm & (1ul << QA_XFEATURE_XTILEDATA)) != 0;
+}
+
+int llmrt_q8_amx_available(void) {
+    if (pthread_once(&qa_once, qa_probe) != 0) return 0;
+    return qa_ok;
+}
+
+void llmrt_q8_amx_enable(int on) { atomic_store(&qa_enabled, on != 0); }
+
+int llmrt_q8_amx_enabled(void) { return atomic_load(&qa_enabled); }
+
+int qa_usable(void) {
+    return atomic_load_explicit(&qa_enabled, memory_order_relaxed) && llmrt_q8_amx_available();
+}
+
+// The 64-byte tile configuration (palette 1).
+typedef struct {
+    uint8_t palette;
+    uint8_t start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} __attribute__((packed, aligned(64))) qa_tilecfg;
+
+__attribute__((target("amx-tile"))) static void qa_configure(void) {
+    qa_tilecfg cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette = 1;
+    for (int t = 0; t <= 1; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; } // 16 tokens x 16 int32
+    for (int t = 2; t <= 3; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 32; } // 16 tokens x 32 int8
+    for (int t = 4; t <= 5; t++) { cfg.rows[t] = 8; cfg.colsb[t] = 64; }  // 32 int8 x 16 rows, VNNI
+    // The intrinsic's asm names only the first 8 bytes as its input, so
+    // without this barrier GCC drops the stores above.
+    __asm__ volatile("" : : "r"(&cfg) : "memory");
+    _tile_loadconfig(&cfg);
+}
+
+// Per-thread scratch: one packed weight panel and the token scales.
+typedef struct {
+    int8_t * w;    // [block][8][64]: a 16-row panel in VNNI order
+    float * wd;    // [block][16]: the panel's row scales
+    float * xd;    // [block][column]: token scales
+    size_t blocks; // w/wd capacity in blocks
+    size_t cells;  // xd capacity
+} qa_scratch;
+
+static pthread_key_t qa_key;
+static pthread_once_t qa_key_once = PTHREAD_ONCE_INIT;
+static int qa_key_ok;
+
+static void qa_scratch_free(void * p) {
+    qa_scratch * s = (qa_scratch *) p;
+    if (s == NULL) return;
+    free(s->w);
+    free(s->wd);
+    free(s->xd);
+    free(s);
+}
+
+static void qa_key_init(void) { qa_key_ok = pthread_key_create(&qa_key, qa_scratch_free) == 0; }
+
+static qa_scratch * qa_get_scratch(size_t blocks, size_t cells) {
+    if (pthread_once(&qa_key_once, qa_key_init) != 0 || !qa_key_ok) return NULL;
+    qa_scratch * s = (qa_scratch *) pthread_getspecific(qa_key);
+    if (s == NULL) {
+        s = (qa_scratch *) calloc(1, sizeof(*s));
+        if (s == NULL) return NULL;
+        if (pthread_setspecific(qa_key, s) != 0) { free(s); return NULL; }
+    }
+    if (s->blocks < blocks) {
+        int8_t * w = (int8_t *) aligned_alloc(64, blocks * 512);
+        float * wd = (float *) aligned_alloc(64, blocks * 16 * sizeof(float));
+        if (w == NULL || wd == NULL) { free(w); free(wd); return NULL; }
+        free(s->w);
+        free(s->wd);
+        s->w = w;
+        s->wd = wd;
+        s->blocks = blocks;
+    }
+    if (s->cells < cells) {
+        float * xd = (float *) aligned_alloc(64, ((cells * sizeof(float) + 63) / 64) * 64);
+        if (xd == NULL) return NULL;
+        free(s->xd);
+        s->xd = xd;
+        s->cells = cells;
+    }
+    return s;
+}
+
+// Packs 16 weight rows (row stride lda blocks) of k blocks: for block l,
+// 32-bit group g of row r goes to w[l][g][r], i.e. byte offset
+// l*512 + g*64 + r*4, which is the B-operand order of TDPBSSD.
+static void qa_pack_weights(const block_q8_0 * a, int64_t lda, int64_t k, int8_t * w, float * wd) {
+    for (int64_t l = 0; l < k; l++) {
+        uint32_t * dst = (uint32_t *) (w + l * 512);
+        for (int r = 0; r < 16; r++) {
+            const block_q8_0 * blk = a + r * lda + l;
+            uint32_t g[8];
+            memcpy(g, blk->qs, sizeof(g));
+            for (int q = 0; q < 8; q++) dst[q * 16 + r] = g[q];
+            wd[l * 16 + r] = _cvtsh_ss(blk->d);
+        }
+    }
+}
+
+// Scales one block's 16x16 sums and adds them to acc: row t (a token) gets
+// sums[t] * xd[t] * wd, wd being the 16 rows' scales.
+#define QA_SCALE_ADD(acc, sums, xdp, xstride, wdv)                                                   \
+    for (int t = 0; t < 16; t++) {                                                                   \
+        const __m512 s = _mm512_mul_ps(_mm512_set1_ps((xdp)[t * (xstride)]), (wdv));                 \
+        (acc)[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((sums) + t * 16)), s, (acc)[t]); \
+    }
+
+// Computes c[j][i] for 16-row panels of rows [i0, i0 + 16*panels) and
+// 16-token groups of columns [0, 16*groups). xd holds the token scales,
+// [block][column] with n columns per block.
+__attribute__((target("amx-tile,amx-int8,avx512f"))) static void
+qa_tiles(const block_q8_0 * a, int64_t lda, const block_q8_0 * b, int64_t ldb, int64_t k, const float * xd, int64_t n,
+         float * c, int64_t ldc, int64_t i0, int64_t panels, int64_t groups, qa_scratch * s) {
+    int32_t sums[2][256] __attribute__((aligned(64)));
+    const int64_t xstride = ldb * (int64_t) sizeof(block_q8_0); // bytes between tokens
+    for (int64_t p = 0; p < panels; p++) {
+        const int64_t i = i0 + 16 * p;
+        qa_pack_weights(a + i * lda, lda, k, s->w, s->wd);
+        for (int64_t g = 0; g < groups; g++) {
+            const int64_t j = 16 * g;
+            const block_q8_0 * bj = b + j * ldb;
+            __m512 acc[16];
+            for (int t = 0; t < 16; t++) acc[t] = _mm512_setzero_ps();
+            int64_t l = 0;
+            for (; l + 1 < k; l += 2) {
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_loadd(2, bj[l].qs, xstride);
+                _tile_loadd(4, s->w + l * 512, 64);
+                _tile_loadd(3, bj[l + 1].qs, xstride);
+                _tile_loadd(5, s->w + (l + 1) * 512, 64);
+                _tile_dpbssd(0, 2, 4);
+                _tile_dpbssd(1, 3, 5);
+                _tile_stored(0, sums[0], 64);
+                _tile_stored(1, sums[1], 64);
+                const __m512 wd0 = _mm512_load_ps(s->wd + l * 16);
+                const __m512 wd1 = _mm512_load_ps(s->wd + (l + 1) * 16);
+                QA_SCALE_ADD(acc, sums[0], xd + l * n + j, 1, wd0);
+                QA_SCALE_ADD(acc, sums[1], xd + (l + 1) * n + j, 1, wd1);
+            }
+            if (l < k) {
+                _tile_zero(0);
+                _tile_loadd(2, bj[l].qs, xstride);
+                _tile_loadd(4, s->w + l * 512, 64);
+                _tile_dpbssd(0, 2, 4);
+                _tile_stored(0, sums[0], 64);
+                const __m512 wd0 = _mm512_load_ps(s->wd + l * 16);
+                QA_SCALE_ADD(acc, sums[0], xd + l * n + j, 1, wd0);
+            }
+            for (int t = 0; t < 16; t++) _mm512_storeu_ps(c + (j + t) * ldc + i, acc[t]);
+        }
+    }
+}
+
+__attribute__((target("amx-tile"))) static void qa_release(void) { _tile_release(); }
+
+int qa_run(const void * av, int64_t lda, const void * bv, int64_t ldb, int64_t k, int64_t n, float * c,
+           int64_t ldc, int64_t i0, int64_t panels, int64_t groups) {
+    const block_q8_0 * a = (const block_q8_0 *) av;
+    const block_q8_0 * b = (const block_q8_0 *) bv;
+    if (panels <= 0 || groups <= 0) return 0;
+    qa_scratch * s = qa_get_scratch((size_t) k, (size_t) (k * n));
+    if (s == NULL) return -1;
+    for (int64_t l = 0; l < k; l++) {
+        for (int64_t j = 0; j < 16 * groups; j++) s->xd[l * n + j] = _cvtsh_ss(b[j * ldb + l].d);
+    }
+    qa_configure();
+    qa_tiles(a, lda, b, ldb, k, s->xd, n, c, ldc, i0, panels, groups, s);
+    qa_release();
+    return 0;
+}
+
+#else // !QA_HAVE
+
+int llmrt_q8_amx_available(void) { return 0; }
+
+static int qa_enabled = 1;
+
+void llmrt_q8_amx_enable(int on) { qa_enabled = on != 0; }
+
+int llmrt_q8_amx_enabled(void) { return qa_enabled; }
+
+#endif

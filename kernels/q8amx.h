@@ -1,0 +1,43 @@
+#pragma once
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// llmrt's Q8_0 x Q8_0 matmul on AMX tiles (q8amx.c), used by q8gemm.c for
+// whole 16x16 tiles of products of 16 or more columns.
+
+#if defined(__linux__) && defined(__x86_64__) && defined(__AVX512F__) && defined(__F16C__) && \
+    ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11) || (defined(__clang__) && __clang_major__ >= 12))
+#define QA_HAVE 1
+#else
+#define QA_HAVE 0
+#endif
+
+// Whether this CPU and OS let the process use AMX-INT8 tiles (asks the
+// kernel for tile-data permission once). 0 in builds without the kernel.
+int llmrt_q8_amx_available(void);
+
+// Lets q8gemm.c use the tiles (on != 0, the default) or not. Process-wide,
+// for benchmarks and tests that compare the two.
+void llmrt_q8_amx_enable(int on);
+
+// The last llmrt_q8_amx_enable setting (1 by default).
+int llmrt_q8_amx_enabled(void);
+
+#if QA_HAVE
+// Enabled and available.
+int qa_usable(void);
+
+// c[j*ldc + i] for the 16-row panels of rows [i0, i0 + 16*panels) of a and
+// the first 16*groups columns of b (n columns in all), k Q8_0 blocks each
+// (a and b point at ggml's block_q8_0). Returns 0, or -1 when this thread
+// cannot get its scratch memory (nothing was written).
+int qa_run(const void * a, int64_t lda, const void * b, int64_t ldb, int64_t k, int64_t n, float * c,
+           int64_t ldc, int64_t i0, int64_t panels, int64_t groups);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
