@@ -214,18 +214,7 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) error {
 		out, _ = json.Marshal(j)
 	}
 	s.mu.Unlock()
-	if !ok && s.Dir != "" && !strings.ContainsAny(id, "/\\.") {
-		b, err := os.ReadFile(filepath.Join(s.Dir, id+".json"))
-		if err == nil {
-			out, ok = b, true
-		}
-	}
-	if !ok {
-		return httpapi.NotFound("eval_not_found", "no evaluation %q", id)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_, err := w.Write(out)
-	return err
+	return httpapi.WriteJob(w, out, ok, s.Dir, id, "eval_not_found", "evaluation")
 }
 
 // list answers every evaluation, running and kept, newest first; reports

@@ -117,4 +117,17 @@ func TestEvalAPI(t *testing.T) {
 	go func() { done2 <- srv2.Serve(ctx2, ln2) }()
 	defer func() { cancel2(); <-done2 }()
 	listed("http://" + ln2.Addr().String() + "/v1/evals")
+	// One evaluation, after the restart, comes whole from its saved file.
+	resp, err := http.Get("http://" + ln2.Addr().String() + "/v1/evals/" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var saved map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&saved); err != nil || resp.StatusCode != http.StatusOK || saved["id"] != id {
+		t.Fatalf("saved evaluation after a restart: %d %v %v", resp.StatusCode, saved["id"], err)
+	}
+	if rep, _ := saved["report"].(map[string]any); rep == nil || len(rep["answers"].([]any)) != 2 {
+		t.Fatalf("saved evaluation lost its answers: %v", saved)
+	}
 }

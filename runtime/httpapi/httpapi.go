@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -97,6 +99,24 @@ func WriteJSON(w http.ResponseWriter, status int, v any) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	return json.NewEncoder(w).Encode(v)
+}
+
+// WriteJob answers a background job's status: running, the JSON the
+// caller marshalled from memory (inMemory); otherwise, when dir is set,
+// the file dir/ID.json a finished job was kept in; otherwise a 404 with
+// code, naming the job as what ("no evaluation \"ID\"").
+func WriteJob(w http.ResponseWriter, status []byte, inMemory bool, dir, id, code, what string) error {
+	if !inMemory && dir != "" && !strings.ContainsAny(id, "/\\.") {
+		if b, err := os.ReadFile(filepath.Join(dir, id+".json")); err == nil {
+			status, inMemory = b, true
+		}
+	}
+	if !inMemory {
+		return NotFound(code, "no %s %q", what, id)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, err := w.Write(status)
+	return err
 }
 
 // Decode reads a JSON request body into v. A malformed, empty or

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -198,15 +197,5 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) error {
 		out, _ = json.Marshal(j)
 	}
 	s.mu.Unlock()
-	if !ok && s.Dir != "" && !strings.ContainsAny(id, "/\\.") {
-		if b, err := os.ReadFile(filepath.Join(s.Dir, id+".json")); err == nil {
-			out, ok = b, true
-		}
-	}
-	if !ok {
-		return httpapi.NotFound("qagen_not_found", "no QA generation %q", id)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_, err := w.Write(out)
-	return err
+	return httpapi.WriteJob(w, out, ok, s.Dir, id, "qagen_not_found", "QA generation")
 }
