@@ -19,6 +19,7 @@
 // carry their own target attribute and run only after a CPUID check and the
 // kernel's permission for tile data (arch_prctl ARCH_REQ_XCOMP_PERM).
 #include "q8amx.h"
+#include "scratch.h"
 
 #if QA_HAVE
 
@@ -28,7 +29,6 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -100,56 +100,18 @@ __attribute__((target("amx-tile"))) static void qa_configure(void) {
     _tile_loadconfig(&cfg);
 }
 
-// Per-thread scratch: one packed weight panel and the token scales.
+// This thread's scratch: one packed weight panel and the token scales.
 typedef struct {
-    int8_t * w;    // [block][8][64]: a 16-row panel in VNNI order
-    float * wd;    // [block][16]: the panel's row scales
-    float * xd;    // [block][column]: token scales
-    size_t blocks; // w/wd capacity in blocks
-    size_t cells;  // xd capacity
+    int8_t * w; // [block][8][64]: a 16-row panel in VNNI order
+    float * wd; // [block][16]: the panel's row scales
+    float * xd; // [block][column]: token scales
 } qa_scratch;
 
-static pthread_key_t qa_key;
-static pthread_once_t qa_key_once = PTHREAD_ONCE_INIT;
-static int qa_key_ok;
-
-static void qa_scratch_free(void * p) {
-    qa_scratch * s = (qa_scratch *) p;
-    if (s == NULL) return;
-    free(s->w);
-    free(s->wd);
-    free(s->xd);
-    free(s);
-}
-
-static void qa_key_init(void) { qa_key_ok = pthread_key_create(&qa_key, qa_scratch_free) == 0; }
-
-static qa_scratch * qa_get_scratch(size_t blocks, size_t cells) {
-    if (pthread_once(&qa_key_once, qa_key_init) != 0 || !qa_key_ok) return NULL;
-    qa_scratch * s = (qa_scratch *) pthread_getspecific(qa_key);
-    if (s == NULL) {
-        s = (qa_scratch *) calloc(1, sizeof(*s));
-        if (s == NULL) return NULL;
-        if (pthread_setspecific(qa_key, s) != 0) { free(s); return NULL; }
-    }
-    if (s->blocks < blocks) {
-        int8_t * w = (int8_t *) aligned_alloc(64, blocks * 512);
-        float * wd = (float *) aligned_alloc(64, blocks * 16 * sizeof(float));
-        if (w == NULL || wd == NULL) { free(w); free(wd); return NULL; }
-        free(s->w);
-        free(s->wd);
-        s->w = w;
-        s->wd = wd;
-        s->blocks = blocks;
-    }
-    if (s->cells < cells) {
-        float * xd = (float *) aligned_alloc(64, ((cells * sizeof(float) + 63) / 64) * 64);
-        if (xd == NULL) return NULL;
-        free(s->xd);
-        s->xd = xd;
-        s->cells = cells;
-    }
-    return s;
+static int qa_get_scratch(qa_scratch * s, size_t blocks, size_t cells) {
+    s->w = (int8_t *) llmrt_scratch(LLMRT_SCRATCH_QA_W, blocks * 512);
+    s->wd = (float *) llmrt_scratch(LLMRT_SCRATCH_QA_WD, blocks * 16 * sizeof(float));
+    s->xd = (float *) llmrt_scratch(LLMRT_SCRATCH_QA_XD, cells * sizeof(float));
+    return s->w != NULL && s->wd != NULL && s->xd != NULL;
 }
 
 // Packs 16 weight rows (row stride lda blocks) of k blocks: for block l,
@@ -230,8 +192,8 @@ int qa_run(const void * av, int64_t lda, const void * bv, int64_t ldb, int64_t k
     const block_q8_0 * a = (const block_q8_0 *) av;
     const block_q8_0 * b = (const block_q8_0 *) bv;
     if (panels <= 0 || groups <= 0) return 0;
-    qa_scratch * s = qa_get_scratch((size_t) k, (size_t) (k * n));
-    if (s == NULL) return -1;
+    qa_scratch sc, * s = &sc;
+    if (!qa_get_scratch(s, (size_t) k, (size_t) (k * n))) return -1;
     for (int64_t l = 0; l < k; l++) {
         for (int64_t j = 0; j < 16 * groups; j++) s->xd[l * n + j] = _cvtsh_ss(b[j * ldb + l].d);
     }

@@ -25,11 +25,9 @@
 // packed, and the accumulator starts at -128 * sum(w), which the same
 // instruction computes once per weight pair for all columns:
 // sum((x + 128) * w) - 128 * sum(w) is exactly sum(x * w).
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdlib.h>
 
 #include "ggml.h"
 #include "ggml-cpu.h"
@@ -39,6 +37,7 @@
 
 #include "q8amx.h"
 #include "q8gemm.h"
+#include "scratch.h"
 
 // The hook needs GNU ld's --wrap (linux builds); the kernel needs AVX-512.
 #if defined(__linux__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
@@ -99,49 +98,18 @@ static __attribute__((unused)) int qg_tiles_allowed(const void * pool) {
 
 #if QG_HAVE
 
-// Per-thread scratch: the activations repacked for the kernel. One buffer
-// per ggml worker thread, grown on demand and freed when the thread exits.
+// The activations repacked for the kernel, in this thread's scratch.
 typedef struct {
-    uint8_t * xu;  // [pair][column][64]: x + 128, two blocks per 64 bytes
-    float * dx;    // [pair][column][16]: each block's scale, 8 lanes per block
-    size_t pairs_cols; // capacity in (pair, column) cells
+    uint8_t * xu; // [pair][column][64]: x + 128, two blocks per 64 bytes
+    float * dx;   // [pair][column][16]: each block's scale, 8 lanes per block
 } qg_scratch;
 
-static pthread_key_t qg_key;
-static pthread_once_t qg_once = PTHREAD_ONCE_INIT;
-static int qg_key_ok;
-
-static void qg_scratch_free(void * p) {
-    qg_scratch * s = (qg_scratch *) p;
-    if (s == NULL) return;
-    free(s->xu);
-    free(s->dx);
-    free(s);
-}
-
-static void qg_key_init(void) { qg_key_ok = pthread_key_create(&qg_key, qg_scratch_free) == 0; }
-
-// Returns this thread's scratch with room for `cells` (pair, column) cells,
-// or NULL when memory is short (the caller then runs the plain loop).
-static qg_scratch * qg_get_scratch(size_t cells) {
-    if (pthread_once(&qg_once, qg_key_init) != 0 || !qg_key_ok) return NULL;
-    qg_scratch * s = (qg_scratch *) pthread_getspecific(qg_key);
-    if (s == NULL) {
-        s = (qg_scratch *) calloc(1, sizeof(*s));
-        if (s == NULL) return NULL;
-        if (pthread_setspecific(qg_key, s) != 0) { free(s); return NULL; }
-    }
-    if (s->pairs_cols < cells) {
-        uint8_t * xu = (uint8_t *) aligned_alloc(64, cells * 64);
-        float * dx = (float *) aligned_alloc(64, cells * 16 * sizeof(float));
-        if (xu == NULL || dx == NULL) { free(xu); free(dx); return NULL; }
-        free(s->xu);
-        free(s->dx);
-        s->xu = xu;
-        s->dx = dx;
-        s->pairs_cols = cells;
-    }
-    return s;
+// Fills s with room for `cells` (pair, column) cells; 0 when memory is
+// short (the caller then runs the plain loop).
+static int qg_get_scratch(qg_scratch * s, size_t cells) {
+    s->xu = (uint8_t *) llmrt_scratch(LLMRT_SCRATCH_QG_X, cells * 64);
+    s->dx = (float *) llmrt_scratch(LLMRT_SCRATCH_QG_D, cells * 16 * sizeof(float));
+    return s->xu != NULL && s->dx != NULL;
 }
 
 // Repacks n columns of k blocks into the scratch layout. An odd k is padded
@@ -277,7 +245,8 @@ static void qg_run(int ith, int nth, int64_t m, int64_t n, int64_t k, const void
         atomic_fetch_add_explicit(&qg_amx_calls, 1, memory_order_relaxed);
     }
 #endif
-    qg_scratch * s = qg_get_scratch((size_t) (pairs * width));
+    qg_scratch sc;
+    qg_scratch * s = qg_get_scratch(&sc, (size_t) (pairs * width)) ? &sc : NULL;
     // Columns in blocks of up to QG_BLOCK_N: each block is packed once and
     // the thread's rows stream past it.
     for (int64_t j0 = 0; j0 < n; j0 += QG_BLOCK_N) {
