@@ -657,9 +657,8 @@ llmrt_net * llmrt_net_new(llama_model * m, const llmrt_net_params * p, char * er
             if (!n->pool) {
                 throw std::runtime_error("cannot create the CPU thread pool");
             }
-            if (llmrt_q8_tiles_allow(n->pool) != 0) {
-                throw std::runtime_error("too many nets with AMX tiles at once");
-            }
+            // With more than 64 such nets at once the others run without.
+            (void) llmrt_q8_tiles_allow(n->pool);
             ggml_backend_cpu_set_threadpool(n->backends.back(), n->pool);
         }
 

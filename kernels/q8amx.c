@@ -40,10 +40,6 @@
 #define QA_ARCH_REQ_XCOMP_PERM 0x1023
 #define QA_XFEATURE_XTILEDATA 18
 
-// Tile numbers (the intrinsics take literals): two accumulators, two
-// token tiles, two weight tiles, so that two blocks are in flight per loop
-// step: sums 0 and 1, tokens 2 and 3, weights 4 and 5.
-
 static pthread_once_t qa_once = PTHREAD_ONCE_INIT;
 static int qa_ok;
 static atomic_int qa_enabled = 1;
@@ -78,7 +74,9 @@ int qa_usable(void) {
     return atomic_load_explicit(&qa_enabled, memory_order_relaxed) && llmrt_q8_amx_available();
 }
 
-// The 64-byte tile configuration (palette 1).
+// The 64-byte tile configuration (palette 1). Tiles (the intrinsics take
+// their numbers as literals): sums 0 and 1, tokens 2 and 3, weights 4 and
+// 5, so that two blocks are in flight per loop step.
 typedef struct {
     uint8_t palette;
     uint8_t start_row;
@@ -132,9 +130,9 @@ static void qa_pack_weights(const block_q8_0 * a, int64_t lda, int64_t k, int8_t
 
 // Scales one block's 16x16 sums and adds them to acc: row t (a token) gets
 // sums[t] * xd[t] * wd, wd being the 16 rows' scales.
-#define QA_SCALE_ADD(acc, sums, xdp, xstride, wdv)                                                   \
+#define QA_SCALE_ADD(acc, sums, xdp, wdv)                                                            \
     for (int t = 0; t < 16; t++) {                                                                   \
-        const __m512 s = _mm512_mul_ps(_mm512_set1_ps((xdp)[t * (xstride)]), (wdv));                 \
+        const __m512 s = _mm512_mul_ps(_mm512_set1_ps((xdp)[t]), (wdv));                             \
         (acc)[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((sums) + t * 16)), s, (acc)[t]); \
     }
 
@@ -168,8 +166,8 @@ qa_tiles(const block_q8_0 * a, int64_t lda, const block_q8_0 * b, int64_t ldb, i
                 _tile_stored(1, sums[1], 64);
                 const __m512 wd0 = _mm512_load_ps(s->wd + l * 16);
                 const __m512 wd1 = _mm512_load_ps(s->wd + (l + 1) * 16);
-                QA_SCALE_ADD(acc, sums[0], xd + l * n + j, 1, wd0);
-                QA_SCALE_ADD(acc, sums[1], xd + (l + 1) * n + j, 1, wd1);
+                QA_SCALE_ADD(acc, sums[0], xd + l * n + j, wd0);
+                QA_SCALE_ADD(acc, sums[1], xd + (l + 1) * n + j, wd1);
             }
             if (l < k) {
                 _tile_zero(0);
@@ -178,7 +176,7 @@ qa_tiles(const block_q8_0 * a, int64_t lda, const block_q8_0 * b, int64_t ldb, i
                 _tile_dpbssd(0, 2, 4);
                 _tile_stored(0, sums[0], 64);
                 const __m512 wd0 = _mm512_load_ps(s->wd + l * 16);
-                QA_SCALE_ADD(acc, sums[0], xd + l * n + j, 1, wd0);
+                QA_SCALE_ADD(acc, sums[0], xd + l * n + j, wd0);
             }
             for (int t = 0; t < 16; t++) _mm512_storeu_ps(c + (j + t) * ldc + i, acc[t]);
         }

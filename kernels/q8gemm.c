@@ -25,6 +25,10 @@
 // packed, and the accumulator starts at -128 * sum(w), which the same
 // instruction computes once per weight pair for all columns:
 // sum((x + 128) * w) - 128 * sum(w) is exactly sum(x * w).
+//
+// For the matmuls of thread pools allowed them (training's, see q8gemm.h)
+// every whole 16x16 tile of a product runs on AMX-INT8 where the CPU has
+// it (q8amx.c), and this kernel takes the edges.
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
