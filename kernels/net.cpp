@@ -653,6 +653,7 @@ llmrt_net * llmrt_net_new(llama_model * m, const llmrt_net_params * p, char * er
             // A thread pool of the net's own, which q8gemm.c recognises in
             // its matmuls' parameters and lets use the tiles.
             ggml_threadpool_params tpp = ggml_threadpool_params_default(p->n_threads > 0 ? p->n_threads : (int) std::thread::hardware_concurrency());
+            tpp.poll = 1; // ggml's default spins up to ~0.3 s for work after each graph; no faster here
             n->pool = ggml_threadpool_new(&tpp);
             if (!n->pool) {
                 throw std::runtime_error("cannot create the CPU thread pool");
