@@ -498,10 +498,11 @@ func TestNetDPOGradientCheck(t *testing.T) {
 	}
 }
 
-// A net with Tiles runs its Q8_0 matmuls of 16 or more tokens on AMX where
-// the CPU has it, and gets the logits of the net without, up to rounding;
-// a net without Tiles (embeddings, and serving's decoder, which never has
-// them) leaves the tiles alone.
+// A net with Tiles runs its Q8_0 matmuls of 16 or more tokens on AMX-INT8
+// and its input gradients through Q8_0 weights on AMX-BF16 where the CPU
+// has them: the logits of the net without, up to rounding, and gradients
+// within bf16 rounding; a net without Tiles (embeddings, and serving's
+// decoder, which never has them) leaves the tiles alone.
 func TestNetTiles(t *testing.T) {
 	path := decoderModels(t)[2] // llama-tiny, Q8_0
 	m, err := kernels.LoadModel(context.Background(), path, kernels.ModelParams{})
@@ -509,22 +510,43 @@ func TestNetTiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	plain, err := kernels.NewNet(m, kernels.NetParams{Threads: 2})
-	if err != nil {
-		t.Fatal(err)
+	all := []string{"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}
+	nets := make([]*kernels.Net, 2) // without, with tiles
+	for i := range nets {
+		n, err := kernels.NewNet(m, kernels.NetParams{Threads: 2, Rank: 4, Alpha: 8, Seed: 3, Targets: all, Tiles: i == 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		// The same non-zero B in both, so that every gradient flows.
+		rng := rand.New(rand.NewPCG(1, 2))
+		for pi, p := range n.Params() {
+			if strings.HasSuffix(p.Name, ".lora_b") {
+				v := make([]float32, p.Shape[0]*p.Shape[1])
+				for k := range v {
+					v[k] = float32(rng.NormFloat64() * 0.1)
+				}
+				if err := n.Set(pi, kernels.ParamValue, v); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		nets[i] = n
 	}
-	defer plain.Close()
-	tiled, err := kernels.NewNet(m, kernels.NetParams{Threads: 2, Tiles: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tiled.Close()
+	plain, tiled := nets[0], nets[1]
 	toks, err := m.Tokenize(strings.Repeat("The quick brown fox jumps over the lazy dog. ", 4), true, false)
 	if err != nil || len(toks) < 32 {
 		t.Fatalf("%d tokens, %v", len(toks), err)
 	}
 	pos, seg := iota32(len(toks), 0), make([]int32, len(toks))
-	before := kernels.Q8AMXCalls()
+	labels := make([]int32, len(toks))
+	for i := range labels {
+		labels[i] = -1
+		if i+1 < len(toks) {
+			labels[i] = toks[i+1]
+		}
+	}
+	q8, bf16 := kernels.Q8AMXCalls(), kernels.OutProdAMXCalls()
 	want, err := plain.Logits(toks, pos, seg)
 	if err != nil {
 		t.Fatal(err)
@@ -532,21 +554,55 @@ func TestNetTiles(t *testing.T) {
 	if _, err := plain.Embed(context.Background(), [][]int32{toks}, 0); err != nil {
 		t.Fatal(err)
 	}
-	if n := kernels.Q8AMXCalls() - before; n != 0 {
-		t.Fatalf("a net without Tiles ran %d matmul shares on AMX", n)
+	if _, _, err := plain.Loss(toks, pos, seg, labels, true); err != nil {
+		t.Fatal(err)
+	}
+	if kernels.Q8AMXCalls() != q8 || kernels.OutProdAMXCalls() != bf16 {
+		t.Fatalf("a net without Tiles ran %d matmul and %d gradient shares on AMX", kernels.Q8AMXCalls()-q8, kernels.OutProdAMXCalls()-bf16)
 	}
 	got, err := tiled.Logits(toks, pos, seg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ran := kernels.Q8AMXCalls() - before
-	if kernels.Q8AMXAvailable() != (ran > 0) {
-		t.Fatalf("AMX available %v, tiles ran %d matmul shares", kernels.Q8AMXAvailable(), ran)
+	if _, _, err := tiled.Loss(toks, pos, seg, labels, true); err != nil {
+		t.Fatal(err)
 	}
-	// Both sum the same int8 products exactly per block; only the float
-	// rounding of the scaled sums differs.
+	ranQ8, ranBF16 := kernels.Q8AMXCalls()-q8, kernels.OutProdAMXCalls()-bf16
+	if kernels.Q8AMXAvailable() != (ranQ8 > 0) || kernels.OutProdAMXAvailable() != (ranBF16 > 0) {
+		t.Fatalf("AMX-INT8 %v, AMX-BF16 %v available; %d matmul and %d gradient shares ran on tiles",
+			kernels.Q8AMXAvailable(), kernels.OutProdAMXAvailable(), ranQ8, ranBF16)
+	}
+	// The forward pass sums the same int8 products exactly per block;
+	// only the float rounding of the scaled sums differs.
 	if d := maxAbsDiff(got, want); d > 1e-3 {
 		t.Fatalf("logits with tiles differ from those without by %g", d)
 	}
-	t.Logf("AMX available %v: %d matmul shares on tiles, logits within %g", kernels.Q8AMXAvailable(), ran, maxAbsDiff(got, want))
+	// The gradients went through bf16 input gradients: each LoRA tensor's
+	// gradient within a few times bf16's 2^-8 of the fp32 one, in norm.
+	worst := 0.0
+	for pi, p := range plain.Params() {
+		a, err := plain.Get(pi, kernels.ParamGrad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := tiled.Get(pi, kernels.ParamGrad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dd, aa float64
+		for k := range a {
+			dd += float64(a[k]-b[k]) * float64(a[k]-b[k])
+			aa += float64(a[k]) * float64(a[k])
+		}
+		if aa == 0 {
+			t.Fatalf("%s: no gradient", p.Name)
+		}
+		rel := math.Sqrt(dd / aa)
+		worst = max(worst, rel)
+		if rel > 0.03 {
+			t.Fatalf("%s: gradient with tiles off by %.3g of its norm", p.Name, rel)
+		}
+	}
+	t.Logf("AMX-INT8 %v, AMX-BF16 %v: %d matmul and %d gradient shares on tiles; logits within %g, gradients within %.2g of their norm",
+		kernels.Q8AMXAvailable(), kernels.OutProdAMXAvailable(), ranQ8, ranBF16, maxAbsDiff(got, want), worst)
 }

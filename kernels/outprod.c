@@ -30,6 +30,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ggml.h"
@@ -39,6 +40,8 @@
 #include "ggml-common.h"
 
 #include "outprod.h"
+#include "q8amx.h"
+#include "q8gemm.h"
 
 #if defined(__F16C__) || defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
@@ -84,6 +87,9 @@ static inline float op_half(ggml_fp16_t h) {
 
 static atomic_int op_enabled = 1;
 static atomic_llong op_calls;
+static atomic_llong op_amx_calls; // thread shares run on AMX-BF16 tiles
+
+long long llmrt_outprod_amx_calls(void) { return atomic_load(&op_amx_calls); }
 
 void llmrt_outprod_enable(int on) { atomic_store(&op_enabled, on != 0); }
 
@@ -246,14 +252,34 @@ static void op_run(const struct ggml_compute_params * params, struct ggml_tensor
         t1 = tiles * (ith + 1) / nth * OP_MR;
         t1 = t1 < m ? t1 : m;
     }
+    // Training's input gradients through Q8_0 weights (one batch, the
+    // gradient contiguous per token): whole strips of 32 features and
+    // groups of 32 tokens on AMX-BF16 where the pool is allowed the tiles
+    // (q8gemm.h); the loop below takes the tokens and strips left over.
+    int64_t amx_tokens = 0, amx_strips_end = 0;
+#if QA_HAVE
+    if (w->type == GGML_TYPE_Q8_0 && batches == 1 && ldk == 1 && !by_rows && m >= 32 && OP_NR == 32 &&
+        llmrt_q8_tiles_allowed(params->threadpool) && qa_usable() && llmrt_bf16_amx_available()) {
+        const int64_t whole = n / OP_NR; // strips of 32 real features
+        const int64_t s1 = u1 < whole ? u1 : whole;
+        if (s1 > u0 && qa_outprod((const char *) w->data, w->nb[1], w->ne[1], (const float *) g->data, lda, m / 32 * 32,
+                                  (float *) dst->data, ldc, u0 * OP_NR, s1 * OP_NR) == 0) {
+            amx_tokens = m / 32 * 32;
+            amx_strips_end = s1;
+            atomic_fetch_add_explicit(&op_amx_calls, 1, memory_order_relaxed);
+        }
+    }
+#endif
     for (int64_t u = u0; u < u1 && t0 < t1; u++) {
         const int64_t b = u / strips, s = u % strips;
+        const int64_t ts = u < amx_strips_end ? amx_tokens : t0;
+        if (ts >= t1) continue;
         const int64_t i2 = b % ne2, i3 = b / ne2;
         const char * wbase = (const char *) w->data + (i2 / rep2) * w->nb[2] + (i3 / rep3) * w->nb[3];
         const float * a = (const float *) ((const char *) g->data + i2 * g->nb[2] + i3 * g->nb[3]);
         float * c = (float *) ((char *) dst->data + i2 * dst->nb[2] + i3 * dst->nb[3]);
         const int64_t c0 = s * OP_NR;
-        op_strip(w, wbase, a, lda, ldk, c, ldc, c0, (int) (n - c0 < OP_NR ? n - c0 : OP_NR), t0, t1);
+        op_strip(w, wbase, a, lda, ldk, c, ldc, c0, (int) (n - c0 < OP_NR ? n - c0 : OP_NR), ts, t1);
     }
 }
 
@@ -271,7 +297,7 @@ void __wrap_ggml_compute_forward_out_prod(const struct ggml_compute_params * par
 // --- for tests: one OUT_PROD through ggml's CPU backend ---
 
 int llmrt_outprod_graph(int n, int m, int k, int heads, int w_heads, int wtype, const float * w, const float * g, int transposed, float * dst,
-                        int threads) {
+                        int threads, int tiles) {
     if (n < 1 || m < 1 || k < 1 || heads < 1 || w_heads < 1 || heads % w_heads != 0 || threads < 1 || !w || !g || !dst) return -1;
     if (wtype != GGML_TYPE_F32 && !(wtype == GGML_TYPE_Q8_0 && n % QK8_0 == 0)) return -1;
     const size_t wbytes = ggml_row_size((enum ggml_type) wtype, n) * (size_t) k * w_heads;
@@ -294,7 +320,25 @@ int llmrt_outprod_graph(int n, int m, int k, int heads, int w_heads, int wtype, 
     struct ggml_cgraph * gf = ggml_new_graph(ctx);
     if (!out || !gf) { ggml_free(ctx); return -1; }
     ggml_build_forward_expand(gf, out);
-    int rc = ggml_graph_compute_with_ctx(ctx, gf, threads) == GGML_STATUS_SUCCESS ? 0 : -1;
+    int rc = -1;
+    if (!tiles) {
+        rc = ggml_graph_compute_with_ctx(ctx, gf, threads) == GGML_STATUS_SUCCESS ? 0 : -1;
+    } else {
+        // On a thread pool allowed the tiles, as a training net's is.
+        struct ggml_threadpool_params tpp = ggml_threadpool_params_default(threads);
+        struct ggml_threadpool * pool = ggml_threadpool_new(&tpp);
+        if (pool != NULL && llmrt_q8_tiles_allow(pool) == 0) {
+            struct ggml_cplan plan = ggml_graph_plan(gf, threads, pool);
+            void * work = plan.work_size > 0 ? malloc(plan.work_size) : NULL;
+            if (plan.work_size == 0 || work != NULL) {
+                plan.work_data = (uint8_t *) work;
+                rc = ggml_graph_compute(gf, &plan) == GGML_STATUS_SUCCESS ? 0 : -1;
+            }
+            free(work);
+            llmrt_q8_tiles_revoke(pool);
+        }
+        if (pool != NULL) ggml_threadpool_free(pool);
+    }
     if (rc == 0) {
         memcpy(dst, out->data, sizeof(float) * (size_t) n * m * heads);
     }

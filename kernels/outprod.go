@@ -3,6 +3,7 @@ package kernels
 /*
 #cgo linux LDFLAGS: -Wl,--wrap=ggml_compute_forward_out_prod
 #include "outprod.h"
+#include "q8amx.h"
 */
 import "C"
 
@@ -25,6 +26,15 @@ func OutProdEnabled() bool { return C.llmrt_outprod_enabled() != 0 }
 // this process.
 func OutProdCalls() int64 { return int64(C.llmrt_outprod_calls()) }
 
+// OutProdAMXAvailable reports whether training's input gradients through
+// Q8_0 weights can run on AMX-BF16 tiles here (nets with NetParams.Tiles
+// use them): in bf16 with fp32 sums, as mixed-precision training does.
+func OutProdAMXAvailable() bool { return C.llmrt_bf16_amx_available() != 0 }
+
+// OutProdAMXCalls is how many threads' shares of OUT_PROD nodes ran on
+// AMX-BF16 tiles in this process.
+func OutProdAMXCalls() int64 { return int64(C.llmrt_outprod_amx_calls()) }
+
 // outProd computes dst (heads batches of m rows of n) =
 // OUT_PROD(w, transpose(g)) with transposed set (g is m rows of k floats
 // per head), else OUT_PROD(w, g) (g is k rows of m floats per head),
@@ -33,6 +43,12 @@ func OutProdCalls() int64 { return int64(C.llmrt_outprod_calls()) }
 // the way a model stores it. Tests use it to run the routed and unrouted
 // paths on the same product.
 func outProd(w, g []float32, n, m, k, heads, wHeads int, q8, transposed bool, threads int) ([]float32, error) {
+	return outProdOn(w, g, n, m, k, heads, wHeads, q8, transposed, threads, false)
+}
+
+// outProdOn is outProd, with tiles on a thread pool allowed the AMX tiles
+// as a training net's is.
+func outProdOn(w, g []float32, n, m, k, heads, wHeads int, q8, transposed bool, threads int, tiles bool) ([]float32, error) {
 	if len(w) != n*k*wHeads || len(g) != m*k*heads {
 		return nil, fmt.Errorf("out_prod: %d and %d values for %d x %dx%d and %d x %dx%d", len(w), len(g), wHeads, k, n, heads, m, k)
 	}
@@ -47,7 +63,7 @@ func outProd(w, g []float32, n, m, k, heads, wHeads int, q8, transposed bool, th
 	}
 	dst := make([]float32, n*m*heads)
 	if C.llmrt_outprod_graph(C.int(n), C.int(m), C.int(k), C.int(heads), C.int(wHeads), typ, (*C.float)(unsafe.Pointer(&w[0])),
-		(*C.float)(unsafe.Pointer(&g[0])), tr, (*C.float)(unsafe.Pointer(&dst[0])), C.int(threads)) != 0 {
+		(*C.float)(unsafe.Pointer(&g[0])), tr, (*C.float)(unsafe.Pointer(&dst[0])), C.int(threads), cBool(tiles)) != 0 {
 		return nil, fmt.Errorf("out_prod: ggml failed on %d x %dx%d and %d x %dx%d", wHeads, k, n, heads, m, k)
 	}
 	return dst, nil

@@ -1,4 +1,5 @@
 #pragma once
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -19,6 +20,10 @@ extern "C" {
 // kernel for tile-data permission once). 0 in builds without the kernel.
 int llmrt_q8_amx_available(void);
 
+// Whether AMX-BF16 (and AVX512-BF16) can run outprod.c's input
+// gradients too. 0 in builds without the kernel.
+int llmrt_bf16_amx_available(void);
+
 // Lets q8gemm.c use the tiles (on != 0, the default) or not. Process-wide,
 // for benchmarks and tests that compare the two.
 void llmrt_q8_amx_enable(int on);
@@ -36,6 +41,13 @@ int qa_usable(void);
 // cannot get its scratch memory (nothing was written).
 int qa_run(const void * a, int64_t lda, const void * b, int64_t ldb, int64_t k, int64_t n, float * c,
            int64_t ldc, int64_t i0, int64_t panels, int64_t groups);
+
+// c[t*ldc + i] = sum over o < k of g[t*lda + o] * W[o][i] for tokens
+// t < tokens (a multiple of 32) and features i in [f0, f1) (multiples of
+// 32), W being k Q8_0 rows of stride ldw bytes: in bf16 with fp32 sums.
+// Returns 0, or -1 when this thread cannot get its scratch memory.
+int qa_outprod(const char * w, size_t ldw, int64_t k, const float * g, size_t lda, int64_t tokens, float * c, size_t ldc,
+               int64_t f0, int64_t f1);
 #endif
 
 #ifdef __cplusplus

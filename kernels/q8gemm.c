@@ -92,7 +92,7 @@ void llmrt_q8_tiles_revoke(const void * pool) {
     }
 }
 
-static __attribute__((unused)) int qg_tiles_allowed(const void * pool) {
+int llmrt_q8_tiles_allowed(const void * pool) {
     if (pool == NULL) return 0;
     for (int i = 0; i < QG_TILE_POOLS; i++) {
         if (atomic_load_explicit(&qg_tile_pools[i], memory_order_acquire) == pool) return 1;
@@ -290,7 +290,7 @@ bool __wrap_llamafile_sgemm(const struct ggml_compute_params * params, int64_t m
     if (Atype == GGML_TYPE_Q8_0 && Btype == GGML_TYPE_Q8_0 && Ctype == GGML_TYPE_F32 && n >= 1 &&
         n <= LLMRT_Q8_GEMM_MAX_N && k >= 1 && k <= QG_MAX_K && atomic_load_explicit(&qg_enabled, memory_order_relaxed)) {
         if (params->ith == 0) atomic_fetch_add_explicit(&qg_calls, 1, memory_order_relaxed);
-        qg_run(params->ith, params->nth, m, n, k, A, lda, B, ldb, (float *) C, ldc, qg_tiles_allowed(params->threadpool));
+        qg_run(params->ith, params->nth, m, n, k, A, lda, B, ldb, (float *) C, ldc, llmrt_q8_tiles_allowed(params->threadpool));
         return true;
     }
 #endif

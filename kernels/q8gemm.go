@@ -38,8 +38,9 @@ func Q8GEMMCalls() int64 { return int64(C.llmrt_q8_gemm_calls()) }
 // Only nets created with NetParams.Tiles use them.
 func Q8AMXAvailable() bool { return C.llmrt_q8_amx_available() != 0 }
 
-// EnableQ8AMX lets the Q8_0 kernel use AMX tiles where available (the
-// default) or keeps it on AVX-512 VNNI. Process-wide; for benchmarks and
+// EnableQ8AMX lets training nets use AMX tiles where available (the
+// default: Q8_0 matmuls on AMX-INT8, input gradients on AMX-BF16) or
+// keeps them on AVX-512 VNNI and fp32. Process-wide; for benchmarks and
 // tests that compare the two.
 func EnableQ8AMX(on bool) { C.llmrt_q8_amx_enable(cBool(on)) }
 

@@ -38,6 +38,9 @@ int llmrt_q8_tiles_allow(const void * pool);
 // Takes the tiles back from pool (before the pool is freed).
 void llmrt_q8_tiles_revoke(const void * pool);
 
+// Whether pool was allowed the tiles (outprod.c asks too).
+int llmrt_q8_tiles_allowed(const void * pool);
+
 // Computes c (m x n floats, column j at c + j*ldc) = a (m rows of k Q8_0
 // blocks, row stride lda blocks) times b (n columns of k Q8_0 blocks,
 // column stride ldb blocks), single-threaded, with tiles where available

@@ -15,6 +15,7 @@ enum {
     LLMRT_SCRATCH_QA_W,  // q8amx.c: a 16-row weight panel in VNNI order
     LLMRT_SCRATCH_QA_WD, // q8amx.c: the panel's row scales
     LLMRT_SCRATCH_QA_XD, // q8amx.c: the token scales
+    LLMRT_SCRATCH_QA_G,  // q8amx.c: a gradient in bf16
     LLMRT_SCRATCH_SLOTS
 };
 

@@ -60,7 +60,7 @@ func main() {
 	child := flag.String("child", "", "internal: run one measurement (train:PATH, serve:PATH, lora:PATH or ref:PATH) and print its peak memory")
 	cache := flag.String("cache", testmodel.CacheDir(), "where generated models are kept (env LLMRT_BENCH_DIR)")
 	ggmlOutProd := flag.Bool("ggml-outprod", false, "leave the matmul input gradients to ggml's OUT_PROD loop (to measure llmrt's kernel)")
-	noAMX := flag.Bool("no-amx", false, "keep the Q8_0 matmuls on AVX-512 VNNI where the CPU has AMX (to measure the tiles)")
+	noAMX := flag.Bool("no-amx", false, "keep training off the AMX tiles where the CPU has them: Q8_0 matmuls on AVX-512 VNNI, input gradients in fp32 (to measure the tiles)")
 	flag.Parse()
 	kernels.EnableOutProd(!*ggmlOutProd)
 	kernels.EnableQ8AMX(!*noAMX)
@@ -81,7 +81,7 @@ func main() {
 		flops = max(flops, f)
 	}
 	fmt.Printf("machine: fp32 GEMM %.1f GFLOP/s (OpenBLAS cblas_sgemm, %d threads)\n", flops/1e9, *threads)
-	fmt.Printf("llmrt's Q8_0 matmul: %s\n\n", q8Path())
+	fmt.Printf("training's Q8_0 matmuls: %s\n\n", q8Path())
 	if *which == "tiny" || *which == "all" {
 		path, err := testmodel.CachedPath(ctx, *cache, testmodel.TinyLlama(testmodel.SharedDir()))
 		check(err)
@@ -401,15 +401,20 @@ func check(err error) {
 	}
 }
 
-// q8Path says which kernel runs the Q8_0 matmuls of the forward passes.
+// q8Path says which kernels run the Q8_0 matmuls of the forward passes
+// and the input gradients through them.
 func q8Path() string {
+	grad := "fp32 (outprod.c)"
+	if kernels.OutProdAMXAvailable() && kernels.Q8AMXEnabled() {
+		grad = "AMX-BF16 tiles"
+	}
 	switch {
 	case !kernels.Q8GEMMAvailable():
-		return "not in this build (ggml's tinyBLAS)"
+		return "not in this build (ggml's tinyBLAS); input gradients " + grad
 	case kernels.Q8AMXAvailable() && kernels.Q8AMXEnabled():
-		return "AMX-INT8 tiles, AVX-512 VNNI at the edges"
+		return "AMX-INT8 tiles, AVX-512 VNNI at the edges; input gradients " + grad
 	case kernels.Q8AMXAvailable():
-		return "AVX-512 VNNI (AMX off: -no-amx)"
+		return "AVX-512 VNNI (AMX off: -no-amx); input gradients " + grad
 	}
-	return "AVX-512 VNNI (no AMX on this CPU)"
+	return "AVX-512 VNNI (no AMX on this CPU); input gradients " + grad
 }
