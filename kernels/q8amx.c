@@ -1,4 +1,6 @@
-// q8amx.c: the Q8_0 x Q8_0 matmul on Intel AMX tiles, for q8gemm.c.
+// q8amx.c: training's matmuls on Intel AMX tiles: the Q8_0 x Q8_0 matmul
+// of the forward pass on AMX-INT8 (for q8gemm.c), and the input gradient
+// through Q8_0 weights on AMX-BF16 (for outprod.c, at the end of the file).
 //
 // On CPUs with AMX-INT8 one TDPBSSD instruction multiplies a 16x32 tile of
 // int8 by a 32x16 one into 16x16 int32 sums: 8,192 multiply-adds, against

@@ -6,8 +6,9 @@
 extern "C" {
 #endif
 
-// llmrt's Q8_0 x Q8_0 matmul on AMX tiles (q8amx.c), used by q8gemm.c for
-// whole 16x16 tiles of products of 16 or more columns.
+// Training's matmuls on AMX tiles (q8amx.c): q8gemm.c runs whole 16x16
+// tiles of Q8_0 products of 16 or more columns on AMX-INT8, outprod.c
+// whole 32x32 blocks of input gradients through Q8_0 weights on AMX-BF16.
 
 #if defined(__linux__) && defined(__x86_64__) && defined(__AVX512F__) && defined(__F16C__) && \
     ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11) || (defined(__clang__) && __clang_major__ >= 12))
