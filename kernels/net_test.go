@@ -43,6 +43,24 @@ func llamaLogits(t *testing.T, m *kernels.Model, toks []int32) [][]float32 {
 	return out
 }
 
+// setB gives every LoRA B of n normal values of standard deviation std
+// from seed: a fresh adapter's B is zero, which leaves A's gradients zero.
+func setB(t *testing.T, n *kernels.Net, seed uint64, std float64) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	for i, p := range n.Params() {
+		if strings.HasSuffix(p.Name, ".lora_b") {
+			v := make([]float32, p.Shape[0]*p.Shape[1])
+			for k := range v {
+				v[k] = float32(rng.NormFloat64() * std)
+			}
+			if err := n.Set(i, kernels.ParamValue, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 func maxAbsDiff(a, b []float32) float64 {
 	var m float64
 	for i := range a {
@@ -176,18 +194,7 @@ func TestNetGradientCheck(t *testing.T) {
 	}
 	// B starts at zero (a fresh adapter is the identity); give it values
 	// so that every gradient is non-trivial.
-	rng := rand.New(rand.NewPCG(1, 2))
-	for i, p := range n.Params() {
-		if strings.HasSuffix(p.Name, ".lora_b") {
-			v := make([]float32, p.Shape[0]*p.Shape[1])
-			for k := range v {
-				v[k] = float32(rng.NormFloat64() * 0.1)
-			}
-			if err := n.Set(i, kernels.ParamValue, v); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	setB(t, n, 1, 0.1)
 	toks, _ := m.Tokenize("Once upon a time, there was a little girl named Lily. She loved to play", true, false)
 	L := len(toks)
 	pos, seg := iota32(L, 0), make([]int32, L)
@@ -371,18 +378,7 @@ func TestNetDPOGradientCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer base.Close()
-	rng := rand.New(rand.NewPCG(5, 6))
-	for i, p := range n.Params() {
-		if strings.HasSuffix(p.Name, ".lora_b") {
-			v := make([]float32, p.Shape[0]*p.Shape[1])
-			for k := range v {
-				v[k] = float32(rng.NormFloat64() * 0.03)
-			}
-			if err := n.Set(i, kernels.ParamValue, v); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	setB(t, n, 5, 0.03)
 	pairs := [][3]string{
 		{"Once upon a time", " there was a little girl named Lily.", " the big dog ate a red ball and ran away."},
 		{"Tom went to the park.", " He played with his friend.", " It was very cold and dark."},
@@ -518,19 +514,7 @@ func TestNetTiles(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer n.Close()
-		// The same non-zero B in both, so that every gradient flows.
-		rng := rand.New(rand.NewPCG(1, 2))
-		for pi, p := range n.Params() {
-			if strings.HasSuffix(p.Name, ".lora_b") {
-				v := make([]float32, p.Shape[0]*p.Shape[1])
-				for k := range v {
-					v[k] = float32(rng.NormFloat64() * 0.1)
-				}
-				if err := n.Set(pi, kernels.ParamValue, v); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
+		setB(t, n, 1, 0.1) // the same non-zero B in both, so that every gradient flows
 		nets[i] = n
 	}
 	plain, tiled := nets[0], nets[1]
