@@ -363,6 +363,7 @@ func Train(ctx context.Context, spec Spec, h Hooks) (Result, error) {
 		return Result{}, err
 	}
 	defer net.Close()
+	h.Logger.Debug("training kernels", "amx_int8_matmuls", kernels.Q8AMXAvailable(), "amx_bf16_gradients", kernels.OutProdAMXAvailable())
 	nb, err := lora.NewNetBackend(net, e.Info().Arch, float32(spec.Alpha), kernels.DefaultAdam)
 	if err != nil {
 		return Result{}, err
