@@ -52,11 +52,13 @@ type NetParams struct {
 	Targets []string
 	// Seed initialises the A matrices.
 	Seed uint64
-	// Tiles lets the net's Q8_0 matmuls run whole 16x16 tiles on AMX
-	// where the CPU has it (Q8AMXAvailable): about three times the VNNI
-	// kernel's rate, but a token's result then depends on how many tokens
-	// share its call (the tiles round block sums differently). Training
-	// sets it; embeddings, which must not depend on their batch, do not.
+	// Tiles lets the net run on AMX where the CPU has it: its Q8_0
+	// matmuls in whole 16x16 tiles on AMX-INT8 (Q8AMXAvailable; the same
+	// int8 products, but a token's result then depends on how many tokens
+	// share its call, as the tiles round block sums differently) and its
+	// input gradients through Q8_0 weights on AMX-BF16 (OutProdAMXAvailable;
+	// bf16 factors, fp32 sums). Training sets it; embeddings, which must
+	// not depend on their batch, do not.
 	Tiles bool
 }
 
