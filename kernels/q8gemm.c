@@ -290,7 +290,9 @@ bool __wrap_llamafile_sgemm(const struct ggml_compute_params * params, int64_t m
     if (Atype == GGML_TYPE_Q8_0 && Btype == GGML_TYPE_Q8_0 && Ctype == GGML_TYPE_F32 && n >= 1 &&
         n <= LLMRT_Q8_GEMM_MAX_N && k >= 1 && k <= QG_MAX_K && atomic_load_explicit(&qg_enabled, memory_order_relaxed)) {
         if (params->ith == 0) atomic_fetch_add_explicit(&qg_calls, 1, memory_order_relaxed);
-        qg_run(params->ith, params->nth, m, n, k, A, lda, B, ldb, (float *) C, ldc, llmrt_q8_tiles_allowed(params->threadpool));
+        // Tiles need 16 columns: a decode step's matmuls skip the pool lookup.
+        const int tiles = n >= 16 && llmrt_q8_tiles_allowed(params->threadpool);
+        qg_run(params->ith, params->nth, m, n, k, A, lda, B, ldb, (float *) C, ldc, tiles);
         return true;
     }
 #endif
