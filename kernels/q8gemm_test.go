@@ -14,10 +14,7 @@ const typeQ8_0 = 8 // GGUF/ggml type id of Q8_0
 func refQ8(t *testing.T, a, b []float32, m, n, k int) (ref, mag []float64) {
 	t.Helper()
 	deq := func(x []float32, rows int) []float32 {
-		q, err := QuantizeRows(typeQ8_0, x, rows, k)
-		if err != nil {
-			t.Fatal(err)
-		}
+		q := quantQ8(t, x, rows, k)
 		d, err := Dequantize(typeQ8_0, q, rows*k)
 		if err != nil {
 			t.Fatal(err)
@@ -39,6 +36,26 @@ func refQ8(t *testing.T, a, b []float32, m, n, k int) (ref, mag []float64) {
 		}
 	}
 	return ref, mag
+}
+
+// quantQ8 quantizes rows of k floats to Q8_0 as a model stores them.
+func quantQ8(t *testing.T, x []float32, rows, k int) []byte {
+	t.Helper()
+	q, err := QuantizeRows(typeQ8_0, x, rows, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+// firstCols keeps the first k of each of rows rows of width floats: the
+// values a strided view of them covers (Q8_0 blocks quantize alone).
+func firstCols(x []float32, rows, width, k int) []float32 {
+	out := make([]float32, 0, rows*k)
+	for i := 0; i < rows; i++ {
+		out = append(out, x[i*width:i*width+k]...)
+	}
+	return out
 }
 
 func randMat(r *rand.Rand, n int) []float32 {
@@ -76,14 +93,8 @@ func TestQ8GEMMKernelMatchesReference(t *testing.T) {
 	for _, sh := range []struct{ m, k int }{{1, 32}, {37, 64}, {130, 96}, {257, 4864}} {
 		for _, n := range []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17, 40} {
 			a, b := randMat(r, sh.m*sh.k), randMat(r, n*sh.k)
-			aq, err := QuantizeRows(typeQ8_0, a, sh.m, sh.k)
-			if err != nil {
-				t.Fatal(err)
-			}
-			bq, err := QuantizeRows(typeQ8_0, b, n, sh.k)
-			if err != nil {
-				t.Fatal(err)
-			}
+			aq := quantQ8(t, a, sh.m, sh.k)
+			bq := quantQ8(t, b, n, sh.k)
 			got, err := q8GEMM(aq, bq, sh.m, n, sh.k/32, sh.k/32, sh.k/32)
 			if err != nil {
 				t.Fatal(err)
@@ -102,28 +113,15 @@ func TestQ8GEMMStridedViews(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	const m, n, k, kA, kB = 45, 5, 96, 160, 128 // elements; the rows are wider
 	a, b := randMat(r, m*kA), randMat(r, n*kB)
-	aq, err := QuantizeRows(typeQ8_0, a, m, kA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bq, err := QuantizeRows(typeQ8_0, b, n, kB)
-	if err != nil {
-		t.Fatal(err)
-	}
+	aq := quantQ8(t, a, m, kA)
+	bq := quantQ8(t, b, n, kB)
 	got, err := q8GEMM(aq, bq, m, n, k/32, kA/32, kB/32)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Q8_0 blocks are quantized alone, so the reference is the product of
 	// the first k elements of every row.
-	slice := func(x []float32, rows, width int) []float32 {
-		out := make([]float32, 0, rows*k)
-		for i := 0; i < rows; i++ {
-			out = append(out, x[i*width:i*width+k]...)
-		}
-		return out
-	}
-	ref, mag := refQ8(t, slice(a, m, kA), slice(b, n, kB), m, n, k)
+	ref, mag := refQ8(t, firstCols(a, m, kA, k), firstCols(b, n, kB, k), m, n, k)
 	checkClose(t, "strided kernel", got, ref, mag)
 }
 
@@ -175,22 +173,9 @@ func TestQ8AMXTilesMatchTheReference(t *testing.T) {
 	for _, sh := range []struct{ m, k, kA, kB int }{{16, 32, 32, 32}, {37, 96, 96, 96}, {130, 896, 896, 896}, {45, 96, 160, 128}} {
 		for _, n := range []int{16, 17, 33, 48} {
 			a, b := randMat(r, sh.m*sh.kA), randMat(r, n*sh.kB)
-			aq, err := QuantizeRows(typeQ8_0, a, sh.m, sh.kA)
-			if err != nil {
-				t.Fatal(err)
-			}
-			bq, err := QuantizeRows(typeQ8_0, b, n, sh.kB)
-			if err != nil {
-				t.Fatal(err)
-			}
-			slice := func(x []float32, rows, width int) []float32 {
-				out := make([]float32, 0, rows*sh.k)
-				for i := 0; i < rows; i++ {
-					out = append(out, x[i*width:i*width+sh.k]...)
-				}
-				return out
-			}
-			ref, mag := refQ8(t, slice(a, sh.m, sh.kA), slice(b, n, sh.kB), sh.m, n, sh.k)
+			aq := quantQ8(t, a, sh.m, sh.kA)
+			bq := quantQ8(t, b, n, sh.kB)
+			ref, mag := refQ8(t, firstCols(a, sh.m, sh.kA, sh.k), firstCols(b, n, sh.kB, sh.k), sh.m, n, sh.k)
 			for _, on := range []bool{true, false} {
 				EnableQ8AMX(on)
 				before := Q8AMXCalls()

@@ -756,25 +756,9 @@ func TestMemoryBytes(t *testing.T) {
 // bottom layer from the entry point, and (nearly) every item must find
 // itself.
 func TestConcurrentInsertKeepsEveryNodeReachable(t *testing.T) {
-	const n, d = 300, 16
+	const n = 300
 	for round := range 20 {
-		h, err := New(Options{Dim: d, Metric: L2, ExactBelow: -1, Seed: int64(round + 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids := make([]uint64, n)
-		vecs := make([][]float32, n)
-		r := rand.New(rand.NewPCG(uint64(round), 7))
-		for i := range vecs {
-			ids[i] = uint64(i)
-			vecs[i] = make([]float32, d)
-			for j := range vecs[i] {
-				vecs[i][j] = float32(r.NormFloat64())
-			}
-		}
-		if err := h.AddBatch(ids, vecs, nil, 8); err != nil {
-			t.Fatal(err)
-		}
+		h, vecs := buildRandom(t, n, 0, round, 7, 8)
 		checkInDegrees(t, h)
 		seen := make([]bool, n)
 		seen[h.ep] = true
@@ -812,26 +796,10 @@ func TestConcurrentInsertKeepsEveryNodeReachable(t *testing.T) {
 // but the entry point must keep an in-link on the bottom layer, whether
 // items go in one at a time or eight at once.
 func TestPruningNeverOrphansANode(t *testing.T) {
-	const n, d = 300, 16
+	const n = 300
 	for _, workers := range []int{1, 8} {
 		for round := range 20 {
-			h, err := New(Options{Dim: d, Metric: L2, M: 4, ExactBelow: -1, Seed: int64(round + 1)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ids := make([]uint64, n)
-			vecs := make([][]float32, n)
-			r := rand.New(rand.NewPCG(uint64(round), 11))
-			for i := range vecs {
-				ids[i] = uint64(i)
-				vecs[i] = make([]float32, d)
-				for j := range vecs[i] {
-					vecs[i][j] = float32(r.NormFloat64())
-				}
-			}
-			if err := h.AddBatch(ids, vecs, nil, workers); err != nil {
-				t.Fatal(err)
-			}
+			h, _ := buildRandom(t, n, 4, round, 11, workers)
 			checkInDegrees(t, h)
 			for x := range n {
 				if uint32(x) != h.ep && h.indeg[x] == 0 {
@@ -841,6 +809,32 @@ func TestPruningNeverOrphansANode(t *testing.T) {
 			h.Close()
 		}
 	}
+}
+
+// buildRandom indexes n normal vectors of width 16 (ids 0..n-1, random
+// stream (round, stream)) under L2 with M (0: the default), the layer
+// seed round+1, on workers goroutines, always as a graph.
+func buildRandom(t *testing.T, n, m, round int, stream uint64, workers int) (*HNSW, [][]float32) {
+	t.Helper()
+	const d = 16
+	h, err := New(Options{Dim: d, Metric: L2, M: m, ExactBelow: -1, Seed: int64(round + 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]uint64, n)
+	vecs := make([][]float32, n)
+	r := rand.New(rand.NewPCG(uint64(round), stream))
+	for i := range vecs {
+		ids[i] = uint64(i)
+		vecs[i] = make([]float32, d)
+		for j := range vecs[i] {
+			vecs[i][j] = float32(r.NormFloat64())
+		}
+	}
+	if err := h.AddBatch(ids, vecs, nil, workers); err != nil {
+		t.Fatal(err)
+	}
+	return h, vecs
 }
 
 // checkInDegrees fails unless each node's in-degree count equals the
